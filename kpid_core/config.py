@@ -1,0 +1,358 @@
+"""Typed trial configuration: nested dataclasses, YAML + ``key=value`` overrides, one validation.
+
+Layout and aliases are pinned in docs/CONTRACTS.md. Every user mistake raises :class:`ConfigError`
+naming the field and what is allowed (unknown keys list the valid keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kpid_core.errors import ConfigError, UnknownNameError
+
+__all__ = [
+    "ALIASES",
+    "DataConfig",
+    "DistillConfig",
+    "ModelConfig",
+    "PruneConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "default_config_path",
+    "load_config",
+    "parse_overrides",
+]
+
+ALIASES: dict[str, str] = {
+    "budget": "prune.budget",
+    "metric": "prune.metric",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "kd_weight": "distill.kd_weight",
+    "inner_weight": "distill.inner_weight",
+    "gamma": "distill.inner_weight",
+    "temperature": "distill.temperature",
+    "match": "distill.match",
+    "dataset": "data.name",
+    "model": "model.name",
+    "allocation": "prune.allocation",
+}
+
+# Used only if the importance module is not importable yet (it is the engine's, built in parallel).
+_FALLBACK_METRICS = ("taylor", "taylor_abs", "l1", "l2", "bn_gamma", "random")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None
+    image_size: int = 16
+    batch_size: int = 64
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "digits_resnet"
+    width: float = 1.0
+
+
+@dataclass
+class TeacherConfig:
+    source: str = "train"
+    checkpoint: str | None = None
+    weights: str | None = None  # source=pretrained: torchvision enum member name, e.g. "DEFAULT", "IMAGENET1K_V2"
+    epochs: int = 15
+    lr: float = 0.1
+    cache_dir: str | None = None
+
+
+@dataclass
+class PruneConfig:
+    budget: float = 0.5
+    metric: str = "taylor"
+    importance_batches: int = 8
+    min_keep: float = 0.1
+    allocation: str = "knapsack"
+    solver: str = "dp"
+
+
+@dataclass
+class DistillConfig:
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    kd_form: str = "kl"
+    temperature: float = 4.0
+    inner_weight: float = 1.0
+    match: str = "kept"
+    taps: list[str] | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    label_smoothing: float = 0.0
+    amp: str = "auto"
+    channels_last: str = "auto"
+    device: str = "auto"
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "teacher": TeacherConfig,
+    "prune": PruneConfig,
+    "distill": DistillConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class TrialConfig:
+    """One trial's full configuration. ``num_classes`` is not here: it comes from the data."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # -- conversions -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (YAML/JSON-able)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat dict with dotted keys (``train.lr``), for result tables."""
+        out: dict[str, Any] = {"seed": self.seed}
+        for sec in _SECTIONS:
+            for k, v in dataclasses.asdict(getattr(self, sec)).items():
+                out[f"{sec}.{k}"] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TrialConfig:
+        """Build and validate from a nested dict; dotted keys and aliases at top level also work
+        (``{"budget": 0.3, "train.lr": 0.1}``)."""
+        cfg = cls()
+        for key, value in _flatten(d or {}):
+            cfg.set(key, value)
+        cfg.validate()
+        return cfg
+
+    def with_overrides(self, overrides: Mapping[str, Any] | Iterable[str]) -> TrialConfig:
+        """A validated copy with ``key=value`` strings or a ``{key: value}`` mapping applied."""
+        return TrialConfig.from_dict({**self.flat(), **dict(parse_overrides(overrides))})
+
+    # -- setting one key -------------------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        """Set a dotted key or alias (no validation of the whole config; see :meth:`validate`)."""
+        dotted = ALIASES.get(key, key)
+        if dotted == "seed":
+            self.seed = _coerce("seed", int, value)
+            return
+        sec, _, name = dotted.partition(".")
+        section = getattr(self, sec, None) if sec in _SECTIONS else None
+        types = {f.name: f.type for f in fields(_SECTIONS[sec])} if section is not None else {}
+        if name not in types:
+            raise ConfigError(_unknown_key_message(key))
+        setattr(section, name, _coerce(dotted, types[name], value))
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self) -> TrialConfig:
+        """Check every value once; raise ConfigError naming the field and the allowed values."""
+        from kpid_core.data import DATASETS
+        from kpid_core.models import MODEL_NAMES
+
+        d, m, t, p, k, tr = self.data, self.model, self.teacher, self.prune, self.distill, self.train
+        _choice("data.name", d.name, DATASETS, unknown=True)
+        _choice("model.name", m.name, MODEL_NAMES, unknown=True)
+        _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
+        _choice("prune.metric", p.metric, _metrics(), unknown=True)
+        _choice("prune.allocation", p.allocation, ("knapsack", "uniform"))
+        _choice("prune.solver", p.solver, ("dp", "greedy"))
+        _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
+        _choice("distill.match", k.match, ("kept", "projection"))
+        _choice("train.optimizer", tr.optimizer, ("sgd", "adamw"))
+        _choice("train.amp", tr.amp, ("auto", "on", "off"))
+        _choice("train.channels_last", tr.channels_last, ("auto", "on", "off"))
+        if not (tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:")):
+            raise ConfigError(f"train.device={tr.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+        _range("prune.budget", p.budget, 0.0, 1.0, low_open=True)
+        _range("prune.min_keep", p.min_keep, 0.0, 1.0)
+        _range("data.val_fraction", d.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        _range("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True)
+        if d.val_fraction + d.test_fraction >= 1.0:
+            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 (something must be left to train on)")
+        _range("model.width", m.width, 0.0, None, low_open=True)
+        _range("distill.temperature", k.temperature, 0.0, None, low_open=True)
+        for name in ("ce_weight", "kd_weight", "inner_weight"):
+            _range(f"distill.{name}", getattr(k, name), 0.0, None)
+        if k.ce_weight + k.kd_weight + k.inner_weight <= 0:
+            raise ConfigError("distill.ce_weight + kd_weight + inner_weight must be > 0 (nothing to train on)")
+        _range("train.lr", tr.lr, 0.0, None, low_open=True)
+        _range("teacher.lr", t.lr, 0.0, None, low_open=True)
+        _range("train.momentum", tr.momentum, 0.0, 1.0, high_open=True)
+        _range("train.weight_decay", tr.weight_decay, 0.0, None)
+        _range("train.label_smoothing", tr.label_smoothing, 0.0, 1.0, high_open=True)
+        for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
+                            ("data.batch_size", d.batch_size, 1), ("data.image_size", d.image_size, 1),
+                            ("data.num_workers", d.num_workers, 0),
+                            ("prune.importance_batches", p.importance_batches, 1)):
+            _range(name, v, lo, None)
+        if t.source == "checkpoint" and not t.checkpoint:
+            raise ConfigError("teacher.checkpoint is required when teacher.source=checkpoint (path to a state dict)")
+        if d.name in ("cifar10", "cifar100", "imagefolder") and not d.root:
+            raise ConfigError(f"data.root is required for data.name={d.name!r} (a local directory; nothing is downloaded)")
+        if k.taps is not None and not all(isinstance(s, str) for s in k.taps):
+            raise ConfigError("distill.taps must be a list of module names (e.g. [layer1, layer2]) or null")
+        return self
+
+
+def _metrics() -> tuple[str, ...]:
+    try:
+        from kpid_core.importance import METRICS
+
+        return tuple(METRICS)
+    except ImportError:
+        return _FALLBACK_METRICS
+
+
+def _valid_keys() -> list[str]:
+    keys = ["seed"] + [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
+    return keys
+
+
+def _unknown_key_message(key: str) -> str:
+    valid = _valid_keys()
+    hint = difflib.get_close_matches(key, valid + list(ALIASES), n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return (f"unknown config key {key!r}{did}; valid keys: {', '.join(valid)}; "
+            f"aliases: {', '.join(f'{a}->{t}' for a, t in ALIASES.items())}")
+
+
+def _choice(field_name: str, value: Any, allowed: Iterable[str], unknown: bool = False) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        err = UnknownNameError if unknown else ConfigError
+        raise err(f"{field_name}={value!r} is not allowed; allowed values: {', '.join(allowed)}")
+
+
+def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open: bool = False,
+           high_open: bool = False) -> None:
+    bad = (lo is not None and (v < lo or (low_open and v == lo))) or (
+        hi is not None and (v > hi or (high_open and v == hi)))
+    if bad or math.isnan(v):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        interval = f"{'(' if low_open else '['}{lo_s}, {hi_s}{')' if high_open or hi is None else ']'}"
+        raise ConfigError(f"{name}={v!r} is out of range; allowed: {interval}")
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    """Convert ``value`` to the field type (string annotations: ``from __future__``)."""
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    optional = "None" in t
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} must not be null (expects {t})")
+    base = t.replace(" | None", "").strip()
+    try:
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base == "str":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if base.startswith("list"):
+            if isinstance(value, str):
+                value = [s.strip() for s in value.split(",") if s.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [str(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} has the wrong type; expects {t}") from None
+    return value
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and key in _SECTIONS:
+            yield from _flatten(v, key + ".")
+        elif isinstance(v, Mapping) and not prefix:
+            raise ConfigError(_unknown_key_message(key))
+        else:
+            yield key, v
+
+
+def parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:
+    """``["train.lr=0.1", "budget=0.3"]`` → ``[("train.lr", 0.1), ("budget", 0.3)]``; values are
+    YAML scalars (``null``, ``1e-3``, ``[layer1, layer2]``)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    out = []
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.lr=0.1 or budget=0.3)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def default_config_path() -> Path:
+    """The bundled default trial config (digits, about a minute on 2 CPU cores)."""
+    return Path(str(resources.files("kpid_core") / "configs" / "trial.yaml"))
+
+
+def load_config(path: str | os.PathLike | None = None,
+                overrides: Mapping[str, Any] | Iterable[str] | None = ()) -> TrialConfig:
+    """Load a YAML trial config (None = the bundled default), apply overrides, validate once."""
+    p = Path(path) if path is not None else default_config_path()
+    raw: Any = {}
+    if path is not None or p.exists():
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...)")
+    merged = list(_flatten(raw)) + parse_overrides(overrides)
+    cfg = TrialConfig()
+    for key, value in merged:
+        cfg.set(key, value)
+    return cfg.validate()

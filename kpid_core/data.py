@@ -1,0 +1,352 @@
+"""Datasets for a trial: the bundled digits, CIFAR-10/100 and ImageFolder (ImageNet layout) from a
+local directory, and synthetic tensors for smoke tests.
+
+``build_data(cfg.data, seed)`` returns train/val/test loaders. The split is a deterministic function
+of the seed and can be saved (``DataBundle.save_split``) and passed back (``split=``) so that every
+trial of a sweep trains and evaluates on exactly the same images. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from kpid_core.errors import DataError, UnknownNameError
+
+__all__ = ["DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "build_data", "load_split"]
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta"),
+}
+_IMG_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_SYNTHETIC_SIZE = (512, 10)  # images, classes
+
+
+@dataclass
+class DataBundle:
+    """Loaders and facts about one dataset split. ``input_shape`` is (C, H, W) of one image;
+    ``split`` holds the index lists (into the source train set) that define train/val(/test)."""
+
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+    split: dict[str, Any] = field(default_factory=dict)
+
+    def save_split(self, path: str | os.PathLike) -> Path:
+        """Write the split (JSON: dataset name, seed, index lists) so a sweep can share it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.split))
+        os.replace(tmp, path)
+        return path
+
+
+def load_split(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a split written by :meth:`DataBundle.save_split`."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read data split {str(path)!r}: {exc}") from None
+    if not isinstance(split, dict) or "train" not in split or "val" not in split:
+        raise DataError(f"data split {str(path)!r} is malformed (expects JSON with 'train' and 'val' index lists)")
+    return split
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
+    """Stratified split of ``range(len(labels))`` into (rest, val, test) with the given fractions."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    val_f, test_f = fractions
+    test_idx: np.ndarray = np.array([], dtype=int)
+    if test_f > 0:
+        idx, test_idx = train_test_split(idx, test_size=test_f, stratify=labels[idx], random_state=seed)
+    val_idx: np.ndarray = np.array([], dtype=int)
+    if val_f > 0:
+        rel = val_f / (1.0 - test_f)
+        idx, val_idx = train_test_split(idx, test_size=rel, stratify=labels[idx], random_state=seed + 1)
+    return sorted(idx.tolist()), sorted(val_idx.tolist()), sorted(test_idx.tolist())
+
+
+def _check_split(split: Mapping, name: str, n: int) -> None:
+    if split.get("dataset") not in (None, name) or split.get("n") not in (None, n):
+        raise DataError(
+            f"data split is for dataset {split.get('dataset')!r} with {split.get('n')} images, "
+            f"but data.name={name!r} has {n}"
+        )
+    for key in ("train", "val", "test"):
+        ids = split.get(key) or []
+        if ids and (min(ids) < 0 or max(ids) >= n):
+            raise DataError(f"data split index out of range for {name!r} ({n} images)")
+
+
+class _Transformed(Dataset):
+    """A view of a dataset through a transform (so train and val can share one source set)."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return self.transform(x), y
+
+
+def _loaders(train_ds, val_ds, test_ds, cfg, seed: int):
+    bs = int(_get(cfg, "batch_size", 64))
+    nw = int(_get(cfg, "num_workers", 0))
+    g = torch.Generator()
+    g.manual_seed(seed)
+    pin = torch.cuda.is_available()
+    extra = {"persistent_workers": True} if nw > 0 else {}
+    train = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=g, num_workers=nw,
+                       pin_memory=pin, drop_last=False, **extra)
+    val = DataLoader(val_ds, batch_size=bs * 2, shuffle=False, num_workers=nw, pin_memory=pin, **extra)
+    test = DataLoader(test_ds, batch_size=bs * 2, shuffle=False, num_workers=nw, pin_memory=pin, **extra)
+    return train, val, test
+
+
+# --- digits ----------------------------------------------------------------------------------------
+def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
+    y = torch.tensor(d.target, dtype=torch.long)
+    size = int(_get(cfg, "image_size", 16))
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    n = len(y)
+    if split is None:
+        tr, va, te = _split_indices(d.target, (_get(cfg, "val_fraction", 0.15), _get(cfg, "test_fraction", 0.2)), seed)
+        split = {"dataset": "digits", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
+    _check_split(split, "digits", n)
+    tr = torch.tensor(split["train"], dtype=torch.long)
+    # Normalise with statistics of the training images only (no peeking at val/test).
+    mean, std = float(x[tr].mean()), float(x[tr].std())
+    x = (x - mean) / std
+    c = channels or 1
+    if c != 1:
+        x = x.expand(-1, c, -1, -1).contiguous()
+    ds = TensorDataset(x, y)
+    train, val, test = _loaders(Subset(ds, split["train"]), Subset(ds, split["val"]),
+                                Subset(ds, split["test"]), cfg, seed)
+    return DataBundle(train, val, test, 10, (c, size, size), (mean,) * c, (std,) * c, "digits", dict(split))
+
+
+# --- synthetic -------------------------------------------------------------------------------------
+def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    """Random images whose class shifts the mean of one channel-row band: learnable, but only just."""
+    n, k = _SYNTHETIC_SIZE
+    c, size = channels or 3, int(_get(cfg, "image_size", 16))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    x = torch.randn(n, c, size, size, generator=g)
+    band = torch.linspace(0, k, size).floor().clamp(max=k - 1).long()  # row -> class it signals
+    x += 1.5 * (band.view(1, 1, size, 1) == y.view(n, 1, 1, 1)).float()
+    if split is None:
+        tr, va, te = _split_indices(y.numpy(), (_get(cfg, "val_fraction", 0.15), _get(cfg, "test_fraction", 0.2)), seed)
+        split = {"dataset": "synthetic", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
+    _check_split(split, "synthetic", n)
+    ds = TensorDataset(x, y)
+    train, val, test = _loaders(Subset(ds, split["train"]), Subset(ds, split["val"]),
+                                Subset(ds, split["test"]), cfg, seed)
+    return DataBundle(train, val, test, k, (c, size, size), (0.0,) * c, (1.0,) * c, "synthetic", dict(split))
+
+
+# --- CIFAR -----------------------------------------------------------------------------------------
+def _require_root(name: str, cfg, expect: str) -> Path:
+    root = _get(cfg, "root")
+    if not root:
+        raise DataError(f"data.root is required for dataset {name!r}; {name} expects {expect}")
+    root = Path(os.path.expanduser(str(root)))
+    if not root.is_dir():
+        raise DataError(f"data.root {str(root)!r} does not exist; {name} expects {expect}")
+    return root
+
+
+def _unpickle(path: Path, name: str, expect: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"{name}: missing {str(path)!r}; {name} expects {expect}") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a malformed file
+        raise DataError(f"{name}: cannot read {str(path)!r} ({type(exc).__name__}); {name} expects {expect}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{name}: {str(path)!r} is not a CIFAR pickle; {name} expects {expect}")
+    return d
+
+
+def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    from kpid_core._tv import torchvision
+
+    T = torchvision.transforms
+
+    folder, train_files, test_files, meta = _CIFAR_LAYOUT[name]
+    expect = f"ROOT/{folder}/{{{','.join(train_files + test_files)},{meta}}} (the python-pickle release)"
+    if name == "cifar10":
+        expect = f"ROOT/{folder}/{{data_batch_1..5,test_batch,batches.meta}} (the python-pickle release)"
+    root = _require_root(name, cfg, expect) / folder
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def read(files):
+        xs, ys = [], []
+        for fn in files:
+            d = _unpickle(root / fn, name, expect)
+            if "data" not in d or label_key not in d:
+                raise DataError(f"{name}: {str(root / fn)!r} lacks 'data'/{label_key!r}; {name} expects {expect}")
+            xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.extend(int(v) for v in d[label_key])
+        return np.concatenate(xs).transpose(0, 2, 3, 1), np.asarray(ys, dtype=np.int64)  # NHWC
+
+    meta_d = _unpickle(root / meta, name, expect)
+    classes = meta_d.get("label_names") or meta_d.get("fine_label_names") or []
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    num_classes = len(classes) or int(max(ytr.max(), yte.max()) + 1)
+    size = int(_get(cfg, "image_size", 32) or 32)
+    norm = T.Normalize(_CIFAR_MEAN, _CIFAR_STD)
+    base = [T.ToTensor()] + ([T.Resize(size, antialias=True)] if size != 32 else [])
+    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *base, norm])
+    eval_tf = T.Compose([*base, norm])
+
+    class _Arr(Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            from PIL import Image
+
+            return Image.fromarray(self.x[i]), int(self.y[i])
+
+    n = len(ytr)
+    if split is None:
+        tr, va, _ = _split_indices(ytr, (_get(cfg, "val_fraction", 0.1), 0.0), seed)
+        split = {"dataset": name, "seed": seed, "n": n, "train": tr, "val": va, "test": []}
+    _check_split(split, name, n)
+    src = _Arr(xtr, ytr)
+    train_ds = Subset(_Transformed(src, train_tf), split["train"])
+    val_ds = Subset(_Transformed(src, eval_tf), split["val"])
+    test_ds = _Transformed(_Arr(xte, yte), eval_tf)
+    train, val, test = _loaders(train_ds, val_ds, test_ds, cfg, seed)
+    return DataBundle(train, val, test, num_classes, (3, size, size), _CIFAR_MEAN, _CIFAR_STD, name, dict(split))
+
+
+# --- ImageFolder (ImageNet layout) -----------------------------------------------------------------
+def _pil_loader(path: str):
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    from kpid_core._tv import torchvision
+
+    T = torchvision.transforms
+    expect = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (ImageNet layout, same class folders)"
+    root = _require_root("imagefolder", cfg, expect)
+    for sub in ("train", "val"):
+        if not (root / sub).is_dir():
+            raise DataError(f"imagefolder: missing {str(root / sub)!r}; imagefolder expects {expect}")
+    size = int(_get(cfg, "image_size", 224) or 224)
+    resize = max(size, round(size * 256 / 224))  # 256 for 224, the standard ratio
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm])
+    try:
+        src = torchvision.datasets.ImageFolder(str(root / "train"), loader=_pil_loader, extensions=_IMG_EXT)
+        test_src = torchvision.datasets.ImageFolder(str(root / "val"), loader=_pil_loader, extensions=_IMG_EXT)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"imagefolder: {exc}; imagefolder expects {expect}") from None
+    if test_src.classes != src.classes:
+        raise DataError(f"imagefolder: ROOT/val class folders differ from ROOT/train; imagefolder expects {expect}")
+    n = len(src)
+    if split is None:
+        labels = np.asarray(src.targets)
+        _, counts = np.unique(labels, return_counts=True)
+        val_f = float(_get(cfg, "val_fraction", 0.15))
+        # Stratifying needs two images per class in each part; small trees fall back to a plain split.
+        strat = labels if counts.min() >= 2 and val_f * n >= len(counts) else None
+        from sklearn.model_selection import train_test_split
+
+        tr, va = train_test_split(np.arange(n), test_size=val_f, stratify=strat, random_state=seed)
+        split = {"dataset": "imagefolder", "seed": seed, "n": n, "train": sorted(tr.tolist()),
+                 "val": sorted(va.tolist()), "test": []}
+    _check_split(split, "imagefolder", n)
+    train_ds = Subset(_Transformed(_Untransformed(src), train_tf), split["train"])
+    val_ds = Subset(_Transformed(_Untransformed(src), eval_tf), split["val"])
+    test_ds = _Transformed(_Untransformed(test_src), eval_tf)
+    train, val, test = _loaders(train_ds, val_ds, test_ds, cfg, seed)
+    return DataBundle(train, val, test, len(src.classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD,
+                      "imagefolder", dict(split))
+
+
+class _Untransformed(Dataset):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def __len__(self):
+        return len(self.folder.samples)
+
+    def __getitem__(self, i):
+        path, y = self.folder.samples[i]
+        return self.folder.loader(path), y
+
+
+def build_data(data_cfg: Any, seed: int = 0, *, split: Mapping | str | os.PathLike | None = None,
+               channels: int | None = None) -> DataBundle:
+    """Build the loaders of ``data_cfg.name`` (a ``DataConfig`` or a dict with the same keys).
+
+    ``split``: a split dict or a JSON file from :meth:`DataBundle.save_split` (the sweep's shared
+    split); None = derive it from ``seed``. ``channels``: force the image channel count (digits and
+    synthetic only; e.g. 3 for torchvision models).
+    """
+    name = _get(data_cfg, "name", "digits")
+    if name not in DATASETS:
+        raise UnknownNameError(f"unknown dataset data.name={name!r}; valid datasets: {', '.join(DATASETS)}")
+    if split is not None and not isinstance(split, Mapping):
+        split = load_split(split)
+    if name == "digits":
+        return _digits(data_cfg, seed, split, channels)
+    if name == "synthetic":
+        return _synthetic(data_cfg, seed, split, channels)
+    if channels not in (None, 3):
+        raise DataError(f"dataset {name!r} has 3 channels; the model asks for {channels}")
+    if name in _CIFAR_LAYOUT:
+        return _cifar(name, data_cfg, seed, split, channels)
+    return _imagefolder(data_cfg, seed, split, channels)

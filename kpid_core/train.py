@@ -1,0 +1,224 @@
+"""Fine-tuning loop: SGD/AdamW + cosine schedule, AMP/channels_last on CUDA, checkpoint/resume.
+
+Determinism: every epoch reseeds torch's RNG and the train loader's shuffling generator from
+``(seed, epoch)``, so an epoch's batches and augmentations do not depend on what ran before. With
+the model/optimizer/scheduler states in the checkpoint, a resumed run on CPU ends with the same
+weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kpid_core.distill import DistillLoss
+from kpid_core.errors import NonFiniteLossError, SpecError
+
+__all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything"]
+
+log = logging.getLogger("kpid_core.train")
+CHECKPOINT_FILE = "train_state.pt"
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: epochs completed, the per-epoch metrics, seconds spent."""
+
+    epochs_done: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → cuda if available, else cpu."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _flag(value: str, device: torch.device) -> bool:
+    return value == "on" or (value == "auto" and device.type == "cuda")
+
+
+def _progress(iterable, desc: str, total: int | None = None):
+    # disable=None: no bar when stderr is not a TTY (log files stay free of carriage-return spam);
+    # mininterval keeps a TTY's bar from redrawing on every batch.
+    return tqdm(iterable, desc=desc, total=total, leave=False, mininterval=2.0, disable=None, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
+             channels_last: bool = False, amp: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
+    device = resolve_device(device or next(model.parameters()).device)
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=amp):
+            out = model(x)
+        correct += int((out.argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was)
+    return correct / max(total, 1)
+
+
+def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
+    wd = float(_get(cfg, "weight_decay", 5e-4))
+    if _get(cfg, "optimizer", "sgd") == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, momentum=float(_get(cfg, "momentum", 0.9)), weight_decay=wd,
+                           nesterov=False)
+
+
+def _rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: DistillLoss, cfg: Any,
+        on_epoch: EpochCallback | None = None, checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False, *, seed: int = 0, lr: float | None = None, epochs: int | None = None,
+        desc: str = "train") -> FitResult:
+    """Train ``student`` with ``loss`` (already :meth:`~DistillLoss.attach`-ed to the teacher).
+
+    ``loaders``: anything with ``.train`` and ``.val`` loaders (a ``DataBundle``). ``cfg``: a
+    ``TrainConfig`` (or dict); ``lr``/``epochs`` override it (the teacher uses its own).
+    After each epoch: validate, write ``checkpoint_dir/train_state.pt`` (if given), then call
+    ``on_epoch(epoch, {"epoch", "accuracy" (val top-1), "loss", "ce", "kd", "inner", "lr"})``.
+    ``resume=True`` continues from that file when it exists. Raises NonFiniteLossError on NaN/Inf.
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(_get(cfg, "device", "auto"))
+    amp = _flag(_get(cfg, "amp", "auto"), device)
+    cl = _flag(_get(cfg, "channels_last", "auto"), device)
+    epochs = int(epochs if epochs is not None else _get(cfg, "epochs", 1))
+    lr = float(lr if lr is not None else _get(cfg, "lr", 0.05))
+    student.to(device)
+    loss.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    if cl:
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    params = [p for p in student.parameters() if p.requires_grad] + list(loss.projections.parameters())
+    opt = _optimizer(params, cfg, lr)
+    steps = max(1, epochs * len(loaders.train))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+
+    start, history = 0, []
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        try:
+            st = torch.load(ckpt_path, map_location=device, weights_only=False)
+            student.load_state_dict(st["model"])
+            loss.projections.load_state_dict(st["projections"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            scaler.load_state_dict(st["scaler"])
+            _set_rng_state(st["rng"])
+        except (KeyError, RuntimeError, EOFError, OSError) as exc:
+            raise SpecError(f"cannot resume from {str(ckpt_path)!r}: {exc}") from None
+        start, history = int(st["epoch"]), list(st["history"])
+        log.info("%s: resumed after epoch %d of %d", desc, start, epochs)
+
+    sampler_gen = getattr(getattr(loaders.train, "sampler", None), "generator", None)
+    for epoch in range(start, epochs):
+        # Reseed per epoch: batches/augmentations of epoch e are a function of (seed, e) only.
+        torch.manual_seed(seed * 100_003 + epoch)
+        if sampler_gen is not None:
+            sampler_gen.manual_seed(seed * 100_003 + epoch)
+        student.train()
+        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "inner": 0.0}
+        n = 0
+        for x, y in _progress(loaders.train, f"{desc} {epoch + 1}/{epochs}"):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=amp):
+                total, parts, _ = loss.step(student, x, y)
+            if not torch.isfinite(total):
+                raise NonFiniteLossError(
+                    f"{desc}: non-finite loss ({parts['loss']}) at epoch {epoch + 1}, parts {parts}; "
+                    f"lower the learning rate (lr={lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            b = int(y.shape[0])
+            for k in sums:
+                sums[k] += parts[k] * b
+            n += b
+        metrics = {k: v / max(n, 1) for k, v in sums.items()}
+        metrics.update(epoch=epoch + 1, accuracy=evaluate(student, loaders.val, device, cl, amp),
+                       lr=opt.param_groups[0]["lr"])
+        history.append(metrics)
+        log.info("%s epoch %d/%d loss %.4f val_acc %.4f", desc, epoch + 1, epochs, metrics["loss"],
+                 metrics["accuracy"])
+        if ckpt_path is not None:
+            _save_atomic({"model": student.state_dict(), "projections": loss.projections.state_dict(),
+                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
+                          "history": history}, ckpt_path)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, dict(metrics))
+    if cl:
+        student.to(memory_format=torch.contiguous_format)
+    return FitResult(epochs_done=len(history), history=history, seconds=time.perf_counter() - t0)
