@@ -9,16 +9,30 @@ from kpid_core.errors import (
     SpecError,
     UnknownNameError,
 )
+from kpid_core.prune import (
+    PruneResult,
+    export_onnx,
+    load_pruned,
+    output_channels,
+    prune_to_budget,
+    save_pruned,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "KPIDError",
     "ConfigError",
-    "UnknownNameError",
-    "InfeasibleBudgetError",
-    "SpecError",
     "DataError",
+    "InfeasibleBudgetError",
+    "KPIDError",
     "NonFiniteLossError",
+    "PruneResult",
+    "SpecError",
+    "UnknownNameError",
+    "__version__",
+    "export_onnx",
+    "load_pruned",
+    "output_channels",
+    "prune_to_budget",
+    "save_pruned",
 ]

@@ -1,0 +1,279 @@
+"""Channel groups (channels that must be removed together) and an exact MAC model over them.
+
+Groups come from torch-pruning's ``DependencyGraph`` traced on the real model — no per-architecture
+rules: residual additions tie the channels of a whole stage, depthwise convs tie their input and
+output, squeeze-excitation convs join the group of the channels they gate. The final classifier's
+output (the logits) is never pruned.
+
+The MAC model: for every conv/linear call L, ``MACs_L = coef_L · cin_L / groups_L · cout_L`` where
+``cin_L`` and ``cout_L`` are affine in the kept channel counts ``k`` of the groups (the input image
+and the logits are fixed; a depthwise conv has ``cin/groups == 1``). ``ChannelGroups.macs(k)`` is
+therefore an exact quadratic in ``k`` and equals ``count_macs`` of the physically pruned model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpid_core.errors import ConfigError
+from kpid_core.macs import LayerMACs, macs_breakdown
+
+__all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups"]
+
+
+@dataclass
+class GroupMember:
+    """One module dimension that a group's channels live on.
+
+    ``idxs[j]`` is a channel index on that module's ``dim`` ("out" or "in") and ``root_idxs[j]`` the
+    group channel it belongs to (several idxs may share a root, e.g. a Linear after a flatten).
+    """
+
+    module: str
+    dim: str
+    type: str
+    idxs: list[int]
+    root_idxs: list[int]
+
+
+@dataclass
+class ChannelGroup:
+    """Channels removed together. ``key`` (the root module's name) is stable across processes."""
+
+    key: str
+    size: int
+    members: list[GroupMember]
+    index: int = 0
+    root: Any = field(default=None, repr=False)        # the root nn.Module (traced model)
+    prune_fn: Any = field(default=None, repr=False)    # torch-pruning handler of the root's out dim
+
+    def modules(self, dim: str | None = None) -> list[str]:
+        return [m.module for m in self.members if dim is None or m.dim == dim]
+
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
+_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
+
+
+def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Names of leaf modules in the order a forward pass first calls them."""
+    order: list[str] = []
+    seen: set[str] = set()
+    handles = []
+    for name, m in model.named_modules():
+        if name and not any(True for _ in m.children()):
+            def hook(mod, inp, out, name=name):
+                if name not in seen:
+                    seen.add(name)
+                    order.append(name)
+            handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return order
+
+
+class ChannelGroups:
+    """All prunable groups of one traced model plus the exact MAC model over their kept counts.
+
+    ``kept`` arguments are either an array of kept counts (one per group, in ``groups`` order) or a
+    mapping ``group_key -> count or list of kept indices``.
+    """
+
+    def __init__(self, model: nn.Module, dg: Any, groups: list[ChannelGroup], layers: list[LayerMACs],
+                 input_shape: tuple[int, ...], classifier: str | None, order: list[str]):
+        self.model = model
+        self.dg = dg
+        self.groups = groups
+        self.layers = layers
+        self.input_shape = input_shape
+        self.classifier = classifier
+        self.execution_order = order
+        self.by_key = {g.key: g for g in groups}
+        self.sizes = np.array([g.size for g in groups], dtype=np.int64)
+        self._build_mac_model()
+
+    # ---- MAC model -------------------------------------------------------------------------
+    def _build_mac_model(self) -> None:
+        n_l, n_g = len(self.layers), len(self.groups)
+        A = np.zeros((n_l, n_g), dtype=np.int64)   # in-channel multiplicity per group
+        B = np.zeros((n_l, n_g), dtype=np.int64)   # out-channel multiplicity per group
+        rows_of: dict[str, list[int]] = {}
+        for i, layer in enumerate(self.layers):
+            rows_of.setdefault(layer.name, []).append(i)
+        for gi, g in enumerate(self.groups):
+            for mem in g.members:
+                for i in rows_of.get(mem.module, []):
+                    mult = len(mem.idxs) // g.size
+                    if mem.dim == "out":
+                        B[i, gi] += mult
+                    elif self.layers[i].groups == 1:  # depthwise: cin/groups stays 1
+                        A[i, gi] += mult
+        cin = np.array([lay.in_channels // lay.groups for lay in self.layers], dtype=np.int64)
+        cout = np.array([lay.out_channels for lay in self.layers], dtype=np.int64)
+        self.coef = np.array([lay.coef for lay in self.layers], dtype=np.int64)
+        self.A, self.B = A, B
+        self.A0 = cin - A @ self.sizes
+        self.B0 = cout - B @ self.sizes
+
+    def counts(self, kept: Any) -> np.ndarray:
+        """Kept counts as an int array in group order (from an array or a key mapping)."""
+        if isinstance(kept, Mapping):
+            out = self.sizes.copy()
+            for key, v in kept.items():
+                g = self.by_key.get(key)
+                if g is None:
+                    raise ConfigError(f"kept: unknown group key {key!r}")
+                out[g.index] = v if isinstance(v, (int, np.integer)) else len(v)
+            return out
+        k = np.asarray(kept, dtype=np.int64)
+        if k.shape != self.sizes.shape:
+            raise ConfigError(f"kept: expected {len(self.sizes)} counts, got shape {k.shape}")
+        return k
+
+    def channels(self, kept: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(cin/groups, cout) per layer call at kept counts."""
+        k = self.counts(kept)
+        return self.A0 + self.A @ k, self.B0 + self.B @ k
+
+    def macs(self, kept: Any = None) -> int:
+        """Exact MACs (one image) of the model pruned to ``kept`` (None = dense)."""
+        k = self.sizes if kept is None else self.counts(kept)
+        cin, cout = self.channels(k)
+        return int(np.sum(self.coef * cin * cout))
+
+    def marginal_costs(self, kept: Any = None) -> np.ndarray:
+        """∂MACs/∂k_g at ``kept`` (float array, MACs per channel)."""
+        k = self.sizes if kept is None else self.counts(kept)
+        cin, cout = self.channels(k)
+        return (self.A.T @ (self.coef * cout) + self.B.T @ (self.coef * cin)).astype(np.float64)
+
+    def removal_costs(self, kept: Any) -> np.ndarray:
+        """Exact MACs saved by removing one more channel from each group: M(k) − M(k − e_g)."""
+        k = self.counts(kept)
+        cin, cout = self.channels(k)
+        lin = self.A.T @ (self.coef * cout) + self.B.T @ (self.coef * cin)
+        return lin - (self.A * self.B).T @ self.coef
+
+    def addition_costs(self, kept: Any) -> np.ndarray:
+        """Exact MACs added by keeping one more channel in each group: M(k + e_g) − M(k)."""
+        k = self.counts(kept)
+        cin, cout = self.channels(k)
+        lin = self.A.T @ (self.coef * cout) + self.B.T @ (self.coef * cin)
+        return lin + (self.A * self.B).T @ self.coef
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def keys(self) -> list[str]:
+        return [g.key for g in self.groups]
+
+
+def _resolve_ignored(model: nn.Module, ignored: Iterable[Any] | None) -> list[nn.Module]:
+    mods = dict(model.named_modules())
+    out = []
+    for item in ignored or []:
+        if isinstance(item, str):
+            if item not in mods:
+                raise ConfigError(f"ignored_layers: no module named {item!r} in the model")
+            out.append(mods[item])
+        elif isinstance(item, nn.Module):
+            out.append(item)
+        else:
+            raise ConfigError(f"ignored_layers: expected module names or modules, got {type(item).__name__}")
+    return out
+
+
+def _to_input(example_input: Any) -> torch.Tensor:
+    if isinstance(example_input, torch.Tensor):
+        return example_input
+    if isinstance(example_input, Sequence) and all(isinstance(s, int) for s in example_input):
+        return torch.zeros(1, *example_input)
+    raise ConfigError("example_input: expected a tensor of shape (1, C, H, W) or a (C, H, W) shape tuple")
+
+
+def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[Any] | None = None
+                ) -> ChannelGroups:
+    """Trace ``model`` with torch-pruning and return its prunable channel groups + MAC model.
+
+    The returned object is bound to ``model`` (its dependency graph references the modules), so
+    prune a copy if the original must survive. Groups touching a grouped (non-depthwise)
+    convolution are left unpruned: torch-pruning 1.6 cannot shrink those consistently.
+    """
+    import torch_pruning as tp
+
+    x = _to_input(example_input)
+    p = next(iter(model.parameters()), None)
+    if p is not None:
+        x = x.to(p.device)
+    input_shape = tuple(int(s) for s in x.shape[1:])
+    layers = macs_breakdown(model, input_shape)
+    order = execution_order(model, x)
+    classifier = layers[-1].name if layers else None
+    modules = dict(model.named_modules())
+    ignored = _resolve_ignored(model, ignored_layers)
+    if classifier is not None:
+        ignored.append(modules[classifier])
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():  # tracing relies on autograd
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
+            raw = list(dg.get_all_groups(ignored_layers=ignored))
+    finally:
+        model.train(was_training)
+
+    names = {m: n for n, m in model.named_modules()}
+    groups: list[ChannelGroup] = []
+    for grp in raw:
+        root_item = grp[0]
+        root = root_item.dep.target.module
+        key = names.get(root)
+        size = len(root_item.idxs)
+        if key is None or size < 2:
+            continue
+        members: list[GroupMember] = []
+        ok = True
+        for item in grp:
+            mod = item.dep.target.module
+            name = names.get(mod)
+            if name is None or not isinstance(mod, nn.Module):
+                continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
+            if _is_grouped(mod):
+                ok = False
+                break
+            dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            root_idxs = [int(r) for r in item.root_idxs]
+            counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
+            if len(counts) != size or counts.min() != counts.max():
+                ok = False  # non-uniform index mapping: not affine in the kept count
+                break
+            members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
+        if not ok:
+            continue
+        groups.append(ChannelGroup(key, size, members, len(groups), root, root_item.dep.handler))
+    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)

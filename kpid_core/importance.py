@@ -1,0 +1,332 @@
+"""Channel importance metrics behind one small contract.
+
+Style after torch-pruning's ``pruner/importance.py``: an :class:`Importance` is a callable
+``(ctx, group) -> 1-D tensor`` with one score per channel of the group; adding a metric is one
+subclass + ``@register_metric("name")``. A channel's score sums the contributions of every member
+of its group (the conv producing it, its BN, the convs/linears consuming it, ...).
+
+Metrics: ``taylor`` — the paper's |Σ_batches Σ_params w·∂L/∂w| (gradients accumulated over the
+batches, absolute value taken once); ``taylor_abs`` — Σ_batches |Σ_params w·∂L/∂w| (Molchanov et
+al.); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all of the channel's parameters; ``bn_gamma`` —
+Σ|γ| of the group's batch norms (0 for groups without one); ``random`` — seeded uniform noise.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kpid_core.errors import ConfigError, DataError, SpecError, UnknownNameError
+from kpid_core.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups
+
+__all__ = [
+    "DATA_METRICS",
+    "METRICS",
+    "Importance",
+    "ImportanceContext",
+    "ImportanceScores",
+    "compute_importance",
+    "get_metric",
+    "member_params",
+    "register_metric",
+]
+
+_REGISTRY: dict[str, type[Importance]] = {}
+_FORMAT = "kpid-importance"
+_VERSION = 1
+
+
+@dataclass
+class ImportanceContext:
+    """What a metric may look at: the (copied) model, its groups, and data for data-driven metrics."""
+
+    model: nn.Module
+    groups: ChannelGroups
+    loader: Iterable | None = None
+    loss_fn: Callable | None = None
+    n_batches: int = 8
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    state: dict = field(default_factory=dict)  # per-metric scratch (e.g. accumulated gradients)
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        if "modules" not in self.state:
+            self.state["modules"] = dict(self.model.named_modules())
+        return self.state["modules"]
+
+
+class Importance(abc.ABC):
+    """A channel-importance metric: ``metric(ctx, group) -> Tensor[group.size]`` (higher = keep)."""
+
+    name: str = ""
+    needs_data: bool = False
+
+    def prepare(self, ctx: ImportanceContext) -> None:
+        """One-off pass before scoring the groups (data-driven metrics run their batches here)."""
+
+    @abc.abstractmethod
+    def __call__(self, ctx: ImportanceContext, group: ChannelGroup) -> torch.Tensor: ...
+
+
+def register_metric(name: str):
+    """Class decorator: make an :class:`Importance` available under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_metric(name: str) -> Importance:
+    """Instantiate a metric by name; unknown names raise :class:`UnknownNameError`."""
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown importance metric {name!r}; valid metrics: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]()
+
+
+# ---- which parameter slices belong to a member's channels -----------------------------------------
+def member_params(module: nn.Module, member: GroupMember) -> list[tuple[str, torch.Tensor, int]]:
+    """``(param name, param, dim)`` for every parameter of ``module`` indexed by the member's channels."""
+    out: list[tuple[str, torch.Tensor, int]] = []
+    if isinstance(module, nn.modules.conv._ConvNd):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        if member.dim == "out":
+            out.append(("weight", module.weight, 1 if module.transposed else 0))
+            if module.bias is not None:
+                out.append(("bias", module.bias, 0))
+        elif not depthwise:  # a depthwise conv's inputs are its outputs: counted once, on "out"
+            out.append(("weight", module.weight, 0 if module.transposed else 1))
+    elif isinstance(module, nn.Linear):
+        if member.dim == "out":
+            out.append(("weight", module.weight, 0))
+            if module.bias is not None:
+                out.append(("bias", module.bias, 0))
+        else:
+            out.append(("weight", module.weight, 1))
+    elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.PReLU)):
+        for pname in ("weight", "bias"):
+            p = getattr(module, pname, None)
+            if isinstance(p, torch.Tensor) and p.dim() == 1 and p.numel() > 1:
+                out.append((pname, p, 0))
+    return out
+
+
+def reduce_channels(ctx: ImportanceContext, group: ChannelGroup,
+                    value_of: Callable[[nn.Module, str, torch.Tensor], torch.Tensor | None],
+                    reduce: Callable[[torch.Tensor], torch.Tensor],
+                    types: tuple[type, ...] | None = None) -> torch.Tensor:
+    """Sum, over the group's members, ``reduce(value[idx along dim])`` into the group's channels.
+
+    ``value_of(module, pname, param)`` gives the tensor to reduce (shape of ``param``; None = skip);
+    ``reduce`` maps a ``[n, -1]`` tensor to ``[n]``.
+    """
+    total = torch.zeros(group.size, dtype=torch.float64)
+    for mem in group.members:
+        module = ctx.modules[mem.module]
+        if types is not None and not isinstance(module, types):
+            continue
+        idx = torch.tensor(mem.idxs, dtype=torch.long)
+        roots = torch.tensor(mem.root_idxs, dtype=torch.long)
+        for pname, p, dim in member_params(module, mem):
+            v = value_of(module, pname, p)
+            if v is None:
+                continue
+            v = v.detach().to(torch.float64).cpu().movedim(dim, 0)
+            vals = reduce(v.index_select(0, idx).reshape(len(mem.idxs), -1))
+            total.index_add_(0, roots, vals)
+    return total
+
+
+def _weights(module, pname, p):
+    return p
+
+
+@register_metric("l1")
+class L1Importance(Importance):
+    """Σ|w| over every parameter of the channel in every member."""
+
+    def __call__(self, ctx, group):
+        return reduce_channels(ctx, group, _weights, lambda t: t.abs().sum(1))
+
+
+@register_metric("l2")
+class L2Importance(Importance):
+    """L2 norm of the concatenation of all of the channel's parameters."""
+
+    def __call__(self, ctx, group):
+        return reduce_channels(ctx, group, _weights, lambda t: t.pow(2).sum(1)).sqrt()
+
+
+@register_metric("bn_gamma")
+class BNGammaImportance(Importance):
+    """Σ|γ| of the group's batch norms (network slimming); 0 where the group has none."""
+
+    def __call__(self, ctx, group):
+        return reduce_channels(
+            ctx, group, lambda m, n, p: p if n == "weight" else None, lambda t: t.abs().sum(1),
+            types=(nn.modules.batchnorm._BatchNorm,),
+        )
+
+
+@register_metric("random")
+class RandomImportance(Importance):
+    """Uniform noise in [0, 1), seeded by ``seed`` and the group key (same in every process)."""
+
+    def __call__(self, ctx, group):
+        gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + zlib.crc32(group.key.encode()))
+        return torch.rand(group.size, generator=gen, dtype=torch.float64)
+
+
+def _batches(ctx: ImportanceContext):
+    n = 0
+    for batch in ctx.loader:
+        if n >= ctx.n_batches:
+            break
+        if isinstance(batch, dict):
+            x, y = batch.get("input", batch.get("x")), batch.get("target", batch.get("y"))
+        else:
+            x, y = batch[0], batch[1]
+        yield x.to(ctx.device), y.to(ctx.device)
+        n += 1
+    if n == 0:
+        raise DataError("importance: the data loader yielded no batches")
+
+
+class _TaylorBase(Importance):
+    needs_data = True
+    per_batch_abs = False
+
+    def _loss(self, ctx, x, y):
+        out = ctx.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return (ctx.loss_fn or nn.functional.cross_entropy)(out, y)
+
+    def prepare(self, ctx):
+        # eval mode: no BN running-stat updates and no dropout noise in the gradient
+        ctx.model.eval()
+        params = [p for p in ctx.model.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+            p.grad = None
+        acc = [torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups]
+        for x, y in _batches(ctx):
+            if self.per_batch_abs:
+                for p in params:
+                    p.grad = None
+            loss = self._loss(ctx, x, y)
+            loss.backward()
+            if self.per_batch_abs:
+                for i, g in enumerate(ctx.groups):
+                    acc[i] += self._signed(ctx, g).abs()
+        if not self.per_batch_abs:
+            acc = [self._signed(ctx, g).abs() for g in ctx.groups]
+        ctx.state[self.name] = {g.key: a for g, a in zip(ctx.groups, acc)}
+
+    @staticmethod
+    def _signed(ctx, group):
+        def wg(module, pname, p):
+            return None if p.grad is None else p * p.grad
+        return reduce_channels(ctx, group, wg, lambda t: t.sum(1))
+
+    def __call__(self, ctx, group):
+        return ctx.state[self.name][group.key]
+
+
+@register_metric("taylor")
+class TaylorImportance(_TaylorBase):
+    """|Σ_batches Σ_params w·∂L/∂w| — the paper's first-order Taylor score."""
+
+
+@register_metric("taylor_abs")
+class TaylorAbsImportance(_TaylorBase):
+    """Σ_batches |Σ_params w·∂L/∂w| — per-batch absolute value (Molchanov et al. 2019)."""
+
+    per_batch_abs = True
+
+
+METRICS: list[str] = list(_REGISTRY)
+DATA_METRICS: list[str] = [n for n, c in _REGISTRY.items() if c.needs_data]
+
+
+# ---- results ------------------------------------------------------------------------------------
+@dataclass
+class ImportanceScores:
+    """Scores of one metric: ``scores[group_key]`` is a 1-D float tensor, one value per channel."""
+
+    metric: str
+    scores: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a ``torch.save`` file loadable with ``weights_only=True``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "metric": self.metric,
+            "scores": {k: v.detach().cpu().to(torch.float64) for k, v in self.scores.items()},
+            "meta": {k: v for k, v in self.meta.items() if isinstance(v, (int, float, str, bool))},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)  # never leave a half-written score file behind
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ImportanceScores:
+        """Read a file written by :meth:`save`; anything else raises :class:`SpecError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"importance file {str(path)!r} does not exist")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (truncated/corrupt pickles raise many types)
+            raise SpecError(f"importance file {str(path)!r} is corrupt or not an importance file: "
+                            f"{type(exc).__name__}") from None
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise SpecError(f"importance file {str(path)!r}: not a {_FORMAT} file")
+        scores, metric = payload.get("scores"), payload.get("metric")
+        if not isinstance(metric, str) or not isinstance(scores, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) and v.dim() == 1 for k, v in scores.items()
+        ):
+            raise SpecError(f"importance file {str(path)!r}: malformed 'metric'/'scores' entries")
+        return cls(metric, dict(scores), dict(payload.get("meta") or {}))
+
+
+def compute_importance(model: nn.Module, example_input: Any, metric: str, loader: Iterable | None = None,
+                       loss_fn: Callable | None = None, n_batches: int = 8, seed: int = 0,
+                       device: str | torch.device | None = None) -> ImportanceScores:
+    """Score every channel group of ``model`` with ``metric``. The model itself is not modified.
+
+    Data-driven metrics (``DATA_METRICS``) need ``loader`` yielding ``(inputs, targets)``; ``loss_fn``
+    defaults to cross-entropy; at most ``n_batches`` batches are used.
+    """
+    imp = get_metric(metric)
+    if imp.needs_data and loader is None:
+        raise ConfigError(f"metric {metric!r} needs data: pass loader= (data-free metrics: "
+                          f"{', '.join(m for m in METRICS if m not in DATA_METRICS)})")
+    if int(n_batches) < 1:
+        raise ConfigError(f"n_batches must be >= 1, got {n_batches}")
+    dev = torch.device(device) if device is not None else (
+        next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu"))
+    work = copy.deepcopy(model).to(dev)  # gradients/eval mode never touch the caller's model
+    x = example_input if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input)
+    groups = find_groups(work, x.to(dev))
+    ctx = ImportanceContext(work, groups, loader, loss_fn, int(n_batches), int(seed), dev)
+    torch.manual_seed(seed)
+    imp.prepare(ctx)
+    scores = {g.key: imp(ctx, g).detach().to(torch.float64).cpu() for g in groups}
+    return ImportanceScores(metric, scores, {"n_batches": int(n_batches), "seed": int(seed)})

@@ -1,0 +1,132 @@
+"""MAC counting in torchvision's convention.
+
+MACs are the multiply-accumulates of convolution (any dimensionality, ``groups`` respected) and
+linear layers only, for ONE input image; batch norm, activations, pooling and element-wise adds
+are not counted. torchvision's weights metadata ``_ops`` (GMACs) uses the same convention, so
+``count_macs(resnet50) / 1e9`` reproduces its 4.089.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["LayerMACs", "count_macs", "count_params", "format_count", "layer_macs", "macs_breakdown"]
+
+
+@dataclass(frozen=True)
+class LayerMACs:
+    """One conv/linear layer's share of the MACs for one image.
+
+    ``kernel`` is the kernel size (empty for Linear); ``output_hw`` the spatial size of the output
+    (for Linear: the leading non-feature dims, e.g. ``()`` for a plain 2-D input); ``coef`` the
+    factor such that ``macs == coef * (in_channels // groups) * out_channels``.
+    """
+
+    name: str
+    type: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: tuple[int, ...]
+    output_hw: tuple[int, ...]
+    coef: int
+    macs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple[int, tuple, tuple] | None:
+    """``(coef, kernel, output_hw)`` of a conv/linear call on a batch, or None for other modules.
+
+    ``coef`` counts per image: MACs = coef · (in_channels / groups) · out_channels.
+    """
+    if isinstance(module, nn.modules.conv._ConvNd):
+        kernel = tuple(int(k) for k in module.kernel_size)
+        k = 1
+        for v in kernel:
+            k *= v
+        if module.transposed:
+            # each input position scatters a kernel into every output channel of its group
+            spatial = tuple(int(s) for s in inp.shape[2:])
+        else:
+            spatial = tuple(int(s) for s in out.shape[2:])
+        n = 1
+        for v in spatial:
+            n *= v
+        return n * k, kernel, tuple(int(s) for s in out.shape[2:])
+    if isinstance(module, nn.Linear):
+        lead = tuple(int(s) for s in out.shape[1:-1])
+        n = 1
+        for v in lead:
+            n *= v
+        return n, (), lead
+    return None
+
+
+def _channels(module: nn.Module) -> tuple[int, int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features, 1
+    return module.in_channels, module.out_channels, module.groups
+
+
+def _input_for(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.zeros((1, *tuple(int(s) for s in input_shape)), device=device, dtype=dtype)
+
+
+def macs_breakdown(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> list[LayerMACs]:
+    """Per-layer MACs for one image of shape ``input_shape`` (C, H, W), in execution order.
+
+    A layer called several times (weight sharing) appears once per call.
+    """
+    rows: list[LayerMACs] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module, inputs, output):
+        info = layer_macs(module, inputs[0], output)
+        if info is None:
+            return
+        coef, kernel, hw = info
+        cin, cout, groups = _channels(module)
+        rows.append(
+            LayerMACs(names.get(module, ""), type(module).__name__, cin, cout, groups, kernel, hw, coef,
+                      coef * (cin // groups) * cout)
+        )
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(_input_for(model, input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> int:
+    """Multiply-accumulates of conv and linear layers for one image of shape (C, H, W)."""
+    return int(sum(r.macs for r in macs_breakdown(model, input_shape)))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (each shared tensor counted once)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def format_count(n: float, unit: str = "") -> str:
+    """Human units: 4089184256 → '4.09 G'."""
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {prefix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
