@@ -1,0 +1,235 @@
+"""Ray start-up: a local cluster bound to 127.0.0.1, or joining an existing one; resource checks.
+
+Everything here raises :class:`kpid_core.errors.ConfigError` for user-fixable problems (an address
+that does not answer, more GPUs asked for than exist) so that ``run.py`` prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from dataclasses import dataclass
+
+from kpid_core.errors import ConfigError
+
+__all__ = [
+    "TRIAL_SLOT",
+    "Resources",
+    "quiet_environment",
+    "local_gpu_count",
+    "check_address",
+    "init_ray",
+    "cluster_totals",
+    "plan_resources",
+]
+
+#: Custom resource that the outer (coordinating) function of a data-parallel trial holds instead of
+#: a CPU: Ray refuses ``{"cpu": 0}`` alone, and a CPU held there would starve the Train workers.
+TRIAL_SLOT = "kpid_trial_slot"
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Silence Ray's console tables and deprecation spam unless ``verbose`` (call before importing ray)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Tune saves its experiment state at most every 2 s, so a killed driver loses little and the
+    # Optuna study and Tune's state stay close (see DESIGN: UpdateFinishedTrialError on restore).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    if not verbose:
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+        os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1e9")
+        for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _DropControllerNoise(logging.Filter):
+    """This install has no dashboard HTTP server, so Ray Train keeps logging a harmless failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to query Ray Train Controller" not in record.getMessage()
+
+
+def local_gpu_count() -> int:
+    """Number of CUDA devices torch sees on this machine (0 on a CPU build)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - a broken CUDA driver counts as no GPU
+        return 0
+
+
+def check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast (ConfigError) when a ``host:port`` Ray address does not answer; Ray itself would
+    retry for about a minute before giving up."""
+    hostport = address.split("://", 1)[-1]
+    if address in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--address: cannot reach a Ray cluster at {address!r} ({exc.__class__.__name__}); "
+            "start one with `ray start --head` or omit --address for a local cluster"
+        ) from None
+
+
+def init_ray(
+    address: str | None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    dashboard: bool = False,
+    verbose: bool = False,
+    temp_dir: str | None = None,
+) -> bool:
+    """Start or join Ray; returns True when this call started it (and so must shut it down).
+
+    A local cluster listens on 127.0.0.1 only and has no dashboard unless ``dashboard``. When Ray is
+    already initialised in this process (tests, notebooks) that cluster is used as it is.
+    """
+    import ray
+
+    for name in ("ray.train", "ray.train.v2", "ray.tune"):
+        logging.getLogger(name).addFilter(_DropControllerNoise())
+    if ray.is_initialized():
+        return False
+    common = dict(
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        include_dashboard=dashboard,
+    )
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {exc}") from None
+        return True
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus if num_gpus is not None else local_gpu_count(),
+        resources={TRIAL_SLOT: 10_000},
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        **common,
+    )
+    return True
+
+
+def cluster_totals() -> dict[str, float]:
+    """Total resources of the connected cluster (``CPU``, ``GPU``, custom), from Ray."""
+    import ray
+
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks Ray for and how many trials fit at once.
+
+    ``workers`` > 1 means a data-parallel trial: ``workers`` Ray Train workers, each with
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs, coordinated by a function holding only
+    one :data:`TRIAL_SLOT`.
+    """
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    num_gpus: float
+    slots: int
+
+    def tune_request(self) -> dict[str, float]:
+        """The ``tune.with_resources`` dict of the trial's own (outer) function."""
+        if self.workers > 1:
+            return {"cpu": 0, TRIAL_SLOT: 1}
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "cpus_per_trial": self.cpus_per_trial,
+            "gpus_per_trial": self.gpus_per_trial,
+            "workers_per_trial": self.workers,
+            "num_gpus": self.num_gpus,
+            "parallel_trials": self.slots,
+        }
+
+
+def plan_resources(
+    totals: dict[str, float],
+    *,
+    num_gpus: float | None,
+    gpus_per_trial: float,
+    cpus_per_trial: float,
+    workers_per_trial: int = 1,
+) -> Resources:
+    """Validate the requested shape against the cluster ``totals`` and compute parallel slots.
+
+    An integer ``gpus_per_trial`` > 1 means data-parallel over that many GPUs (one worker each);
+    on CPU, ``workers_per_trial`` > 1 gives data-parallel CPU workers (gloo).
+    """
+    have_gpus = totals.get("GPU", 0.0)
+    have_cpus = totals.get("CPU", 0.0)
+    if num_gpus is None:
+        num_gpus = have_gpus
+    if num_gpus < 0 or num_gpus > have_gpus:
+        raise ConfigError(
+            f"--num-gpus: {num_gpus:g} requested but the cluster has {have_gpus:g} GPU(s); "
+            f"allowed 0..{have_gpus:g}"
+        )
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        raise ConfigError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+    if gpus_per_trial > 0 and num_gpus == 0:
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g} asked but 0 GPUs are in use (--num-gpus / cluster)"
+        )
+    if gpus_per_trial > num_gpus:
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g} is more than the {num_gpus:g} GPU(s) available"
+        )
+    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g}; above 1 it must be a whole number of GPUs "
+            "(data-parallel), below 1 a fraction (trials share a GPU)"
+        )
+    if cpus_per_trial > have_cpus:
+        raise ConfigError(
+            f"--cpus-per-trial: {cpus_per_trial:g} is more than the {have_cpus:g} CPU(s) of the cluster"
+        )
+    workers = int(gpus_per_trial) if gpus_per_trial > 1 else max(1, int(workers_per_trial))
+    if workers > 1:
+        cpw = max(cpus_per_trial / workers, 0.5) if gpus_per_trial > 1 else cpus_per_trial / workers
+        gpw = 1.0 if gpus_per_trial > 1 else 0.0
+        if workers * cpw > have_cpus:
+            raise ConfigError(
+                f"--workers-per-trial: {workers} workers x {cpw:g} CPU do not fit the cluster's "
+                f"{have_cpus:g} CPU(s)"
+            )
+        if totals.get(TRIAL_SLOT, 0) < 1:
+            raise ConfigError(
+                f"data-parallel trials need the custom resource {TRIAL_SLOT!r} on the cluster: start "
+                f"nodes with `ray start ... --resources='{{\"{TRIAL_SLOT}\": 100}}'`"
+            )
+        slots_cpu = math.floor(have_cpus / (workers * cpw) + 1e-9)
+        slots_gpu = math.floor(num_gpus / workers + 1e-9) if gpw else slots_cpu
+    else:
+        cpw, gpw = cpus_per_trial, gpus_per_trial
+        slots_cpu = math.floor(have_cpus / cpus_per_trial + 1e-9)
+        slots_gpu = math.floor(num_gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else slots_cpu
+    return Resources(
+        cpus_per_trial=float(cpus_per_trial),
+        gpus_per_trial=float(gpus_per_trial),
+        workers=workers,
+        cpus_per_worker=float(cpw),
+        gpus_per_worker=float(gpw),
+        num_gpus=float(num_gpus),
+        slots=max(1, min(slots_cpu, slots_gpu)),
+    )

@@ -1,0 +1,340 @@
+"""Sweep config (YAML) → validated plain data → Ray Tune search space.
+
+A sweep YAML holds a base trial config (``base:``, the keys of ``kpid_core.config``, nested or dotted,
+aliases allowed), a ``space:`` of swept keys and a ``search:`` section::
+
+    base:   {dataset: digits, model: digits_resnet, epochs: 3}
+    space:
+      budget: [0.3, 0.5, 0.7]                 # list -> categorical (grid: every value)
+      metric: [taylor, l1]
+      kd_weight: {low: 0.0, high: 2.0}        # range -> uniform (log: true -> log-uniform)
+      lr: {low: 1.0e-3, high: 0.1, log: true}
+    search: {mode: optuna, num_samples: 12, early_stopping: {grace_period: 1, reduction_factor: 2}}
+
+Keys are canonicalised to dotted config keys (``budget`` → ``prune.budget``) and that dotted key is
+the Tune parameter name. The budget is always a categorical (also when given as a range with a step)
+so that early stopping can keep one ASHA state per budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kpid_core.errors import ConfigError
+
+__all__ = [
+    "BUDGET_KEY",
+    "METRIC_KEY",
+    "DEFAULT_CONFIG",
+    "SweepSpec",
+    "load_sweep",
+    "parse_sweep",
+    "canonical_key",
+    "flatten",
+    "unflatten",
+    "apply_params",
+    "tune_param_space",
+    "describe_space",
+]
+
+BUDGET_KEY = "prune.budget"
+METRIC_KEY = "prune.metric"
+#: The bundled default sweep (digits, ~2-3 minutes on 2 CPU cores).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits_demo.yaml"
+
+_TOP_KEYS = {"name", "base", "space", "search", "resources"}
+_SEARCH_KEYS = {
+    "mode", "num_samples", "seed", "early_stopping", "max_failures", "max_concurrent",
+    "objectives",
+}
+_RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "workers_per_trial"}
+_RANGE_KEYS = {"low", "high", "log", "step"}
+
+def _aliases() -> dict[str, str]:
+    from kpid_core.config import ALIASES
+
+    return dict(ALIASES)
+
+
+def _defaults() -> dict[str, Any]:
+    """Flat dotted defaults of a trial config (its keys are the valid keys)."""
+    from kpid_core.config import TrialConfig
+
+    return TrialConfig().flat()
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict → ``{"a.b": v}`` (dicts only; lists are values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": v}`` → nested dict."""
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def canonical_key(key: str, valid: set[str], where: str) -> str:
+    """Alias or dotted key → dotted config key; ConfigError naming the allowed keys otherwise."""
+    key = _aliases().get(key, key)
+    if key not in valid:
+        shown = ", ".join(sorted(set(_aliases()) | valid))
+        raise ConfigError(f"{where}: unknown config key {key!r}; allowed: {shown}")
+    return key
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: flat base config, canonical space, search and resource settings."""
+
+    name: str | None
+    base: dict[str, Any]  # flat dotted keys → values (full config: defaults + base overrides)
+    space: dict[str, Any]  # dotted key → list (categorical) or {"low","high","log","step"}
+    mode: str = "optuna"
+    num_samples: int = 8
+    seed: int = 0
+    early_stopping: dict[str, Any] | None = field(default_factory=lambda: {"grace_period": 1,
+                                                                           "reduction_factor": 2})
+    max_failures: int = 2
+    max_concurrent: int | None = None
+    objectives: tuple[tuple[str, str], ...] = (("val_accuracy", "max"), ("macs", "min"))
+    resources: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def budgets(self) -> list[float]:
+        b = self.space.get(BUDGET_KEY)
+        return list(b) if isinstance(b, list) else [float(self.base[BUDGET_KEY])]
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every importance metric a trial of this sweep may use (prepared once, shared)."""
+        m = self.space.get(METRIC_KEY)
+        return list(m) if isinstance(m, list) else [str(self.base[METRIC_KEY])]
+
+    def num_trials(self) -> int:
+        """Trials the sweep will run (grid: product of the lists × num_samples)."""
+        if self.mode == "grid":
+            return math.prod(len(v) for v in self.space.values()) * self.num_samples
+        return self.num_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved sweep (written to ``sweep.yaml``; reloadable with :func:`parse_sweep`)."""
+        return {
+            "name": self.name,
+            "base": unflatten(self.base),
+            "space": self.space,
+            "search": {
+                "mode": self.mode, "num_samples": self.num_samples, "seed": self.seed,
+                "early_stopping": self.early_stopping, "max_failures": self.max_failures,
+                "max_concurrent": self.max_concurrent,
+                "objectives": [list(o) for o in self.objectives],
+            },
+            "resources": self.resources,
+        }
+
+
+def load_sweep(path: str | Path | None = None) -> SweepSpec:
+    """Read and validate a sweep YAML (default: the bundled digits demo)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML ({exc.__class__.__name__})") from None
+    return parse_sweep(raw or {}, where=str(path))
+
+
+def _range(key: str, spec: dict[str, Any], where: str) -> dict[str, Any]:
+    bad = set(spec) - _RANGE_KEYS
+    if bad or "low" not in spec or "high" not in spec:
+        raise ConfigError(
+            f"{where}: space.{key}: a range needs low and high (optional log, step); got {sorted(spec)}"
+        )
+    lo, hi = spec["low"], spec["high"]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)) or lo > hi:
+        raise ConfigError(f"{where}: space.{key}: low/high must be numbers with low <= high")
+    if spec.get("log") and lo <= 0:
+        raise ConfigError(f"{where}: space.{key}: log ranges need low > 0")
+    return {k: spec[k] for k in ("low", "high", "log", "step") if k in spec}
+
+
+def _expand(key: str, rng: dict[str, Any], where: str) -> list[float]:
+    step = rng.get("step")
+    if not step or step <= 0:
+        raise ConfigError(f"{where}: space.{key}: needs a list or a range with step > 0 here")
+    n = int(math.floor((rng["high"] - rng["low"]) / step + 1e-9)) + 1
+    return [round(rng["low"] + i * step, 10) for i in range(n)]
+
+
+def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
+    """Validate a sweep dict; every problem is a one-line ConfigError naming the field."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {sorted(_TOP_KEYS)}")
+    bad = set(raw) - _TOP_KEYS
+    if bad:
+        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(bad)}; allowed: {sorted(_TOP_KEYS)}")
+    defaults = _defaults()
+    valid = set(defaults)
+    base = dict(defaults)
+    for k, v in flatten(raw.get("base") or {}).items():
+        base[canonical_key(k, valid, f"{where}: base")] = v
+
+    space: dict[str, Any] = {}
+    for k, v in (raw.get("space") or {}).items():
+        key = canonical_key(k, valid, f"{where}: space")
+        if isinstance(v, dict):
+            v = _range(k, v, where)
+            if v["low"] == v["high"]:
+                base[key] = v["low"]
+                continue
+        elif isinstance(v, (list, tuple)):
+            if not v:
+                raise ConfigError(f"{where}: space.{k}: empty list")
+            if len(v) == 1:  # one value is not a dimension: it goes into the base config
+                base[key] = v[0]
+                continue
+            v = list(v)
+        else:
+            base[key] = v
+            continue
+        space[key] = v
+
+    search = dict(raw.get("search") or {})
+    bad = set(search) - _SEARCH_KEYS
+    if bad:
+        raise ConfigError(f"{where}: search: unknown key(s) {sorted(bad)}; allowed: {sorted(_SEARCH_KEYS)}")
+    mode = search.get("mode", "optuna")
+    if mode not in ("optuna", "grid"):
+        raise ConfigError(f"{where}: search.mode: {mode!r}; allowed: optuna, grid")
+
+    if BUDGET_KEY in space and isinstance(space[BUDGET_KEY], dict):
+        space[BUDGET_KEY] = _expand("budget", space[BUDGET_KEY], where)
+    if mode == "grid":
+        for k, v in list(space.items()):
+            if isinstance(v, dict):
+                space[k] = _expand(k, v, where)
+    budgets = space.get(BUDGET_KEY, [base[BUDGET_KEY]])
+    for b in budgets:
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < float(b) <= 1:
+            raise ConfigError(f"{where}: budget {b!r} is outside (0, 1] (fraction of the dense MACs kept)")
+    if BUDGET_KEY in space:
+        space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
+    _validate_trial(base, space, where)
+    if not space:
+        raise ConfigError(
+            f"{where}: space: empty search space; list at least one key with two or more values "
+            "(e.g. budget: [0.3, 0.5])"
+        )
+
+    es = search.get("early_stopping", {"grace_period": 1, "reduction_factor": 2})
+    if es is not None and es is not False:
+        if not isinstance(es, dict) or set(es) - {"grace_period", "reduction_factor"}:
+            raise ConfigError(f"{where}: search.early_stopping: expected {{grace_period, reduction_factor}} "
+                              "or null")
+        es = {"grace_period": int(es.get("grace_period", 1)),
+              "reduction_factor": float(es.get("reduction_factor", 2))}
+        if es["grace_period"] < 1 or es["reduction_factor"] <= 1:
+            raise ConfigError(f"{where}: search.early_stopping: grace_period >= 1, reduction_factor > 1")
+    else:
+        es = None
+    num_samples = int(search.get("num_samples", 1 if mode == "grid" else 8))
+    if num_samples < 1:
+        raise ConfigError(f"{where}: search.num_samples must be >= 1")
+    resources = dict(raw.get("resources") or {})
+    bad = set(resources) - _RESOURCE_KEYS
+    if bad:
+        raise ConfigError(f"{where}: resources: unknown key(s) {sorted(bad)}; allowed: {sorted(_RESOURCE_KEYS)}")
+    objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
+    return SweepSpec(
+        name=raw.get("name"),
+        base=base,
+        space=space,
+        mode=mode,
+        num_samples=num_samples,
+        seed=int(search.get("seed", 0)),
+        early_stopping=es,
+        max_failures=int(search.get("max_failures", 2)),
+        max_concurrent=search.get("max_concurrent"),
+        objectives=objectives,  # type: ignore[arg-type]
+        resources=resources,
+        raw=raw,
+    )
+
+
+def _validate_trial(base: dict[str, Any], space: dict[str, Any], where: str) -> None:
+    """Every value of the space must make a valid trial config (checked once, up front)."""
+    from kpid_core.config import TrialConfig
+
+    try:
+        TrialConfig.from_dict(unflatten(base))
+        for k, v in space.items():
+            for value in (v if isinstance(v, list) else [v["low"], v["high"]]):
+                TrialConfig.from_dict(unflatten({**base, k: value}))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def apply_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Nested trial config = flat base with the trial's sampled dotted params applied."""
+    flat = dict(base)
+    for k, v in params.items():
+        if k in flat or "." in k:
+            flat[k] = v.item() if hasattr(v, "item") else v
+    return unflatten(flat)
+
+
+def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Ray Tune ``param_space``: grid_search lists in grid mode, Tune domains for Optuna."""
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for k, v in spec.space.items():
+        if spec.mode == "grid":
+            out[k] = tune.grid_search(list(v))
+        elif isinstance(v, list):
+            out[k] = tune.choice(v)
+        else:
+            ints = isinstance(v["low"], int) and isinstance(v["high"], int) and not v.get("log")
+            if ints and v.get("step", 1) == 1 and k.endswith("epochs"):
+                out[k] = tune.randint(v["low"], v["high"] + 1)
+            elif v.get("step"):
+                out[k] = tune.quniform(v["low"], v["high"], v["step"])
+            elif v.get("log"):
+                out[k] = tune.loguniform(v["low"], v["high"])
+            else:
+                out[k] = tune.uniform(v["low"], v["high"])
+    return out
+
+
+def describe_space(spec: SweepSpec) -> list[str]:
+    """Human-readable lines, one per swept key (for ``--dry-run``)."""
+    lines = []
+    for k, v in spec.space.items():
+        if isinstance(v, list):
+            kind = "grid" if spec.mode == "grid" else "choice"
+            lines.append(f"  {k:<24} {kind} {v}")
+        else:
+            scale = "log-uniform" if v.get("log") else "uniform"
+            step = f" step {v['step']}" if v.get("step") else ""
+            lines.append(f"  {k:<24} {scale} [{v['low']}, {v['high']}]{step}")
+    return lines

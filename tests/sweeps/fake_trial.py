@@ -1,0 +1,66 @@
+"""A stand-in with the signatures of ``kpid_core.trial.prepare_shared``/``run_trial`` (tests only).
+
+Behaviour is steered per sweep by ``data.root`` = a directory holding ``behaviour.json``; the fake
+writes markers there (prepare calls, trial starts), so tests can count what happened where.
+Its accuracy is a deterministic function of the config, so searches have something to optimise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from kpid_core.errors import NonFiniteLossError
+
+
+def _behaviour(cfg: dict) -> tuple[Path, dict]:
+    root = Path(cfg["data"]["root"])
+    f = root / "behaviour.json"
+    return root, (json.loads(f.read_text()) if f.exists() else {})
+
+
+def _mark(root: Path, kind: str, text: str = "") -> None:
+    with open(root / f"{kind}.log", "a") as f:
+        f.write(f"{os.getpid()} {text}\n")
+
+
+def fake_prepare(cfg: dict, out_dir: Path, metrics: list[str]) -> dict:
+    root, _ = _behaviour(cfg)
+    _mark(root, "prepare", ",".join(metrics))
+    out_dir = Path(out_dir)
+    for m in metrics:
+        (out_dir / f"importance_{m}.json").write_text("{}")
+    (out_dir / "teacher.json").write_text("{}")
+    return {"dir": str(out_dir), "metrics": list(metrics)}
+
+
+def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any = None, shared: Any = None,
+                   checkpoint_dir: Any = None, resume_from: Any = None) -> dict:
+    root, beh = _behaviour(cfg)
+    assert shared and Path(shared["dir"], f"importance_{cfg['prune']['metric']}.json").exists()
+    budget = float(cfg["prune"]["budget"])
+    kd = float(cfg["distill"]["kd_weight"])
+    epochs = int(cfg["train"]["epochs"])
+    start = 0
+    if resume_from is not None:
+        start = json.loads(Path(resume_from, "state.json").read_text())["epoch"]
+        _mark(root, "resume", str(start))
+    _mark(root, "trial", f"budget={budget} start={start}")
+    for e in range(start + 1, epochs + 1):
+        time.sleep(float(beh.get("sleep", 0.0)))
+        if cfg["train"]["lr"] >= float(beh.get("nan_lr", 1e9)):
+            raise NonFiniteLossError(f"loss is nan at epoch {e}")
+        acc = min(0.99, 0.5 + 0.4 * budget + 0.02 * kd + 0.01 * e)
+        if checkpoint_dir is not None:
+            Path(checkpoint_dir, "state.json").write_text(json.dumps({"epoch": e}))
+        if on_epoch is not None:
+            on_epoch(e, {"epoch": e, "accuracy": acc, "loss": 1.0 / e, "macs": int(1e6 * budget),
+                         "macs_ratio": budget, "budget": budget, "params": 1000})
+    return {"accuracy": acc - 0.01, "val_accuracy": acc, "teacher_accuracy": 0.95, "macs": int(1e6 * budget),
+            "macs_dense": 1_000_000, "macs_ratio": budget, "params": 1000, "params_dense": 2000,
+            "budget": budget, "metric": cfg["prune"]["metric"], "status": "finished", "epochs_done": epochs,
+            "times": {"teacher_s": 0.0, "importance_s": 0.0, "prune_s": 0.0, "finetune_s": 0.0,
+                      "total_s": 0.0}, "config": cfg}
