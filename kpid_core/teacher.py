@@ -1,0 +1,176 @@
+"""The dense teacher of a trial: trained from scratch (cached), a local state dict, or torchvision
+pretrained weights from the local torch hub cache. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kpid_core.errors import ConfigError, SpecError
+from kpid_core.models import build_model
+
+__all__ = [
+    "Teacher",
+    "get_teacher",
+    "load_state_dict_file",
+    "model_kwargs",
+    "pretrained_weights_path",
+    "teacher_cache_dir",
+    "teacher_key",
+]
+
+log = logging.getLogger("kpid_core.teacher")
+
+
+class Teacher:
+    """A dense teacher model with its test accuracy (0-1; None if not measured) and weights file."""
+
+    def __init__(self, model: nn.Module, accuracy: float | None, path: Path | None, source: str):
+        self.model, self.accuracy, self.path, self.source = model, accuracy, path, source
+
+
+def _plain(x: Any) -> Any:
+    return asdict(x) if is_dataclass(x) else dict(x)
+
+
+def model_kwargs(cfg: Any, in_channels: int | None) -> dict:
+    """kwargs for ``build_model`` from the model section (+ the data's channel count when the model
+    adapts to it). Pruned-model specs store exactly these."""
+    from kpid_core.models import model_in_channels
+
+    kw: dict[str, Any] = {}
+    if float(cfg.model.width) != 1.0:
+        kw["width"] = float(cfg.model.width)
+    if model_in_channels(cfg.model.name) is None and in_channels is not None:
+        kw["in_channels"] = int(in_channels)
+    return kw
+
+
+def teacher_cache_dir(cfg: Any) -> Path:
+    """``teacher.cache_dir``, else ``$KPID_CACHE_DIR/teachers``, else ``~/.cache/kpid/teachers``."""
+    if cfg.teacher.cache_dir:
+        return Path(os.path.expanduser(cfg.teacher.cache_dir))
+    env = os.environ.get("KPID_CACHE_DIR")
+    return Path(env) / "teachers" if env else Path.home() / ".cache" / "kpid" / "teachers"
+
+
+def teacher_key(cfg: Any) -> str:
+    """Hash of everything a trained teacher depends on: data, model, teacher settings, training
+    recipe and seed (not the cache location, not prune/distill settings)."""
+    teacher = {k: v for k, v in _plain(cfg.teacher).items() if k != "cache_dir"}
+    recipe = {k: v for k, v in _plain(cfg.train).items() if k not in ("epochs", "lr", "device")}
+    data = {k: v for k, v in _plain(cfg.data).items() if k != "num_workers"}
+    blob = json.dumps({"data": data, "model": _plain(cfg.model), "teacher": teacher, "recipe": recipe,
+                       "seed": cfg.seed, "v": 1}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_state_dict_file(path: str | os.PathLike, model: nn.Module, what: str = "teacher.checkpoint") -> None:
+    """Load a state dict (``torch.load(weights_only=True)``; a ``{"model"|"state_dict": ...}``
+    wrapper also works) into ``model``; missing/corrupt/mismatched → SpecError."""
+    path = Path(os.path.expanduser(str(path)))
+    if not path.is_file():
+        raise SpecError(f"{what}: file {str(path)!r} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, tampered file...
+        raise SpecError(f"{what}: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(sd, dict):
+        for k in ("model", "state_dict"):
+            if k in sd and isinstance(sd[k], dict):
+                sd = sd[k]
+    if not isinstance(sd, dict):
+        raise SpecError(f"{what}: {str(path)!r} holds a {type(sd).__name__}, not a state dict")
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise SpecError(f"{what}: {str(path)!r} does not fit the model: {' '.join(first)}") from None
+
+
+def pretrained_weights_path(model_name: str, weights: str | None = None):
+    """(weights enum member, local file path) of torchvision weights in ``$TORCH_HOME/hub/checkpoints``."""
+    from kpid_core._tv import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(model_name)
+    except (ValueError, KeyError):
+        raise ConfigError(f"teacher.source=pretrained: torchvision has no weights for model {model_name!r}") from None
+    name = (weights or "DEFAULT").split(".")[-1]  # accept "ResNet50_Weights.DEFAULT" or "DEFAULT"
+    try:
+        member = enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise ConfigError(f"teacher.weights={weights!r}; allowed values: DEFAULT, "
+                          f"{', '.join(m.name for m in enum)}") from None
+    fname = os.path.basename(member.url)
+    return member, Path(torch.hub.get_dir()) / "checkpoints" / fname
+
+
+def _pretrained(cfg: Any, num_classes: int, kw: dict) -> nn.Module:
+    member, path = pretrained_weights_path(cfg.model.name, cfg.teacher.weights)
+    n_cat = len(member.meta.get("categories") or [])
+    if n_cat and n_cat != num_classes:
+        raise ConfigError(f"teacher.source=pretrained: {member} has {n_cat} classes but the data has {num_classes}; "
+                          "use teacher.source=train or a checkpoint for this dataset")
+    if not path.is_file():
+        raise SpecError(f"pretrained weights for {cfg.model.name} not found: download {member.url} and put it at "
+                        f"{path} (torch hub cache; set TORCH_HOME to move it). Nothing is downloaded here.")
+    model = build_model(cfg.model.name, num_classes=num_classes, **kw)
+    load_state_dict_file(path, model, what=f"pretrained weights {path.name}")
+    return model
+
+
+def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", train_fn=None) -> Teacher:
+    """The trial's teacher per ``cfg.teacher.source``, in eval mode, with its test accuracy.
+
+    ``train`` reuses ``<cache>/<teacher_key>.pt`` when present (and writes it otherwise)."""
+    from kpid_core.distill import DistillLoss
+    from kpid_core.train import evaluate, fit, resolve_device, seed_everything
+
+    kw = model_kwargs(cfg, data.input_shape[0])
+    src = cfg.teacher.source
+    dev = resolve_device(device)
+    if src == "checkpoint":
+        model = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
+        load_state_dict_file(cfg.teacher.checkpoint, model)
+        model.to(dev).eval()
+        return Teacher(model, evaluate(model, data.test, dev), Path(cfg.teacher.checkpoint), src)
+    if src == "pretrained":
+        model = _pretrained(cfg, data.num_classes, kw).to(dev).eval()
+        return Teacher(model, evaluate(model, data.test, dev), None, src)
+
+    cache = teacher_cache_dir(cfg)
+    key = teacher_key(cfg)
+    path, meta_path = cache / f"{key}.pt", cache / f"{key}.json"
+    model = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
+    if path.is_file() and meta_path.is_file():
+        try:
+            load_state_dict_file(path, model, what="cached teacher")
+            meta = json.loads(meta_path.read_text())
+            log.info("teacher: reusing cached %s (test acc %.4f)", path, meta["accuracy"])
+            return Teacher(model.to(dev).eval(), float(meta["accuracy"]), path, "cache")
+        except (SpecError, ValueError, KeyError):
+            log.warning("teacher: cached %s is unreadable; retraining", path)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
+    loss = DistillLoss(ce_weight=1.0, kd_weight=0.0, inner_weight=0.0, label_smoothing=cfg.train.label_smoothing)
+    (train_fn or fit)(model, None, data, loss, cfg.train, seed=cfg.seed, lr=cfg.teacher.lr,
+                      epochs=cfg.teacher.epochs, desc="teacher")
+    model.eval()
+    acc = evaluate(model, data.test, dev)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
+    log.info("teacher: trained, test acc %.4f, cached at %s", acc, path)
+    return Teacher(model, acc, path, "train")

@@ -1,0 +1,292 @@
+"""One KPID trial end to end: teacher → channel importance → knapsack allocation → physical prune →
+fine-tune under the teacher (CE + logits KD + inner KD) → evaluate on the held-out test split.
+
+``prepare_shared`` computes what every trial of a sweep has in common (data split, teacher,
+importance per metric) once; ``run_trial`` loads it instead of recomputing. The return fields and
+the ``on_epoch`` contract are pinned in docs/CONTRACTS.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kpid_core.config import TrialConfig
+from kpid_core.data import DataBundle, build_data
+from kpid_core.distill import DistillLoss
+from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.models import build_model, default_taps, model_in_channels
+from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
+from kpid_core.train import evaluate, fit, resolve_device, seed_everything
+
+__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "prepare_shared", "run_trial"]
+
+log = logging.getLogger("kpid_core.trial")
+TRIAL_STATE_FILE = "trial_state.json"  # in checkpoint_dir: the prune result a resumed trial must reproduce
+_SCORES_FILE = "scores.pt"
+
+
+@dataclass
+class SharedArtifacts:
+    """Files a sweep computes once (paths are absolute): the data split (JSON), the teacher's state
+    dict and its test accuracy, and one importance file per metric."""
+
+    root: Path
+    split: Path
+    teacher: Path
+    teacher_accuracy: float
+    importance: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "split": str(self.split), "teacher": str(self.teacher),
+                "teacher_accuracy": self.teacher_accuracy,
+                "importance": {k: str(v) for k, v in self.importance.items()}}
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> SharedArtifacts:
+        """Read ``root/shared.json`` written by :func:`prepare_shared`."""
+        p = Path(root) / "shared.json"
+        try:
+            d = json.loads(p.read_text())
+            return cls(Path(d["root"]), Path(d["split"]), Path(d["teacher"]), float(d["teacher_accuracy"]),
+                       {k: Path(v) for k, v in d["importance"].items()})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SpecError(f"shared artifacts {str(p)!r} are missing or malformed: {exc}") from None
+
+
+def _as_shared(shared: Any) -> SharedArtifacts | None:
+    if shared is None or isinstance(shared, SharedArtifacts):
+        return shared
+    if isinstance(shared, Mapping):
+        return SharedArtifacts(Path(shared["root"]), Path(shared["split"]), Path(shared["teacher"]),
+                               float(shared["teacher_accuracy"]),
+                               {k: Path(v) for k, v in shared.get("importance", {}).items()})
+    return SharedArtifacts.load(shared)
+
+
+def _as_config(cfg: Any) -> TrialConfig:
+    return cfg.validate() if isinstance(cfg, TrialConfig) else TrialConfig.from_dict(cfg)
+
+
+def _data(cfg: TrialConfig, split: Any = None) -> DataBundle:
+    return build_data(cfg.data, cfg.seed, split=split, channels=model_in_channels(cfg.model.name))
+
+
+def _example(data: DataBundle) -> torch.Tensor:
+    return torch.zeros(1, *data.input_shape)
+
+
+def _importance(cfg: TrialConfig, teacher: nn.Module, data: DataBundle, metric: str, device: torch.device):
+    """Scores of ``metric`` on the teacher; the first ``importance_batches`` batches of a train
+    loader reshuffled from the seed, so shared and per-trial computation agree."""
+    from kpid_core.importance import compute_importance
+
+    gen = getattr(data.train.sampler, "generator", None)
+    if gen is not None:
+        gen.manual_seed(cfg.seed)
+    return compute_importance(teacher, _example(data).to(device), metric, loader=data.train,
+                              n_batches=cfg.prune.importance_batches, seed=cfg.seed, device=device)
+
+
+def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | None = None) -> SharedArtifacts:
+    """Write the data split, teacher weights + test accuracy and importance scores (one file per
+    metric in ``metrics``, default ``[cfg.prune.metric]``) under ``out_dir``; existing importance
+    files are reused. Returns their paths (also recorded in ``out_dir/shared.json``)."""
+    cfg = _as_config(cfg)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    data = _data(cfg)
+    split = data.save_split(out / "split.json")
+    teacher = get_teacher(cfg, data, device=device)
+    tpath = out / "teacher.pt"
+    tmp = tpath.with_name("teacher.pt.tmp")
+    torch.save({k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, tmp)
+    os.replace(tmp, tpath)
+    (out / "teacher.json").write_text(json.dumps({
+        "accuracy": teacher.accuracy, "model": cfg.model.name,
+        "kwargs": model_kwargs(cfg, data.input_shape[0]), "source": teacher.source}))
+    imp: dict[str, Path] = {}
+    for metric in metrics or [cfg.prune.metric]:
+        cfg_m = cfg.with_overrides({"prune.metric": metric})  # validates the metric name
+        path = out / "importance" / f"{metric}.pt"
+        if not path.is_file():
+            _importance(cfg_m, teacher.model, data, metric, device).save(path)
+        imp[metric] = path
+    shared = SharedArtifacts(out, split, tpath, float(teacher.accuracy or 0.0), imp)
+    (out / "shared.json").write_text(json.dumps(shared.to_dict(), indent=1))
+    return shared
+
+
+def _load_teacher(cfg: TrialConfig, data: DataBundle, shared: SharedArtifacts | None,
+                  device: torch.device) -> Teacher:
+    if shared is None:
+        return get_teacher(cfg, data, device=device)
+    model = build_model(cfg.model.name, num_classes=data.num_classes, **model_kwargs(cfg, data.input_shape[0]))
+    load_state_dict_file(shared.teacher, model, what="shared teacher")
+    return Teacher(model.to(device).eval(), shared.teacher_accuracy, shared.teacher, "shared")
+
+
+class _FileLog:
+    """Route the ``kpid_core`` loggers to ``path`` for the duration of a trial."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.handler = path, None
+
+    def __enter__(self):
+        if self.path is not None:
+            self.handler = logging.FileHandler(self.path)
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+            root = logging.getLogger("kpid_core")
+            root.addHandler(self.handler)
+            self._level = root.level
+            if root.level == logging.NOTSET or root.level > logging.INFO:
+                root.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            root = logging.getLogger("kpid_core")
+            root.removeHandler(self.handler)
+            root.setLevel(self._level)
+            self.handler.close()
+
+
+def run_trial(cfg: Any, on_epoch: Callable[[int, dict], None] | None = None, *,
+              out_dir: str | os.PathLike | None = None, shared: Any = None,
+              checkpoint_dir: str | os.PathLike | None = None,
+              resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run one trial; see the module docstring and docs/CONTRACTS.md for the returned fields.
+
+    ``checkpoint_dir``: after each epoch the full training state is written there (before
+    ``on_epoch`` is called). ``resume_from``: such a directory; the trial continues from it (it is
+    copied into ``checkpoint_dir`` first when both are given). ``out_dir``: write
+    ``metrics.json``, ``model/`` (``save_pruned``) and ``trial.log``. Raises NonFiniteLossError on
+    a NaN/Inf loss (``metrics.json`` then records ``status: "non_finite_loss"``).
+    """
+    cfg = _as_config(cfg)
+    shared = _as_shared(shared)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume_from is not None:
+        src = Path(resume_from)
+        if not (src / TRIAL_STATE_FILE).is_file():
+            raise SpecError(f"resume_from {str(src)!r} holds no trial checkpoint ({TRIAL_STATE_FILE} missing)")
+        if ckdir is None:
+            ckdir = src
+        elif ckdir.resolve() != src.resolve():
+            shutil.copytree(src, ckdir, dirs_exist_ok=True)
+    with _FileLog(out / "trial.log" if out is not None else None):
+        try:
+            return _run(cfg, on_epoch, out, shared, ckdir, resume_from is not None)
+        except NonFiniteLossError as exc:
+            log.error("trial stopped: %s", exc)
+            if out is not None:
+                (out / "metrics.json").write_text(json.dumps(
+                    {"status": "non_finite_loss", "error": str(exc), "config": cfg.to_dict()}, indent=1))
+            raise
+
+
+def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts | None, ckdir: Path | None,
+         resume: bool) -> dict[str, Any]:
+    from kpid_core.importance import ImportanceScores
+    from kpid_core.prune import output_channels, prune_to_budget, save_pruned
+
+    t_start = time.perf_counter()
+    times: dict[str, float] = {}
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    data = _data(cfg, split=shared.split if shared is not None else None)
+    log.info("trial: %s on %s, budget %.3f, metric %s, device %s", cfg.model.name, cfg.data.name,
+             cfg.prune.budget, cfg.prune.metric, device)
+
+    t = time.perf_counter()
+    teacher = _load_teacher(cfg, data, shared, device)
+    times["teacher_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    state_path = ckdir / TRIAL_STATE_FILE if ckdir is not None else None
+    saved: dict[str, Any] | None = None
+    if resume and state_path is not None and state_path.is_file():
+        saved = json.loads(state_path.read_text())
+        scores = ImportanceScores.load(ckdir / _SCORES_FILE)
+    elif shared is not None and cfg.prune.metric in shared.importance:
+        scores = ImportanceScores.load(shared.importance[cfg.prune.metric])
+    else:
+        scores = _importance(cfg, teacher.model, data, cfg.prune.metric, device)
+    times["importance_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    kw = model_kwargs(cfg, data.input_shape[0])
+    dense = copy.deepcopy(teacher.model).cpu()
+    result = prune_to_budget(dense, _example(data), cfg.prune.budget, scores, min_keep=cfg.prune.min_keep,
+                             allocation=cfg.prune.allocation, solver=cfg.prune.solver,
+                             model_name=cfg.model.name, model_kwargs=kw)
+    times["prune_s"] = time.perf_counter() - t
+    if saved is not None and saved["kept"] != _jsonable(result.kept):
+        raise SpecError(f"resume: the prune result differs from the checkpoint in {str(ckdir)!r} "
+                        "(different teacher, scores or config?)")
+    if state_path is not None and saved is None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        scores.save(ckdir / _SCORES_FILE)
+        state_path.write_text(json.dumps({"kept": _jsonable(result.kept), "config": cfg.to_dict(),
+                                          "times": times}))
+    elif saved is not None:
+        times = {**saved["times"], "teacher_s": times["teacher_s"] + saved["times"].get("teacher_s", 0.0)}
+    student = result.model
+    facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
+             "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
+             "params_dense": int(result.params_before), "budget": cfg.prune.budget}
+    log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
+             facts["macs_ratio"], cfg.prune.budget)
+
+    taps = cfg.distill.taps if cfg.distill.taps is not None else default_taps(cfg.model.name)
+    kept = {tap: output_channels(result, tap) for tap in taps}
+    k = cfg.distill
+    loss = DistillLoss(ce_weight=k.ce_weight, kd_weight=k.kd_weight, inner_weight=k.inner_weight,
+                       temperature=k.temperature, kd_form=k.kd_form, match=k.match,
+                       label_smoothing=cfg.train.label_smoothing)
+    loss.attach(student, teacher.model.to(device), taps, kept, example_input=next(iter(data.val))[0][:2].to(device)
+                if k.match == "projection" else None)
+
+    def epoch_cb(epoch: int, m: dict) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, {**m, **{x: facts[x] for x in ("macs", "macs_ratio", "budget", "params")}})
+
+    t = time.perf_counter()
+    fr = fit(student, teacher.model, data, loss, cfg.train, on_epoch=epoch_cb, checkpoint_dir=ckdir,
+             resume=saved is not None, seed=cfg.seed, desc="finetune")
+    loss.detach()
+    times["finetune_s"] = fr.seconds
+    student.eval()
+    acc = evaluate(student, data.test, device)
+    val_acc = fr.last["accuracy"] if fr.history else evaluate(student, data.val, device)
+    times["total_s"] = time.perf_counter() - t_start
+    metrics = {"accuracy": acc, "val_accuracy": val_acc, "teacher_accuracy": teacher.accuracy, **facts,
+               "metric": cfg.prune.metric, "status": "finished", "epochs_done": fr.epochs_done,
+               "times": times, "config": cfg.to_dict()}
+    log.info("trial finished: test acc %.4f (teacher %.4f), MACs ratio %.4f", acc, teacher.accuracy or 0.0,
+             facts["macs_ratio"])
+    if out is not None:
+        result.model = student.cpu()
+        save_pruned(result, out / "model")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _jsonable(kept: Mapping[str, Any]) -> dict[str, list[int]]:
+    return {str(k): [int(i) for i in v] for k, v in kept.items()}
