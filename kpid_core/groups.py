@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError
-from kpid_core.macs import LayerMACs, macs_breakdown
+from kpid_core.macs import LayerMACs, trace_layers
 
 __all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups"]
 
@@ -71,26 +71,7 @@ def _is_grouped(m: nn.Module) -> bool:
 
 def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     """Names of leaf modules in the order a forward pass first calls them."""
-    order: list[str] = []
-    seen: set[str] = set()
-    handles = []
-    for name, m in model.named_modules():
-        if name and not any(True for _ in m.children()):
-            def hook(mod, inp, out, name=name):
-                if name not in seen:
-                    seen.add(name)
-                    order.append(name)
-            handles.append(m.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return order
+    return trace_layers(model, tuple(example_input.shape[1:]))[1]
 
 
 class ChannelGroups:
@@ -230,8 +211,7 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     if p is not None:
         x = x.to(p.device)
     input_shape = tuple(int(s) for s in x.shape[1:])
-    layers = macs_breakdown(model, input_shape)
-    order = execution_order(model, x)
+    layers, order = trace_layers(model, input_shape)
     classifier = layers[-1].name if layers else None
     modules = dict(model.named_modules())
     ignored = _resolve_ignored(model, ignored_layers)

@@ -129,7 +129,7 @@ def reduce_channels(ctx: ImportanceContext, group: ChannelGroup,
     """Sum, over the group's members, ``reduce(value[idx along dim])`` into the group's channels.
 
     ``value_of(module, pname, param)`` gives the tensor to reduce (shape of ``param``; None = skip);
-    ``reduce`` maps a ``[n, -1]`` tensor to ``[n]``.
+    ``reduce`` maps a ``[n, -1]`` tensor to ``[n]`` row by row (rows are the member's channels).
     """
     total = torch.zeros(group.size, dtype=torch.float64)
     for mem in group.members:
@@ -143,7 +143,7 @@ def reduce_channels(ctx: ImportanceContext, group: ChannelGroup,
             if v is None:
                 continue
             v = v.detach().to(torch.float64).cpu().movedim(dim, 0)
-            vals = reduce(v.index_select(0, idx).reshape(len(mem.idxs), -1))
+            vals = reduce(v.reshape(v.shape[0], -1)).index_select(0, idx)
             total.index_add_(0, roots, vals)
     return total
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["LayerMACs", "count_macs", "count_params", "format_count", "layer_macs", "macs_breakdown"]
+__all__ = ["LayerMACs", "count_macs", "count_params", "format_count", "layer_macs", "macs_breakdown", "trace_layers"]
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,34 @@ def macs_breakdown(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224))
 
     A layer called several times (weight sharing) appears once per call.
     """
-    rows: list[LayerMACs] = []
-    names = {m: n for n, m in model.named_modules()}
+    return trace_layers(model, input_shape)[0]
 
-    def hook(module, inputs, output):
+
+def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[LayerMACs], list[str]]:
+    """One eval-mode forward of a single image: (per-call conv/linear MACs, leaf modules in the
+    order they first run)."""
+    rows: list[LayerMACs] = []
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def hook(module, inputs, output, name):
+        if name not in seen:
+            seen.add(name)
+            order.append(name)
+        if not isinstance(output, torch.Tensor) or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
         info = layer_macs(module, inputs[0], output)
         if info is None:
             return
         coef, kernel, hw = info
         cin, cout, groups = _channels(module)
-        rows.append(
-            LayerMACs(names.get(module, ""), type(module).__name__, cin, cout, groups, kernel, hw, coef,
-                      coef * (cin // groups) * cout)
-        )
+        rows.append(LayerMACs(name, type(module).__name__, cin, cout, groups, kernel, hw, coef,
+                              coef * (cin // groups) * cout))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or (name and next(m.children(), None) is None):
+            handles.append(m.register_forward_hook(lambda mod, i, o, name=name: hook(mod, i, o, name)))
     was_training = model.training
     try:
         model.eval()
@@ -111,7 +123,7 @@ def macs_breakdown(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224))
         for h in handles:
             h.remove()
         model.train(was_training)
-    return rows
+    return rows, order
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> int:

@@ -1,0 +1,173 @@
+"""Command line: ``python -m kpid_core {macs,prune,...}``.
+
+Other modules add subcommands: after the engine's own subparsers are built, ``kpid_core.trial_cli``
+(if present) gets ``add_parser(subparsers)`` and runs its commands with ``run(args) -> int``.
+Every :class:`~kpid_core.errors.KPIDError` ends as one line ``error: <message>`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _shape(args) -> tuple[int, int, int]:
+    return (3, args.input, args.input)
+
+
+def _build(args):
+    from kpid_core.models import build_model
+
+    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    return build_model(args.model, **kwargs), kwargs
+
+
+def _cmd_macs(args) -> int:
+    from kpid_core.macs import count_params, format_count, macs_breakdown
+
+    model, _ = _build(args)
+    rows = macs_breakdown(model, _shape(args))
+    total, params = sum(r.macs for r in rows), count_params(model)
+    if args.json:
+        out = {"model": args.model, "input_shape": list(_shape(args)), "macs": total, "params": params}
+        if args.breakdown:
+            out["layers"] = [r.to_dict() for r in rows]
+        print(json.dumps(out))
+        return 0
+    if args.breakdown:
+        print(f"{'layer':<40} {'type':<8} {'in':>6} {'out':>6} {'groups':>6} {'kernel':<8} {'out HW':<10} {'MACs':>12}")
+        for r in rows:
+            print(f"{r.name:<40} {r.type:<8} {r.in_channels:>6} {r.out_channels:>6} {r.groups:>6} "
+                  f"{'x'.join(map(str, r.kernel)) or '-':<8} {'x'.join(map(str, r.output_hw)) or '-':<10} {r.macs:>12}")
+    print(f"{args.model} @ {args.input}x{args.input}: {format_count(total, 'MACs')} ({total}), "
+          f"{format_count(params)} params")
+    return 0
+
+
+def _cmd_prune(args) -> int:
+    import torch
+
+    from kpid_core.errors import ConfigError, SpecError
+    from kpid_core.importance import DATA_METRICS, METRICS, compute_importance, get_metric
+    from kpid_core.macs import format_count
+    from kpid_core.prune import _check_fraction, prune_to_budget, save_pruned
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {str(out)!r} exists and is not empty; refusing to overwrite it")
+    _check_fraction("budget", args.budget)  # bad arguments fail before any model is built
+    _check_fraction("min_keep", args.min_keep)
+    get_metric(args.metric)
+    if args.metric in DATA_METRICS:
+        raise ConfigError(f"--metric {args.metric!r} needs training data, which this command does not load; "
+                          f"use a data-free metric ({', '.join(m for m in METRICS if m not in DATA_METRICS)}) "
+                          f"or compute scores with kpid_core.compute_importance")
+    model, kwargs = _build(args)
+    if args.checkpoint:
+        ck = Path(args.checkpoint)
+        if not ck.is_file():
+            raise SpecError(f"--checkpoint {str(ck)!r} does not exist")
+        try:
+            state = torch.load(ck, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (corrupt files raise many types)
+            raise SpecError(f"--checkpoint {str(ck)!r} is corrupt or not a state dict ({type(exc).__name__})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise SpecError(f"--checkpoint {str(ck)!r} is not a state dict")
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+            raise SpecError(f"--checkpoint {str(ck)!r} does not fit model {args.model!r}: {first[0].strip()}") from None
+    x = torch.zeros(1, *_shape(args))
+    scores = compute_importance(model, x, args.metric, seed=args.seed)
+    res = prune_to_budget(model, x, args.budget, scores, min_keep=args.min_keep, allocation=args.allocation,
+                          model_name=args.model, model_kwargs=kwargs)
+    save_pruned(res, out)
+    if args.json:
+        print(json.dumps({"model": args.model, "budget": res.budget, "metric": args.metric, "out": str(out),
+                          "macs_before": res.macs_before, "macs_after": res.macs_after,
+                          "macs_ratio": res.macs_ratio, "params_before": res.params_before,
+                          "params_after": res.params_after}))
+    else:
+        print(f"{args.model} pruned to budget {res.budget:g} ({args.allocation}, metric {args.metric})")
+        print(f"  MACs:   {format_count(res.macs_before)} -> {format_count(res.macs_after)} "
+              f"({res.macs_ratio:.4f} of dense)")
+        print(f"  params: {format_count(res.params_before)} -> {format_count(res.params_after)}")
+        print(f"  saved:  {out}/spec.json, {out}/weights.pt")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    from kpid_core.importance import METRICS
+    from kpid_core.prune import ALLOCATIONS
+
+    p = argparse.ArgumentParser(prog="python -m kpid_core",
+                                description="KPID: knapsack channel pruning to a MAC budget.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(sp):
+        sp.add_argument("--model", required=True, help="registry model name (e.g. resnet50, mobilenet_v3_large)")
+        sp.add_argument("--input", type=int, default=224, metavar="PIXELS",
+                        help="square input resolution MACs are counted at (default 224)")
+        sp.add_argument("--num-classes", type=int, default=None, metavar="N",
+                        help="classifier outputs (default: the model's own, 1000 for torchvision)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    m = sub.add_parser("macs", help="count MACs (conv+linear, one image) and parameters of a model")
+    common(m)
+    m.add_argument("--breakdown", action="store_true", help="also list every conv/linear layer's MACs")
+    m.set_defaults(func=_cmd_macs)
+
+    pr = sub.add_parser("prune", help="prune a model to a MAC budget and save spec.json + weights.pt")
+    common(pr)
+    pr.add_argument("--budget", type=float, required=True,
+                    help="fraction of the dense MACs to keep, in (0, 1]")
+    pr.add_argument("--metric", required=True,
+                    help=f"channel importance metric: {', '.join(METRICS)} (data-free here: l1, l2, bn_gamma, random)")
+    pr.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    pr.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="state dict of the dense model (torch.save file, loaded with weights_only=True)")
+    pr.add_argument("--min-keep", type=float, default=0.1, metavar="F",
+                    help="every channel group keeps at least this fraction (and one channel); default 0.1")
+    pr.add_argument("--allocation", choices=ALLOCATIONS, default="knapsack",
+                    help="knapsack (the paper) or uniform (same fraction per group; a baseline)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the random metric (default 0)")
+    pr.set_defaults(func=_cmd_prune)
+
+    try:
+        trial_cli = importlib.import_module("kpid_core.trial_cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kpid_core.trial_cli":
+            raise
+    else:
+        trial_cli.add_parser(sub)
+    return p, sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kpid_core.errors import KPIDError
+
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        func = getattr(args, "func", None)
+        if func is None:
+            from kpid_core import trial_cli
+
+            return int(trial_cli.run(args))
+        return int(func(args))
+    except KPIDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
