@@ -174,7 +174,7 @@ def plot_pareto(
         ax.margins(x=0.04, y=0.07)  # headroom for labels of the highest and lowest points
         if _use_log(all_x * xs):
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(_number))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel + (" — log scale" if ax.get_xscale() == "log" else ""))
@@ -303,37 +303,44 @@ def plot_kd_grid(
     col_label: str = "logits KD weight",
 ) -> Figure:
     """Small-multiples heatmap: one panel per budget, cells = best ``y`` at each (γ, KD weight),
-    one colour scale for all panels, values printed in the cells."""
+    values printed in the cells, the best cell of each budget outlined.
+
+    Colours are scaled per panel (accuracies at different budgets differ far more than between
+    KD settings at one budget; a shared scale would hide the comparison the figure is for)."""
+    from matplotlib.patches import Rectangle
+
     ylabel, ys = axis_spec(y)
     budgets = sorted(grids)
     with _style():
         n = max(len(budgets), 1)
-        fig = Figure(figsize=(min(2.6 * n + 1.2, 14), 2.9), layout="constrained")
+        fig = Figure(figsize=(min(2.4 * n + 0.6, 14), 2.9), layout="constrained")
         axes = fig.subplots(1, n, squeeze=False)[0]
         if not budgets:
             axes[0].text(0.5, 0.5, "KD weights were not swept", ha="center", va="center")
             axes[0].set_axis_off()
             return fig
-        values = np.concatenate([g.to_numpy(dtype=float).ravel() for g in grids.values()]) * ys
-        vmin, vmax = np.nanmin(values), np.nanmax(values)
-        image = None
         for ax, b in zip(axes, budgets):
             grid = grids[b]
             data = grid.to_numpy(dtype=float) * ys
-            image = ax.imshow(data, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+            vmin, vmax = np.nanmin(data), np.nanmax(data)
+            if vmax - vmin < 1e-12:
+                vmin, vmax = vmin - 1.0, vmax + 1.0
+            ax.imshow(data, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
             ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
             ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index])
             ax.grid(False)
             mid = (vmin + vmax) / 2
             for (i, j), v in np.ndenumerate(data):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
                             color="white" if v < mid else "black")
+            bi, bj = np.unravel_index(np.nanargmax(data), data.shape)
+            ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="#EE3377", linewidth=2.0))
             ax.set_title(f"budget {b * 100:g} %")
             ax.set_xlabel(col_label)
         axes[0].set_ylabel(row_label)
-        if image is not None:
-            fig.colorbar(image, ax=list(axes), label=ylabel, shrink=0.9)
+        fig.suptitle(f"{ylabel} by distillation weights (best cell outlined; colours scaled per budget)",
+                     x=0.0, ha="left", fontsize=10)
     return fig
 
 
