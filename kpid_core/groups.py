@@ -44,7 +44,8 @@ class GroupMember:
 
 @dataclass
 class ChannelGroup:
-    """Channels removed together. ``key`` (the root module's name) is stable across processes."""
+    """Channels removed together. ``key`` — the name of the first module (in ``named_modules``
+    order) whose output channels the group holds — is stable across processes and builds."""
 
     key: str
     size: int
@@ -255,5 +256,8 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
             members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
         if not ok:
             continue
+        # key: the group's first out-member in definition order — independent of trace order
+        outs = {m.module for m in members if m.dim == "out"}
+        key = next((n for n in names.values() if n in outs), key)
         groups.append(ChannelGroup(key, size, members, len(groups), root, root_item.dep.handler))
     return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
