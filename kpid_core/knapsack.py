@@ -183,6 +183,8 @@ def _validate(values, weights, capacity, method, required):
         w = w.astype(np.float64)
         if not np.isfinite(w).all():
             raise ConfigError("weights: must be finite (found NaN or inf)")
+        if w.size and (w == np.floor(w)).all() and 0 < w.min() and w.sum() < 2.0**53:
+            w = w.astype(np.int64)  # MAC counts stored as floats: exact integer arithmetic applies
     else:
         raise ConfigError(f"weights: expected integers or floats, got dtype {w.dtype}")
     if w.size and (w <= 0).any():
