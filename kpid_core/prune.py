@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -545,7 +546,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape=(3, 224, 
         kw = {"dynamo": use_dynamo}
         if not use_dynamo:
             kw["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], **kw)
+        with warnings.catch_warnings():  # the classic exporter announces its own deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], **kw)
     finally:
         model.train(was_training)
     return path
