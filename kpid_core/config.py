@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +333,7 @@ def parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list
 
 def default_config_path() -> Path:
     """The bundled default trial config (digits, about a minute on 2 CPU cores)."""
-    return Path(str(resources.files("kpid_core") / "configs" / "trial.yaml"))
+    return Path(__file__).resolve().parent / "configs" / "trial.yaml"
 
 
 def load_config(path: str | os.PathLike | None = None,

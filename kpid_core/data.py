@@ -34,7 +34,6 @@ _CIFAR_LAYOUT = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "meta"),
 }
-_IMG_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _SYNTHETIC_SIZE = (512, 10)  # images, classes
 
 
@@ -80,19 +79,28 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return getattr(cfg, key, default)
 
 
-def _split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
-    """Stratified split of ``range(len(labels))`` into (rest, val, test) with the given fractions."""
+def _tts(idx: np.ndarray, frac: float, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` (fraction ``frac`` to the second part), stratified by label when every class
+    has two members and the second part can hold one of each; a plain seeded split otherwise."""
     from sklearn.model_selection import train_test_split
 
+    lab = labels[idx]
+    _, counts = np.unique(lab, return_counts=True)
+    n_second = int(np.ceil(frac * len(idx)))
+    ok = counts.min() >= 2 and len(counts) <= n_second <= len(idx) - len(counts)
+    return train_test_split(idx, test_size=frac, stratify=lab if ok else None, random_state=seed)
+
+
+def _split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
+    """Stratified split of ``range(len(labels))`` into (rest, val, test) with the given fractions."""
     idx = np.arange(len(labels))
     val_f, test_f = fractions
     test_idx: np.ndarray = np.array([], dtype=int)
     if test_f > 0:
-        idx, test_idx = train_test_split(idx, test_size=test_f, stratify=labels[idx], random_state=seed)
+        idx, test_idx = _tts(idx, test_f, labels, seed)
     val_idx: np.ndarray = np.array([], dtype=int)
     if val_f > 0:
-        rel = val_f / (1.0 - test_f)
-        idx, val_idx = train_test_split(idx, test_size=rel, stratify=labels[idx], random_state=seed + 1)
+        idx, val_idx = _tts(idx, val_f / (1.0 - test_f), labels, seed + 1)
     return sorted(idx.tolist()), sorted(val_idx.tolist()), sorted(test_idx.tolist())
 
 
@@ -289,24 +297,16 @@ def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) ->
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm])
     try:
-        src = torchvision.datasets.ImageFolder(str(root / "train"), loader=_pil_loader, extensions=_IMG_EXT)
-        test_src = torchvision.datasets.ImageFolder(str(root / "val"), loader=_pil_loader, extensions=_IMG_EXT)
+        src = torchvision.datasets.ImageFolder(str(root / "train"), loader=_pil_loader)
+        test_src = torchvision.datasets.ImageFolder(str(root / "val"), loader=_pil_loader)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"imagefolder: {exc}; imagefolder expects {expect}") from None
     if test_src.classes != src.classes:
         raise DataError(f"imagefolder: ROOT/val class folders differ from ROOT/train; imagefolder expects {expect}")
     n = len(src)
     if split is None:
-        labels = np.asarray(src.targets)
-        _, counts = np.unique(labels, return_counts=True)
-        val_f = float(_get(cfg, "val_fraction", 0.15))
-        # Stratifying needs two images per class in each part; small trees fall back to a plain split.
-        strat = labels if counts.min() >= 2 and val_f * n >= len(counts) else None
-        from sklearn.model_selection import train_test_split
-
-        tr, va = train_test_split(np.arange(n), test_size=val_f, stratify=strat, random_state=seed)
-        split = {"dataset": "imagefolder", "seed": seed, "n": n, "train": sorted(tr.tolist()),
-                 "val": sorted(va.tolist()), "test": []}
+        tr, va, _ = _split_indices(np.asarray(src.targets), (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
+        split = {"dataset": "imagefolder", "seed": seed, "n": n, "train": tr, "val": va, "test": []}
     _check_split(split, "imagefolder", n)
     train_ds = Subset(_Transformed(_Untransformed(src), train_tf), split["train"])
     val_ds = Subset(_Transformed(_Untransformed(src), eval_tf), split["val"])
