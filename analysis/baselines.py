@@ -13,6 +13,7 @@ says when (dataset ``imagenet``/``imagefolder`` at 224 px).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -117,6 +118,7 @@ def same_data_baselines(results: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+@functools.lru_cache(maxsize=64)  # V1/V2 weight rows share one architecture
 def count_arch_macs(name: str, resolution: int = 224) -> int:
     """MACs (conv + linear multiply-accumulates, one image) of a registered architecture at
     ``resolution`` px.
