@@ -17,12 +17,12 @@ from kpid_core.errors import ConfigError
 __all__ = [
     "TRIAL_SLOT",
     "Resources",
-    "quiet_environment",
-    "local_gpu_count",
     "check_address",
-    "init_ray",
     "cluster_totals",
+    "init_ray",
+    "local_gpu_count",
     "plan_resources",
+    "quiet_environment",
 ]
 
 #: Custom resource that the outer (coordinating) function of a data-parallel trial holds instead of
@@ -33,7 +33,6 @@ TRIAL_SLOT = "kpid_trial_slot"
 def quiet_environment(verbose: bool) -> None:
     """Silence Ray's console tables and deprecation spam unless ``verbose`` (call before importing ray)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Tune saves its experiment state at most every 2 s, so a killed driver loses little and the
     # Optuna study and Tune's state stay close (see DESIGN: UpdateFinishedTrialError on restore).
@@ -59,7 +58,7 @@ def local_gpu_count() -> int:
         import torch
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # pragma: no cover - a broken CUDA driver counts as no GPU
+    except Exception:  # noqa: BLE001 - a broken CUDA driver counts as no GPU
         return 0
 
 
@@ -98,15 +97,16 @@ def init_ray(
 
     for name in ("ray.train", "ray.train.v2", "ray.tune"):
         logging.getLogger(name).addFilter(_DropControllerNoise())
-    if ray.is_initialized():
-        return False
-    common = dict(
-        log_to_driver=verbose,
-        logging_level=logging.INFO if verbose else logging.ERROR,
-        include_dashboard=dashboard,
-    )
     if address:
         check_address(address)
+    if ray.is_initialized():
+        return False
+    common = {
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "include_dashboard": dashboard,
+    }
+    if address:
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError) as exc:

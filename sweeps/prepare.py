@@ -2,16 +2,16 @@
 
 Runs ``kpid_core.trial.prepare_shared`` in one Ray task (so it gets a GPU when the cluster has one)
 writing into ``EXPERIMENT/shared/``; every trial then receives what it returned and neither trains a
-teacher nor computes importance. On ``--resume`` the call is repeated with the same directory, where
-``prepare_shared`` finds its files and reuses them.
+teacher nor computes importance. On ``--resume`` the recorded result is reused.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["SHARED_DIR", "PrepareFn", "default_prepare_fn", "prepare_shared_artifacts"]
 
@@ -22,7 +22,6 @@ PrepareFn = Callable[[dict, Path, list], Any]
 def default_prepare_fn(cfg: dict[str, Any], out_dir: Path, metrics: list[str]) -> Any:
     """The product's preparation: ``kpid_core.trial.prepare_shared`` on the typed config."""
     from kpid_core.trial import prepare_shared
-
     from sweeps.trainable import to_trial_config
 
     return prepare_shared(to_trial_config(cfg), out_dir, metrics)
@@ -36,23 +35,30 @@ def prepare_shared_artifacts(
     prepare_fn: PrepareFn | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
+    reuse: bool = False,
 ) -> Any:
     """Run the preparation once in a Ray task; returns its result (passed to every trial).
 
     ``cfg`` is the nested base trial config; ``metrics`` every importance metric of the space.
-    A ``prepared.json`` next to the artifacts records what was prepared and how long it took (s).
+    ``prepared.json`` next to the artifacts records the metrics, the seconds it took and the value
+    passed to trials; with ``reuse`` (``--resume``) that record is used and nothing is recomputed.
     """
     import ray
 
     out_dir = Path(exp_dir) / SHARED_DIR
+    marker = out_dir / "prepared.json"
+    if reuse and marker.exists():
+        record = json.loads(marker.read_text())
+        if set(metrics) <= set(record["metrics"]):
+            return record["shared"]
     out_dir.mkdir(parents=True, exist_ok=True)
     fn = prepare_fn or default_prepare_fn
     t0 = time.perf_counter()
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(fn)
     shared = ray.get(task.remote(cfg, out_dir, list(metrics)))
-    seconds = time.perf_counter() - t0
-    marker = out_dir / "prepared.json"
-    history = json.loads(marker.read_text()) if marker.exists() else []
-    history.append({"metrics": list(metrics), "seconds": round(seconds, 3), "time": time.time()})
-    marker.write_text(json.dumps(history, indent=1))
+    if hasattr(shared, "to_dict"):
+        # kpid_core.trial.SharedArtifacts: trials reload it from out_dir/shared.json by path.
+        shared = str(out_dir)
+    record = {"metrics": list(metrics), "seconds": round(time.perf_counter() - t0, 3), "shared": shared}
+    marker.write_text(json.dumps(record, indent=1))
     return shared

@@ -8,15 +8,16 @@ metrics and no test ``accuracy``), ``error`` for a crash or a NaN loss, ``pendin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from sweeps.search import FINAL_KEY
 from sweeps.space import BUDGET_KEY, apply_params, flatten
 
-__all__ = ["COLUMNS", "trial_row", "trials_table", "write_trials", "summary_lines"]
+__all__ = ["COLUMNS", "summary_lines", "trial_row", "trials_table", "write_trials"]
 
 COLUMNS = [
     "trial_id", "status", "kind", "arch", "budget", "metric", "kd_weight", "inner_weight",
@@ -124,7 +125,7 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
     for budget, grp in fin.groupby("budget", sort=True):
         best = grp.sort_values(["accuracy", "val_accuracy"], ascending=False).iloc[0]
         lines.append(
-            f"{budget:>7.3f} {str(best['metric']):<12} {best['kd_weight']:>5.2f} "
+            f"{budget:>7.3f} {best['metric']!s:<12} {best['kd_weight']:>5.2f} "
             f"{best['inner_weight']:>6.2f} {best['accuracy']:>7.4f} {int(best['macs']):>12,d} "
             f"{best['macs_ratio']:>6.3f}"
         )

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `sweeps` and `kpid_core` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-__all__ = ["build_parser", "main", "run_sweep", "EXIT_USAGE"]
+__all__ = ["EXIT_USAGE", "build_parser", "main", "run_sweep"]
 
 EXIT_USAGE = 2
 DEFAULT_NAME = "digits_demo"
@@ -246,6 +247,7 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
              verbose: bool, out: Any) -> Path:
     import yaml
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps.prepare import prepare_shared_artifacts
     from sweeps.results import summary_lines, trial_row, trials_table, write_trials
@@ -264,7 +266,7 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
           file=out, flush=True)
     shared = prepare_shared_artifacts(
         base_nested, exp_path, spec.metrics, prepare_fn=prepare_fn,
-        num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0,
+        num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=resume,
     )
     trainable = tune.with_resources(
         make_trainable(spec.base, shared, trial_fn=trial_fn, workers=res.workers,
@@ -300,11 +302,15 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
                 name=name, storage_path=storage, verbose=1 if verbose else 0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[_progress_callback(spec.base, out)],
+                # explicit, so that result.json / progress.csv exist even when a user's environment
+                # sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
+                callbacks=[_progress_callback(spec.base, out), JsonLoggerCallback(), CSVLoggerCallback()],
             ),
         )
     if resume:
-        tuner._local_tuner._run_config.callbacks = [_progress_callback(spec.base, out)]  # type: ignore
+        # Callbacks are not restored from tuner.pkl; the restore API takes none, so set them here.
+        run_config = tuner._local_tuner._run_config  # type: ignore[union-attr]
+        run_config.callbacks = [_progress_callback(spec.base, out), JsonLoggerCallback(), CSVLoggerCallback()]
     print(f"running {spec.num_trials()} trial(s), up to {res.slots} at once -> {exp_dir}", file=out, flush=True)
     grid = tuner.fit()
 

@@ -16,7 +16,7 @@ from typing import Any
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["FINAL_KEY", "BudgetASHA", "KPIDOptunaSearch", "make_searcher", "is_final"]
+__all__ = ["FINAL_KEY", "BudgetASHA", "KPIDOptunaSearch", "is_final", "make_searcher"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ class BudgetASHA(FIFOScheduler):
         self._budget_key = budget_key
         self._metric = metric
         self._mode = mode
-        self._kw = dict(
-            time_attr=time_attr, metric=metric, mode=mode, max_t=max(max_t, grace_period),
-            grace_period=grace_period, reduction_factor=reduction_factor,
+        self._kw = {
+            "time_attr": time_attr, "metric": metric, "mode": mode, "max_t": max(max_t, grace_period),
+            "grace_period": grace_period, "reduction_factor": reduction_factor,
             # At max_t the trial still has to report its final (test) metrics: never stop it there.
-            stop_last_trials=False,
-        )
+            "stop_last_trials": False,
+        }
         self._children: dict[Any, AsyncHyperBandScheduler] = {}
         self._child_of: dict[str, Any] = {}
         self.stopped: set[str] = set()
@@ -135,7 +135,7 @@ class KPIDOptunaSearch(OptunaSearch):
         except optuna.exceptions.UpdateFinishedTrialError:
             # Told before a driver crash, then re-run after restore: the first record stands.
             log.info("optuna trial for %s already finished; keeping the first record", trial_id)
-        except Exception as exc:  # NaN objective etc.: keep the sweep going
+        except Exception as exc:  # noqa: BLE001 - NaN objective etc.: keep the sweep going
             log.warning("optuna could not record trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 

@@ -29,17 +29,17 @@ from kpid_core.errors import ConfigError
 
 __all__ = [
     "BUDGET_KEY",
-    "METRIC_KEY",
     "DEFAULT_CONFIG",
+    "METRIC_KEY",
     "SweepSpec",
+    "apply_params",
+    "canonical_key",
+    "describe_space",
+    "flatten",
     "load_sweep",
     "parse_sweep",
-    "canonical_key",
-    "flatten",
-    "unflatten",
-    "apply_params",
     "tune_param_space",
-    "describe_space",
+    "unflatten",
 ]
 
 BUDGET_KEY = "prune.budget"
@@ -182,7 +182,7 @@ def _expand(key: str, rng: dict[str, Any], where: str) -> list[float]:
     step = rng.get("step")
     if not step or step <= 0:
         raise ConfigError(f"{where}: space.{key}: needs a list or a range with step > 0 here")
-    n = int(math.floor((rng["high"] - rng["low"]) / step + 1e-9)) + 1
+    n = math.floor((rng["high"] - rng["low"]) / step + 1e-9) + 1
     return [round(rng["low"] + i * step, 10) for i in range(n)]
 
 

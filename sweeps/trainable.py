@@ -15,19 +15,20 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sweeps.search import FINAL_KEY
 from sweeps.space import apply_params
 
 __all__ = [
+    "PID_FILE",
     "TrialFn",
-    "to_trial_config",
     "default_trial_fn",
     "make_trainable",
     "scalar_metrics",
-    "PID_FILE",
+    "to_trial_config",
 ]
 
 #: Written into the trial directory by the process running the trial (fault tests, debugging).
@@ -79,11 +80,12 @@ def _placement() -> dict[str, Any]:
 
     try:
         got = ray.get_runtime_context().get_assigned_resources()
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001 - informational only
         got = {}
     info: dict[str, Any] = {f"assigned/{k}": float(v) for k, v in got.items()}
     info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     info["node_ip"] = ray.util.get_node_ip_address()
+    info["node_id"] = ray.get_runtime_context().get_node_id()
     info["pid"] = os.getpid()
     return info
 

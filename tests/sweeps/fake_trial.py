@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kpid_core.errors import NonFiniteLossError
 
@@ -64,3 +65,45 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
             "budget": budget, "metric": cfg["prune"]["metric"], "status": "finished", "epochs_done": epochs,
             "times": {"teacher_s": 0.0, "importance_s": 0.0, "prune_s": 0.0, "finetune_s": 0.0,
                       "total_s": 0.0}, "config": cfg}
+
+
+# -- counting wrappers around the REAL kpid_core functions ---------------------------------------
+def _count(kind: str) -> None:
+    d = os.environ.get("KPID_TEST_MARKERS")
+    if d:
+        with open(Path(d) / f"{kind}.log", "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def counting_prepare(cfg: dict, out_dir: Path, metrics: list[str]) -> Any:
+    """Real ``prepare_shared`` with markers for each preparation, teacher training and importance."""
+    import kpid_core.trial as kt
+
+    _patch_counters(kt)
+    _count("prepare")
+    return kt.prepare_shared(cfg, out_dir, metrics)
+
+
+def counting_run_trial(cfg: dict, on_epoch: Callable | None = None, **kw: Any) -> dict:
+    """Real ``run_trial`` with the same markers, so a test sees whether a trial re-did shared work."""
+    import kpid_core.trial as kt
+
+    _patch_counters(kt)
+    _count("trial")
+    return kt.run_trial(cfg, on_epoch, **kw)
+
+
+def _patch_counters(kt: Any) -> None:
+    if getattr(kt, "_counting", False):
+        return
+    orig_teacher, orig_imp = kt.get_teacher, kt._importance
+
+    def get_teacher(*a: Any, **k: Any) -> Any:
+        _count("teacher")
+        return orig_teacher(*a, **k)
+
+    def importance(*a: Any, **k: Any) -> Any:
+        _count("importance")
+        return orig_imp(*a, **k)
+
+    kt.get_teacher, kt._importance, kt._counting = get_teacher, importance, True

@@ -1,0 +1,97 @@
+"""End-to-end sweeps on the shared local Ray cluster with the real ``run_trial`` on digits."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import count, real_sweep, sweep_args
+from fake_trial import counting_prepare, counting_run_trial
+
+from sweeps.results import COLUMNS
+from sweeps.run import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def _last_results(exp: Path) -> list[dict]:
+    """The last result Ray recorded for every trial (its ``result.json``)."""
+    out = []
+    for d in sorted(exp.glob("trial_*")):
+        lines = (d / "result.json").read_text().splitlines()
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def test_multi_objective_sweep_runs_once_per_sweep_preparation(ray_2_cpus, tmp_path, markers):
+    cfg = real_sweep(tmp_path / "s.yaml", samples=4, epochs=2,
+                     early_stopping={"grace_period": 1, "reduction_factor": 2})
+    out = io.StringIO()
+    exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"),
+                               "--gpus-per-trial", "0"),
+                    trial_fn=counting_run_trial, prepare_fn=counting_prepare, out=out)
+    df = pd.read_parquet(exp / "trials.parquet")
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert "config/prune.budget" in df.columns and "config/distill.kd_weight" in df.columns
+    assert len(df) == 4 and set(df["status"]) <= {"finished", "early_stopped"}
+    assert pd.read_csv(exp / "trials.csv")["trial_id"].tolist() == df["trial_id"].tolist()
+    fin = df[df.status == "finished"]
+    assert len(fin) >= 2 and fin["accuracy"].between(0.2, 1.0).all()
+    assert (fin["epochs_done"] == 2).all()
+    # the trial hit its budget (MAC ratio within a few points), measured by the real pruning
+    assert (fin["macs_ratio"] - fin["budget"]).abs().max() < 0.05
+    # stopped trials carry no test accuracy: they cannot reach a Pareto front as if finished
+    assert df.loc[df.status == "early_stopped", "accuracy"].isna().all()
+
+    # Optuna: two objectives, only finished trials COMPLETE, with the values the trials reported
+    study = optuna.load_study(study_name="kpid-real", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.directions) == 2
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("COMPLETE") == len(fin)
+    assert states.count("PRUNED") == (df.status == "early_stopped").sum()
+    completed = sorted(tuple(t.values) for t in study.trials if t.state.name == "COMPLETE")
+    assert completed == sorted(zip(fin["val_accuracy"], fin["macs"].astype(float)))
+
+    # teacher and importance were made once, in the preparation, never in a trial
+    assert count(markers, "prepare") == 1
+    assert count(markers, "teacher") == 1
+    assert count(markers, "importance") == 2  # taylor and l1, each once
+    assert count(markers, "trial") == 4
+    assert (exp / "shared" / "teacher.pt").exists() and (exp / "sweep.yaml").exists()
+    text = out.getvalue()
+    assert text.count("budget=") >= 4 and "trials:" in text
+
+
+def test_simulated_gpus_are_packed_and_trials_fall_back_to_cpu(ray_2_cpus, tmp_path, markers):
+    cfg = real_sweep(tmp_path / "s.yaml", name="gpus", samples=2, epochs=1)
+    out = io.StringIO()
+    base = ["--config", str(cfg), "--storage", str(tmp_path / "res"), "--gpus-per-trial", "0.5"]
+    run_sweep(sweep_args(*base, "--cpus-per-trial", "0.125", "--dry-run"), out=out)
+    assert "parallel_trials=16" in out.getvalue() and "num_gpus=8" in out.getvalue()
+    assert not (tmp_path / "res").exists()  # a dry run writes nothing
+
+    exp = run_sweep(sweep_args(*base, "--cpus-per-trial", "1"), trial_fn=counting_run_trial,
+                    prepare_fn=counting_prepare, out=io.StringIO())
+    df = pd.read_parquet(exp / "trials.parquet")
+    assert (df["status"] == "finished").all() and len(df) == 2
+    for r in _last_results(exp):
+        assert r["assigned/GPU"] == 0.5 and r["assigned/CPU"] == 1.0
+        assert r["cuda_visible_devices"] != ""  # Ray gave it a (simulated) device ...
+        assert r["final"] and math.isfinite(r["accuracy"])  # ... and the trial ran on CPU anyway
+
+
+def test_nan_loss_is_an_error_and_the_sweep_continues(ray_2_cpus, tmp_path, markers):
+    cfg = real_sweep(tmp_path / "s.yaml", name="nan", samples=1, epochs=1, mode="grid",
+                     space={"lr": [0.05, 1.0e12]})
+    exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"),
+                               "--gpus-per-trial", "0"),
+                    trial_fn=counting_run_trial, prepare_fn=counting_prepare, out=io.StringIO())
+    df = pd.read_parquet(exp / "trials.parquet").set_index("lr")
+    assert df.loc[1.0e12, "status"] == "error" and "NonFiniteLoss" in df.loc[1.0e12, "error"]
+    assert df.loc[0.05, "status"] == "finished" and df.loc[0.05, "accuracy"] > 0.2
+    assert count(markers, "trial") == 2  # a deterministic NaN is not retried

@@ -1,0 +1,74 @@
+"""Sweep YAML parsing and the search space (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from kpid_core.errors import ConfigError
+from sweeps.space import BUDGET_KEY, apply_params, load_sweep, parse_sweep, tune_param_space
+
+
+def _sweep(**over):
+    raw = {"base": {"epochs": 2}, "space": {"budget": [0.3, 0.6], "metric": ["taylor", "l1"],
+                                            "gamma": {"low": 0.0, "high": 2.0}}}
+    raw.update(over)
+    return raw
+
+
+def test_aliases_become_dotted_keys_and_budget_is_categorical():
+    spec = parse_sweep(_sweep())
+    assert set(spec.space) == {"prune.budget", "prune.metric", "distill.inner_weight"}
+    assert spec.base["train.epochs"] == 2
+    space = tune_param_space(spec)
+    assert isinstance(space[BUDGET_KEY], tune.search.sample.Categorical)
+    assert space[BUDGET_KEY].categories == [0.3, 0.6]
+    assert isinstance(space["distill.inner_weight"], tune.search.sample.Float)
+    assert spec.metrics == ["taylor", "l1"] and spec.budgets == [0.3, 0.6]
+
+
+def test_budget_range_with_step_expands_to_a_list():
+    spec = parse_sweep(_sweep(space={"budget": {"low": 0.2, "high": 0.6, "step": 0.2}, "lr": [0.01, 0.1]}))
+    assert spec.space[BUDGET_KEY] == [0.2, 0.4, 0.6]
+
+
+def test_grid_mode_is_exhaustive():
+    spec = parse_sweep(_sweep(space={"budget": [0.3, 0.6], "kd_weight": [0.0, 1.0, 2.0]},
+                              search={"mode": "grid"}))
+    assert spec.num_trials() == 6
+    space = tune_param_space(spec)
+    assert space["distill.kd_weight"] == {"grid_search": [0.0, 1.0, 2.0]}
+
+
+def test_apply_params_builds_a_nested_trial_config():
+    spec = parse_sweep(_sweep())
+    cfg = apply_params(spec.base, {"prune.budget": 0.3, "distill.inner_weight": 0.5})
+    assert cfg["prune"]["budget"] == 0.3 and cfg["distill"]["inner_weight"] == 0.5
+    assert cfg["train"]["epochs"] == 2 and cfg["data"]["name"] == "digits"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (_sweep(base={"epoch": 3}), "unknown config key 'epoch'"),
+        (_sweep(space={"budgt": [0.1, 0.2]}), "unknown config key 'budgt'"),
+        (_sweep(space={}), "empty search space"),
+        (_sweep(space={"budget": [0.5]}), "empty search space"),
+        (_sweep(space={"budget": [0.0, 0.5]}), "outside (0, 1]"),
+        (_sweep(space={"budget": [0.5, 1.5]}), "outside (0, 1]"),
+        (_sweep(space={"metric": ["taylor", "magic"]}), "prune.metric"),
+        (_sweep(search={"mode": "random"}), "search.mode"),
+        (_sweep(search={"samples": 3}), "search: unknown key"),
+        (_sweep(space={"kd_weight": {"low": 2.0, "high": 1.0}}), "low <= high"),
+    ],
+)
+def test_bad_sweeps_raise_one_clear_config_error(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_sweep(raw)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bundled_demo_config_parses():
+    spec = load_sweep()
+    assert spec.name == "digits_demo" and spec.mode == "optuna" and len(spec.budgets) >= 2
