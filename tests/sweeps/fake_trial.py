@@ -48,8 +48,9 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
     start = 0
     if resume_from is not None:
         start = json.loads(Path(resume_from, "state.json").read_text())["epoch"]
-        _mark(root, "resume", str(start))
-    _mark(root, "trial", f"budget={budget} start={start}")
+        _mark(root, "resume", f"{Path(out_dir).parent.name if out_dir else '?'} {start}")
+    tid = Path(out_dir).parent.name if out_dir is not None else "?"
+    _mark(root, "trial", f"{tid} budget={budget} start={start}")
     for e in range(start + 1, epochs + 1):
         time.sleep(float(beh.get("sleep", 0.0)))
         if cfg["train"]["lr"] >= float(beh.get("nan_lr", 1e9)):
@@ -60,6 +61,7 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
         if on_epoch is not None:
             on_epoch(e, {"epoch": e, "accuracy": acc, "loss": 1.0 / e, "macs": int(1e6 * budget),
                          "macs_ratio": budget, "budget": budget, "params": 1000})
+    _mark(root, "done", tid)
     return {"accuracy": acc - 0.01, "val_accuracy": acc, "teacher_accuracy": 0.95, "macs": int(1e6 * budget),
             "macs_dense": 1_000_000, "macs_ratio": budget, "params": 1000, "params_dense": 2000,
             "budget": budget, "metric": cfg["prune"]["metric"], "status": "finished", "epochs_done": epochs,
