@@ -1,0 +1,175 @@
+"""End-to-end trials on the bundled digits: the accuracy claim, reload, resume, shared artifacts,
+teacher sources and the CLI's exit codes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kpid_core import trial as trial_mod
+from kpid_core.__main__ import main
+from kpid_core.config import load_config
+from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
+from kpid_core.models import build_model
+from kpid_core.prune import load_pruned
+from kpid_core.teacher import get_teacher, pretrained_weights_path
+from kpid_core.train import evaluate
+from kpid_core.trial import prepare_shared, run_trial
+
+CONTRACT_FIELDS = {"accuracy", "val_accuracy", "teacher_accuracy", "macs", "macs_dense", "macs_ratio", "params",
+                   "params_dense", "budget", "metric", "status", "epochs_done", "times", "config"}
+# Small but honest: a 5-epoch teacher and a 3-epoch fine-tune for the plumbing tests.
+TINY = ["teacher.epochs=5", "epochs=3", "budget=0.5"]
+
+
+@pytest.mark.slow
+def test_default_cli_trial_keeps_accuracy_at_budget_03_and_model_reloads(tmp_path, capsys):
+    """The must-show claim with the DEFAULT config (only the budget changed), through the CLI."""
+    out = tmp_path / "run"
+    assert main(["trial", "--set", "budget=0.3", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) == CONTRACT_FIELDS and m["status"] == "finished" and m["epochs_done"] == 8
+    assert json.loads(capsys.readouterr().out)["accuracy"] == m["accuracy"]
+    assert m["teacher_accuracy"] >= 0.95  # digits_resnet trains to >= 95 % in its 15 epochs
+    assert m["accuracy"] >= m["teacher_accuracy"] - 0.02
+    assert 0.28 <= m["macs_ratio"] <= 0.30 and m["macs"] < m["macs_dense"] and m["params"] < m["params_dense"]
+    assert set(m["times"]) == {"teacher_s", "importance_s", "prune_s", "finetune_s", "total_s"}
+    assert "trial finished" in (out / "trial.log").read_text()
+    # the saved model reloads and reproduces the reported test accuracy on the same split
+    model = load_pruned(out / "model")
+    cfg = load_config(overrides=["budget=0.3"])
+    data = trial_mod._data(cfg)
+    assert evaluate(model, data.test) == pytest.approx(m["accuracy"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
+    cfg = load_config(overrides=TINY)
+    full = run_trial(cfg, checkpoint_dir=tmp_path / "full")
+
+    def stop(epoch, metrics):
+        assert {"epoch", "accuracy", "loss", "macs", "macs_ratio", "budget", "params"} <= set(metrics)
+        if epoch == 1:
+            raise KeyboardInterrupt  # the trial dies after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, on_epoch=stop, checkpoint_dir=tmp_path / "ck")
+    epochs = []
+    resumed = run_trial(cfg, on_epoch=lambda e, m: epochs.append(e), resume_from=tmp_path / "ck",
+                        checkpoint_dir=tmp_path / "ck2")
+    assert epochs == [2, 3]
+    for k in ("accuracy", "val_accuracy", "macs", "params", "epochs_done", "teacher_accuracy"):
+        assert resumed[k] == full[k], k
+
+
+@pytest.mark.slow
+def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monkeypatch):
+    cfg = load_config(overrides=TINY)
+    alone = run_trial(cfg)
+    shared = prepare_shared(cfg, tmp_path / "shared", ["taylor", "l1"])
+    assert shared.split.is_file() and shared.teacher.is_file() and set(shared.importance) == {"taylor", "l1"}
+    assert shared.teacher_accuracy == alone["teacher_accuracy"]
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although shared")
+
+    monkeypatch.setattr(trial_mod, "get_teacher", boom)
+    monkeypatch.setattr(trial_mod, "_importance", boom)
+    with_shared = run_trial(cfg, shared=str(tmp_path / "shared"))  # a path works (Ray passes strings)
+    for k in ("accuracy", "val_accuracy", "macs", "params"):
+        assert with_shared[k] == alone[k], k
+    l1 = run_trial(cfg.with_overrides({"metric": "l1"}), shared=shared)
+    assert l1["metric"] == "l1" and l1["status"] == "finished"
+
+
+def test_teacher_is_cached_by_config(tmp_path):
+    cfg = load_config(overrides=["teacher.epochs=1", f"teacher.cache_dir={tmp_path}"])
+    data = trial_mod._data(cfg)
+    first = get_teacher(cfg, data)
+    assert first.source == "train" and len(list(tmp_path.glob("*.pt"))) == 1
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    again = get_teacher(cfg, data, train_fn=no_training)
+    assert again.source == "cache" and again.accuracy == first.accuracy
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    other = load_config(overrides=["teacher.epochs=2", f"teacher.cache_dir={tmp_path}"])
+    with pytest.raises(AssertionError, match="trained again"):  # a different teacher config misses the cache
+        get_teacher(other, data, train_fn=no_training)
+
+
+def test_teacher_checkpoint_missing_corrupt_and_good(tmp_path):
+    data = trial_mod._data(load_config())
+    missing = load_config(overrides=["teacher.source=checkpoint", f"teacher.checkpoint={tmp_path / 'no.pt'}"])
+    with pytest.raises(SpecError, match="does not exist"):
+        get_teacher(missing, data)
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    corrupt = missing.with_overrides({"teacher.checkpoint": str(tmp_path / "bad.pt")})
+    with pytest.raises(SpecError, match="not a readable state dict"):
+        get_teacher(corrupt, data)
+    torch.save(build_model("resnet20", 10).state_dict(), tmp_path / "wrong.pt")
+    with pytest.raises(SpecError, match="does not fit the model"):
+        get_teacher(missing.with_overrides({"teacher.checkpoint": str(tmp_path / "wrong.pt")}), data)
+    good = build_model("digits_resnet", 10)
+    torch.save({"state_dict": good.state_dict()}, tmp_path / "good.pt")
+    t = get_teacher(missing.with_overrides({"teacher.checkpoint": str(tmp_path / "good.pt")}), data)
+    assert t.source == "checkpoint" and 0.0 <= t.accuracy <= 1.0
+    assert torch.equal(t.model.conv1.weight, good.conv1.weight)
+
+
+def test_pretrained_teacher_absent_then_present(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = load_config(overrides=["model=resnet18", "teacher.source=pretrained", "dataset=synthetic",
+                                 "data.image_size=8"])
+    member, path = pretrained_weights_path("resnet18")
+    assert path == tmp_path / "hub" / "checkpoints" / Path(member.url).name
+    # synthetic data has 10 classes, ImageNet weights 1000: refuse clearly
+    data = trial_mod._data(cfg)
+    with pytest.raises(ConfigError, match="has 1000 classes but the data has 10"):
+        get_teacher(cfg, data)
+    data.num_classes = 1000  # pretend an ImageNet-sized head
+    with pytest.raises(SpecError) as e:
+        get_teacher(cfg, data)
+    assert str(path) in str(e.value) and member.url in str(e.value)
+    path.parent.mkdir(parents=True)
+    weights = build_model("resnet18", 1000).state_dict()
+    torch.save(weights, path)
+    t = get_teacher(cfg, data)
+    assert t.source == "pretrained" and torch.equal(t.model.fc.weight, weights["fc.weight"])
+    with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
+        pretrained_weights_path("resnet18", "IMAGENET9K")
+
+
+def test_cli_errors_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    cases = [
+        (["--out", str(tmp_path / "full")], "exists and is not empty"),
+        (["--set", "bogus=1", "--out", str(tmp_path / "a")], "valid keys: seed, data.name"),
+        (["--set", "dataset=mnist", "--out", str(tmp_path / "b")], "allowed values: digits"),
+        (["--set", "model=resnet9000", "--out", str(tmp_path / "c")], "digits_resnet"),
+        (["--set", "dataset=cifar10", "--set", f"data.root={tmp_path / 'none'}", "--out", str(tmp_path / "d")],
+         "cifar10 expects ROOT/cifar-10-batches-py"),
+        (["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "e")], "does not exist"),
+    ]
+    for argv, needle in cases:
+        assert main(["trial", *argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
+    assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_nan_loss_clear_status_exit_3(tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["trial", "--set", "lr=1e30", "--set", "teacher.epochs=5", "--set", "epochs=1", "--out", str(out),
+                 "--quiet"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert err.startswith("status: non_finite_loss") and "Traceback" not in err
+    assert json.loads((out / "metrics.json").read_text())["status"] == "non_finite_loss"
+    with pytest.raises(NonFiniteLossError):
+        run_trial(load_config(overrides=["lr=1e30", "teacher.epochs=5", "epochs=1"]))
