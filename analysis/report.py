@@ -59,6 +59,12 @@ def make_report(
     df = load_results(results_path)
     base_dir = results_path if results_path.is_dir() else results_path.parent
     out = Path(out_dir) if out_dir is not None else base_dir / "report"
+    finished = (df["status"].astype("string") == FINISHED) & (df["kind"].astype("string") == "pruned")
+    if not finished.any():
+        raise AnalysisError(
+            f"no finished pruning trial in {df.attrs.get('source', results_path)} ({_status_counts(df)}): "
+            "nothing to put on a Pareto front"
+        )
     for col in (x, y):
         _check_numeric_column(df, col)
 

@@ -1,0 +1,151 @@
+"""The report: make_report's files and numbers, and the CLI (success and bad input, as subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.errors import AnalysisError
+from analysis.load import load_results
+from analysis.pareto import pareto_front
+from analysis.report import main, make_report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_make_report_writes_files_and_front(results_dir):
+    written = make_report(results_dir)
+    out = results_dir / "report"
+    expected = {"pareto.png", "pareto.svg", "pareto.csv", "summary.md", "metric_vs_budget.png",
+                "metric_vs_budget.svg", "kd_weights.png", "kd_weights.svg"}
+    assert set(written) == expected
+    for name in expected:
+        assert (out / name).stat().st_size > 0
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (out / "pareto.svg").read_text()[:500]
+
+    df = load_results(results_dir)
+    front = pd.read_csv(out / "pareto.csv")
+    expected_front = pareto_front(df[df["kind"] == "pruned"]).front
+    assert list(front["trial_id"]) == list(expected_front["trial_id"])
+    statuses = df.set_index("trial_id")["status"]
+    assert (statuses[front["trial_id"]] == "finished").all()  # no early-stopped/errored trial on the front
+    assert front["macs"].is_monotonic_increasing
+
+
+def test_summary_content_and_gain_at_matched_macs(results_dir):
+    make_report(results_dir)
+    text = (results_dir / "report" / "summary.md").read_text()
+    for section in ("## Pareto front", "## Best trial per budget", "## Importance metric by budget",
+                    "## Gain over baselines at matched MACs", "## Trials not on the front"):
+        assert section in text
+    assert "published ImageNet points not drawn" in text
+    assert "NonFiniteLossError" in text
+    # The gain over the width-0.5 baseline: best front accuracy at ≤ its MACs, minus its accuracy.
+    df = load_results(results_dir)
+    base = df[(df["kind"] == "baseline") & (df["config/model.width"] == 0.5)].iloc[0]
+    front = pareto_front(df[df["kind"] == "pruned"]).front
+    best = front[front["macs"] <= base["macs"]]["accuracy"].max()
+    gain_pp = (best - base["accuracy"]) * 100
+    row = next(line for line in text.splitlines() if line.startswith("| digits_resnet ×0.5"))
+    assert row.rstrip(" |").split("|")[-1].strip() == f"{'+' if gain_pp >= 0 else ''}{gain_pp:.2f}"
+    # The width-0.25 baseline is cheaper than any front point: no gain can be claimed.
+    row = next(line for line in text.splitlines() if line.startswith("| digits_resnet ×0.25"))
+    assert row.rstrip(" |").split("|")[-1].strip() == "–"
+
+
+def test_published_points_on_imagenet_results(imagenet_results_dir, tmp_path):
+    make_report(imagenet_results_dir, tmp_path / "rep", formats=["png"])
+    text = (tmp_path / "rep" / "summary.md").read_text()
+    assert "published ImageNet points drawn" in text
+    assert "| EfficientNet-B0 (published, ImageNet)" in text and "| KPID ResNet-50 @2.0G" in text
+    # Forced on a digits sweep, and said so.
+    make_report(imagenet_results_dir, tmp_path / "never", formats=["png"], published="never")
+    assert "(published, ImageNet)" not in (tmp_path / "never" / "summary.md").read_text()
+
+
+def test_other_axes_latency(results_dir, tmp_path):
+    written = make_report(results_dir, tmp_path / "lat", x="latency_ms", formats=["svg"])
+    front = pd.read_csv(written["pareto.csv"])
+    assert np.all(np.diff(front["latency_ms"]) >= 0)
+    assert "latency (ms)" in written["summary.md"].read_text()
+
+
+def test_only_errored_trials_is_an_error_and_writes_nothing(tmp_path, trials_df):
+    d = tmp_path / "errs"
+    d.mkdir()
+    trials_df.assign(status="error", accuracy=np.nan).to_parquet(d / "trials.parquet")
+    with pytest.raises(AnalysisError, match="no finished pruning trial"):
+        make_report(d)
+    assert not (d / "report").exists()
+
+
+def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "analysis.report", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_cli_writes_report(results_dir, tmp_path):
+    res = _run(str(results_dir), "--out", str(tmp_path / "out"), "--format", "png")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "pareto.png").is_file() and (tmp_path / "out" / "summary.md").is_file()
+    assert not (tmp_path / "out" / "pareto.svg").exists()
+    assert "summary.md" in res.stdout
+
+
+def test_cli_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("RESULTS_DIR", "--out", "--x", "--y", "--format", "--published", "default: macs"):
+        assert opt in text
+
+
+def _bad_inputs(tmp: Path, trials: pd.DataFrame) -> dict[str, tuple[list[str], str]]:
+    cases = {}
+    (tmp / "notsweep").mkdir()
+    (tmp / "notsweep" / "readme.txt").write_text("x")
+    cases["not a sweep"] = ([str(tmp / "notsweep")], "is not a sweep result")
+    (tmp / "empty").mkdir()
+    trials.iloc[:0].to_parquet(tmp / "empty" / "trials.parquet")
+    cases["empty sweep"] = ([str(tmp / "empty")], "empty sweep")
+    (tmp / "errs").mkdir()
+    trials.assign(status="error", accuracy=np.nan).to_parquet(tmp / "errs" / "trials.parquet")
+    cases["only errors"] = ([str(tmp / "errs")], "no finished pruning trial")
+    (tmp / "nocol").mkdir()
+    trials.drop(columns=["accuracy"]).to_parquet(tmp / "nocol" / "trials.parquet")
+    cases["missing column"] = ([str(tmp / "nocol")], "lacks required column(s) accuracy")
+    (tmp / "ok").mkdir()
+    trials.to_parquet(tmp / "ok" / "trials.parquet")
+    cases["bad x column"] = ([str(tmp / "ok"), "--x", "flops"], "column 'flops' is not a numeric results column")
+    cases["bad format"] = ([str(tmp / "ok"), "--format", "png,jpg"], "allowed: png, svg, pdf")
+    return cases
+
+
+def test_main_bad_input_one_line_exit_2(tmp_path, trials_df, capsys):
+    for name, (args, message) in _bad_inputs(tmp_path, trials_df).items():
+        assert main(args) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (name, err)
+        assert not (Path(args[0]) / "report").exists(), name  # nothing written on bad input
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["not a sweep", "only errors", "bad format"])
+def test_cli_bad_input_subprocess(tmp_path, trials_df, case):
+    args, message = _bad_inputs(tmp_path, trials_df)[case]
+    res = _run(*args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (Path(args[0]) / "report").exists()  # nothing written on bad input
