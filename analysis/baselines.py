@@ -98,7 +98,7 @@ def published_applies(results: pd.DataFrame) -> tuple[bool, str]:
     size_txt = f" at {int(float(size))} px" if size is not None else ""
     return False, (
         f"dataset {name}{size_txt} is not ImageNet-like at 224 px: published ImageNet points not drawn "
-        "(use --published to force them)"
+        "(--published always forces them)"
     )
 
 

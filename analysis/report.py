@@ -190,7 +190,8 @@ def _summary(df, info, teacher, same, pub, why, mvb, x, y) -> str:
     counts = _status_counts(df)
     out = [f"# Sweep report\n\nSource: `{df.attrs.get('source', '?')}` — {len(df)} trials ({counts}).\n"]
     if teacher:
-        t_m = _fmt(teacher.get("macs"), xs) + f" {xlabel.split('(')[1].rstrip(')')}" if "macs" in teacher else "–"
+        unit = xlabel.split("(")[1].rstrip(")") if x == "macs" else "M"
+        t_m = f"{teacher['macs'] * (xs if x == 'macs' else 1e-6):.4g} {unit}" if "macs" in teacher else "–"
         out.append(f"Dense teacher: {t_m} MACs, {_fmt(teacher.get('accuracy'), 100, 2)} % top-1.\n")
     out.append(f"Baselines: {why}.\n")
     out.append("Only finished trials compete: early-stopped trials report partial accuracies and errored "
