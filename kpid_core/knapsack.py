@@ -15,8 +15,9 @@ costs (> 0, integers or floats), ``capacity`` the MAC budget. Two methods:
   classes, pruned with an LP bound on the classes still to come, enumerates every such solution.
   Targets ``G'`` grow geometrically up to the greedy gap: a search that finds a solution below
   ``G'`` proves it optimal; one that finds none proves ``OPT <= L - G'`` (a certified bound). If a
-  search needs more than ``max_states`` states it keeps the most promising ones (a beam; never
-  infeasible) and the result reports ``optimal=False`` with the certified gap.
+  search needs more than ``max_states`` states, or runs past ``time_limit`` seconds, it keeps the
+  most promising states (a beam; never infeasible) and the result reports ``optimal=False`` with
+  the certified gap.
 
 Feasibility is exact: integer weights are summed as integers; float weights are rounded UP to
 integer units of ``2**-40`` of the capacity (a power of two, so the rounding itself is exact) and
@@ -36,10 +37,13 @@ import numpy as np
 
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, UnknownNameError
 
-__all__ = ["MAX_STATES", "METHODS", "KnapsackResult", "solve", "solve_detailed"]
+__all__ = ["MAX_STATES", "METHODS", "TIME_LIMIT", "KnapsackResult", "solve", "solve_detailed"]
 
 METHODS = ("dp", "greedy")
 MAX_STATES = 200_000  # states kept per class of the exact search before it turns into a beam
+TIME_LIMIT = 5.0  # seconds of exact search before it turns into a (fast, narrow) beam
+_EXPANSION = 5  # at most _EXPANSION * max_states candidate states per class (memory: ~50 MB)
+_LATE_STATES = 1_000  # beam width once the time limit has passed
 _UNIT_BITS = 40  # float weights are rounded up to capacity * 2**-40 (sums stay < 2**62 in int64)
 _REL_TOL = 1e-12  # relative slack for float comparisons of VALUES (never of weights)
 _TARGET_STEPS = (2.0**-12, 2.0**-9, 2.0**-6, 2.0**-3, 1.0)  # fractions of the greedy gap tried
@@ -77,9 +81,20 @@ def solve(values, weights, capacity, method: str = "dp", required=None) -> np.nd
 
 
 def solve_detailed(
-    values, weights, capacity, method: str = "dp", required=None, *, max_states: int = MAX_STATES
+    values,
+    weights,
+    capacity,
+    method: str = "dp",
+    required=None,
+    *,
+    max_states: int = MAX_STATES,
+    time_limit: float | None = TIME_LIMIT,
 ) -> KnapsackResult:
-    """Like :func:`solve` but returns a :class:`KnapsackResult` with bound, gap and timing."""
+    """Like :func:`solve` but returns a :class:`KnapsackResult` with bound, gap and timing.
+
+    ``max_states`` / ``time_limit`` (seconds, None = no limit) bound the exact search; past either
+    the answer is the best mask found with ``optimal=False`` and an honest ``gap``.
+    """
     t0 = time.perf_counter()
     v, w, cap, req = _validate(values, weights, capacity, method, required)
     n = v.size
@@ -128,7 +143,8 @@ def solve_detailed(
             ub_free, optimal = lp, greedy_value >= lp - _REL_TOL * max(lp, 1.0)
             if method == "dp" and not optimal:
                 chosen, ub_free, optimal, states = _exact_search(
-                    fv, units, cap_units, order, b, lam, lp, chosen, greedy_value, max_states
+                    fv, units, cap_units, order, b, lam, lp, chosen, greedy_value, max_states,
+                    math.inf if time_limit is None else t0 + time_limit,
                 )
             elif optimal:
                 ub_free = greedy_value
@@ -345,7 +361,7 @@ def _segmented_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
     return c - base[np.cumsum(first) - 1]
 
 
-def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_states):
+def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_states, deadline):
     """Exact search over per-class deviations from x*; returns (chosen, upper bound, optimal, states)."""
     st = _build_steps(v, units, order, b, lam)
     room = cap - int(units[order[:b]].sum())  # slack of x* (>= 0)
@@ -358,7 +374,9 @@ def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_st
         target = best_loss * frac
         if target <= certified:
             continue
-        found, loss, states, truncated = _search_round(st, lam, room, target, tol, max_states)
+        if time.perf_counter() > deadline:
+            break
+        found, loss, states, truncated = _search_round(st, lam, room, target, tol, max_states, deadline)
         max_seen = max(max_seen, states)
         if found is not None and loss < best_loss:
             best, best_loss = found, loss
@@ -372,7 +390,9 @@ def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_st
     return best, lp - certified, best_loss <= certified + tol, max_seen
 
 
-def _search_round(st: _Steps, lam: float, room: int, target: float, tol: float, max_states: int):
+def _search_round(
+    st: _Steps, lam: float, room: int, target: float, tol: float, max_states: int, deadline: float
+):
     """Enumerate (Pareto-pruned) every choice of per-class deviations with total loss < target."""
     allowed = st.cum_pen < target + tol
     # Moves per class (allowed steps form a prefix of each (class, side) since cum_pen is sorted).
@@ -423,7 +443,9 @@ def _search_round(st: _Steps, lam: float, room: int, target: float, tol: float, 
             opt_pen[ri + 1 :] = st.cum_pen[base + ks : base + ks + si]
             opt_val[ri + 1 :] = st.cum_val[base + ks : base + ks + si]
         opt_w = d.astype(np.int64) * int(st.cls_w[c])
-        cap_in = max(1, (20 * max_states) // d.size)
+        if time.perf_counter() > deadline:  # out of time: finish this round as a narrow beam
+            max_states = min(max_states, _LATE_STATES)
+        cap_in = max(1, (_EXPANSION * max_states) // d.size)
         if dw.size > cap_in:  # bound the expansion's memory: keep the most promising states
             truncated = True
             o = np.sort(np.argsort(prev_bound, kind="stable")[:cap_in])
