@@ -1,7 +1,7 @@
 """0/1 knapsack for channel allocation: keep the channels whose importance is worth their MACs.
 
 Items are channels; ``values`` are importance scores (>= 0), ``weights`` the MACs each channel
-costs (> 0, integers or floats), ``capacity`` the MAC budget. Two methods:
+costs (>= 0, integers or floats; a weightless item is always kept), ``capacity`` the MAC budget:
 
 * ``"greedy"`` — the classic value/weight order, then every later item that still fits.
 * ``"dp"`` — the exact optimum, certified. Pruning instances have few distinct weights (every
@@ -99,7 +99,7 @@ def solve_detailed(
     v, w, cap, req = _validate(values, weights, capacity, method, required)
     n = v.size
     is_int = w.dtype.kind == "i"
-    mask = req.copy()
+    mask = req | (w == 0)  # weightless items (e.g. a zero linearised cost) are kept for free
 
     # Capacity left for the free items, in the weights' own units, never overstated.
     if is_int:
@@ -116,7 +116,7 @@ def solve_detailed(
             raise InfeasibleBudgetError(_infeasible_msg(float(req_w), cap), min_budget=float(req_w))
         residual = max(0.0, _round_down(Fraction(cap_eff) - req_w))
 
-    free = np.flatnonzero(~req)
+    free = np.flatnonzero(~mask)
     units, cap_units = _to_units(w[free], residual, is_int)
     fits = units <= cap_units
     free, units = free[fits], units[fits]
@@ -160,7 +160,7 @@ def solve_detailed(
         assert total <= Fraction(cap), "knapsack produced an infeasible mask"
         weight = float(total)
     value = math.fsum(v[mask].tolist())
-    req_value = math.fsum(v[req].tolist())
+    req_value = math.fsum(v[req | (w == 0)].tolist())
     upper = max(value, req_value + ub_free) if not optimal else value
     lp_bound = req_value + lp if free.size else value
     gap = (upper - value) / upper if upper > 0 else 0.0
@@ -199,12 +199,12 @@ def _validate(values, weights, capacity, method, required):
         w = w.astype(np.float64)
         if not np.isfinite(w).all():
             raise ConfigError("weights: must be finite (found NaN or inf)")
-        if w.size and (w == np.floor(w)).all() and 0 < w.min() and w.sum() < 2.0**53:
+        if w.size and (w == np.floor(w)).all() and 0 <= w.min() and w.sum() < 2.0**53:
             w = w.astype(np.int64)  # MAC counts stored as floats: exact integer arithmetic applies
     else:
         raise ConfigError(f"weights: expected integers or floats, got dtype {w.dtype}")
-    if w.size and (w <= 0).any():
-        raise ConfigError(f"weights: must be > 0 (found {w.min()!r})")
+    if w.size and (w < 0).any():
+        raise ConfigError(f"weights: must be >= 0 (found {w.min()!r})")
     if np.ndim(capacity) != 0 or isinstance(capacity, (bool, np.bool_)):
         raise ConfigError(f"capacity: expected a number, got {capacity!r}")
     try:

@@ -203,6 +203,15 @@ def test_edge_cases(method):
     assert solve(np.zeros(3), np.array([1, 1, 1]), 2, method=method).sum() <= 2  # all-zero values
 
 
+def test_zero_weight_items_are_kept_for_free():
+    v, w = np.array([1.0, 5.0, 0.5, 2.0]), np.array([0.0, 3.0, 0.0, 2.0])
+    for method in ("dp", "greedy"):
+        res = solve_detailed(v, w, 2.5, method=method)
+        assert res.mask.tolist() == [True, False, True, True]
+        assert res.value == pytest.approx(3.5) and res.weight == 2
+    assert solve(v, w, 0.0).tolist() == [True, False, True, False]
+
+
 def test_deterministic_with_ties_broken_by_index():
     v = np.ones(10)
     w = np.full(10, 3)
@@ -222,7 +231,7 @@ def test_input_validation_names_the_argument():
         ({"values": [1.0, np.nan, 1.0]}, "values"),
         ({"values": [1.0, -1.0, 1.0]}, "values"),
         ({"values": np.ones((3, 1))}, "values"),
-        ({"weights": [1.0, 0.0, 1.0]}, "weights"),
+        ({"weights": [1.0, -1.0, 1.0]}, "weights"),
         ({"weights": [1.0, np.inf, 1.0]}, "weights"),
         ({"weights": np.ones(4)}, "weights"),
         ({"capacity": -1.0}, "capacity"),
