@@ -1,0 +1,95 @@
+"""Bad input → one line ``error: ...``, exit 2, nothing written. ``python sweeps/run.py`` works as a script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import real_sweep
+
+from sweeps.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fails(capsys, argv: list[str], needle: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert needle in err, err
+    return err
+
+
+def _cfg(tmp_path: Path, **raw) -> str:
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"space": {"budget": [0.3, 0.6]}, **raw}))
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"base": {"train.epoch": 2}}, "unknown config key 'train.epoch'"),
+        ({"space": {}}, "empty search space"),
+        ({"space": {"budget": [0.5, 1.2]}}, "outside (0, 1]"),
+        ({"space": {"budget": [-0.1, 0.5]}}, "outside (0, 1]"),
+        ({"space": {"metric": ["taylor", "nope"]}}, "prune.metric"),
+    ],
+)
+def test_bad_config_is_one_line_and_writes_nothing(capsys, tmp_path, raw, needle):
+    storage = tmp_path / "res"
+    _fails(capsys, ["--config", _cfg(tmp_path, **raw), "--storage", str(storage)], needle)
+    assert not storage.exists()
+
+
+def test_relative_storage_is_refused_with_the_shared_storage_hint(capsys, tmp_path):
+    err = _fails(capsys, ["--config", _cfg(tmp_path), "--storage", "rel/dir"], "--storage")
+    assert "absolute" in err and "shared storage" in err
+
+
+def test_resume_of_a_missing_sweep(capsys, tmp_path):
+    _fails(capsys, ["--storage", str(tmp_path), "--name", "nothing", "--resume"], "no sweep to resume")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_name_is_refused_pointing_at_resume(capsys, tmp_path):
+    exp = tmp_path / "digits_demo"
+    exp.mkdir()
+    (exp / "trials.csv").write_text("keep me")
+    err = _fails(capsys, ["--storage", str(tmp_path)], "already exists")
+    assert "--resume" in err and "--name" in err
+    assert (exp / "trials.csv").read_text() == "keep me" and len(list(exp.iterdir())) == 1
+
+
+def test_unreachable_address(capsys, tmp_path):
+    _fails(capsys, ["--config", _cfg(tmp_path), "--storage", str(tmp_path / "r"), "--address", "127.0.0.1:9"],
+           "cannot reach a Ray cluster")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_resources_beyond_the_cluster(ray_2_cpus, capsys, tmp_path):
+    cfg = str(real_sweep(tmp_path / "s.yaml"))
+    storage = str(tmp_path / "res")
+    _fails(capsys, ["--config", cfg, "--storage", storage, "--gpus-per-trial", "16"], "more than the 8 GPU")
+    _fails(capsys, ["--config", cfg, "--storage", storage, "--num-gpus", "9"], "--num-gpus: 9")
+    _fails(capsys, ["--config", cfg, "--storage", storage, "--gpus-per-trial", "1.5"], "whole number")
+    assert not Path(storage).exists()
+
+
+def test_script_entry_point_help_and_bad_gpu_count():
+    help_ = subprocess.run([sys.executable, "sweeps/run.py", "--help"], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+    assert help_.returncode == 0
+    for opt in ("--config", "--num-gpus", "--gpus-per-trial", "--workers-per-trial", "--cpus-per-trial",
+                "--num-samples", "--address", "--storage", "--name", "--resume", "--max-concurrent",
+                "--seed", "--dry-run", "--dashboard", "--verbose"):
+        assert opt in help_.stdout
+    assert "digits_demo.yaml" in help_.stdout and "./results" in help_.stdout
+    bad = subprocess.run([sys.executable, "sweeps/run.py", "--num-gpus", "64", "--storage", "/nonexistent/x"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --num-gpus") and bad.stdout == ""
+    assert len(bad.stderr.strip().splitlines()) == 1
