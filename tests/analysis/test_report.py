@@ -140,7 +140,7 @@ def test_main_bad_input_one_line_exit_2(tmp_path, trials_df, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["not a sweep", "only errors", "bad format"])
+@pytest.mark.parametrize("case", ["not a sweep", "only errors"])  # the rest: in-process above
 def test_cli_bad_input_subprocess(tmp_path, trials_df, case):
     args, message = _bad_inputs(tmp_path, trials_df)[case]
     res = _run(*args)
