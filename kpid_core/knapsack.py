@@ -23,7 +23,8 @@ Feasibility is exact: integer weights are summed as integers; float weights are 
 integer units of ``2**-40`` of the capacity (a power of two, so the rounding itself is exact) and
 the capacity is first shrunk by ``(n+1)`` units in the last place, so that summing the chosen
 float weights in any order still stays within the budget. "Optimal" therefore means optimal for
-the rounded weights: exact for integer weights, within ``n * 2**-40`` of the capacity for floats.
+the rounded weights: exact for integer weights (below a capacity of 2**41; larger integer weights
+are rounded up like floats), within ``n * 2**-40`` of the capacity for floats.
 """
 
 from __future__ import annotations
@@ -154,10 +155,12 @@ def solve_detailed(
     chosen_w = w[mask]
     if is_int:
         weight: float | int = _exact_int_sum(chosen_w)
-        assert weight <= cap, "knapsack produced an infeasible mask"
+        if weight > cap:
+            raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
     else:
         total = _exact_float_sum(chosen_w)
-        assert total <= Fraction(cap), "knapsack produced an infeasible mask"
+        if total > Fraction(cap):
+            raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
         weight = float(total)
     value = math.fsum(v[mask].tolist())
     req_value = math.fsum(v[req | (w == 0)].tolist())
