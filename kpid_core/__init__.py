@@ -9,14 +9,25 @@ from kpid_core.errors import (
     SpecError,
     UnknownNameError,
 )
-from kpid_core.prune import (
-    PruneResult,
-    export_onnx,
-    load_pruned,
-    output_channels,
-    prune_to_budget,
-    save_pruned,
-)
+
+# The pruning API is re-exported lazily: `import kpid_core.errors` (every CLI's error handling, the
+# analysis package) must not pay for importing torch, torch-pruning and torchvision.
+_LAZY = {
+    name: "kpid_core.prune"
+    for name in ("PruneResult", "export_onnx", "load_pruned", "output_channels", "prune_to_budget", "save_pruned")
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kpid_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
 
 __version__ = "0.1.0"
 
