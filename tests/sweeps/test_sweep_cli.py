@@ -81,7 +81,7 @@ def test_resources_beyond_the_cluster(ray_2_cpus, capsys, tmp_path):
 
 
 def test_script_entry_point_help_and_bad_gpu_count():
-    help_ = subprocess.run([sys.executable, "sweeps/run.py", "--help"], cwd=REPO, capture_output=True,
+    help_ = subprocess.run([sys.executable, "sweeps/run.py", "--help"], cwd=REPO, capture_output=True, check=False,
                            text=True, timeout=60)
     assert help_.returncode == 0
     for opt in ("--config", "--num-gpus", "--gpus-per-trial", "--workers-per-trial", "--cpus-per-trial",
@@ -90,6 +90,6 @@ def test_script_entry_point_help_and_bad_gpu_count():
         assert opt in help_.stdout
     assert "digits_demo.yaml" in help_.stdout and "./results" in help_.stdout
     bad = subprocess.run([sys.executable, "sweeps/run.py", "--num-gpus", "64", "--storage", "/nonexistent/x"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --num-gpus") and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1
