@@ -5,6 +5,7 @@ the test a controllable pace and marker files; the plumbing under test is the pr
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +40,21 @@ def _wait_for(pred, timeout: float = 90.0, every: float = 0.2):
 def _lines(root: Path, kind: str) -> list[str]:
     f = root / f"{kind}.log"
     return f.read_text().splitlines() if f.exists() else []
+
+
+def _terminated_in_saved_state(exp: Path) -> set[str]:
+    """Trial ids that Tune's last saved experiment state records as finished."""
+    out = set()
+    for f in exp.glob("experiment_state-*.json"):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):  # being rewritten right now
+            continue
+        for trial_json, _ in data.get("trial_data", []):
+            t = json.loads(trial_json)
+            if t.get("status") == "TERMINATED":
+                out.add(t["trial_id"])
+    return out
 
 
 def test_killed_trial_worker_resumes_from_its_checkpoint(ray_2_cpus, tmp_path, behaviour):
@@ -76,7 +92,7 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(ray_2_cpus, tmp_path, b
 
 def test_killed_driver_is_resumed_with_every_trial_once(ray_2_cpus, tmp_path, behaviour):
     root = behaviour(sleep=0.6)
-    cfg = tiny_sweep(tmp_path / "s.yaml", root, name="killdriver", samples=4, epochs=3)
+    cfg = tiny_sweep(tmp_path / "s.yaml", root, name="killdriver", samples=6, epochs=3)
     storage = tmp_path / "res"
     exp = storage / "killdriver"
     code = (
@@ -91,8 +107,8 @@ def test_killed_driver_is_resumed_with_every_trial_once(ray_2_cpus, tmp_path, be
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: _lines(root, "done"), timeout=120)  # the first trial has finished
-        time.sleep(2.5)  # and Tune has saved its state (every 2 s)
+        # kill once Tune's saved state holds a finished trial (the SIGKILL gives it no chance to save)
+        saved_done = _wait_for(lambda: _terminated_in_saved_state(exp), timeout=120, every=0.05)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -100,8 +116,10 @@ def test_killed_driver_is_resumed_with_every_trial_once(ray_2_cpus, tmp_path, be
 
     assert main([*args, "--resume"], trial_fn=fake_run_trial, prepare_fn=fake_prepare) == 0
     df = pd.read_parquet(exp / "trials.parquet")
-    assert len(df) == 4 and df["trial_id"].is_unique
+    assert len(df) == 6 and df["trial_id"].is_unique
     assert (df["status"] == "finished").all()
-    done = Counter(_lines(root, "done"))
-    assert len(done) == 4 and set(done.values()) == {1}, done  # no finished trial was redone
+    done = Counter(line.split()[-1] for line in _lines(root, "done"))
+    assert set(done) == {f"trial_{t}" for t in df["trial_id"]}
+    for tid in saved_done:  # a trial finished before the crash is kept, not run again
+        assert done[f"trial_{tid}"] == 1, (tid, done)
     assert len(_lines(root, "prepare")) == 1  # the resume reused the shared artifacts
