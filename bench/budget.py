@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench._anchors import tp_global_stepped as tp_global  # shared with bench/latency.py, quality.py
 from kpid_core.groups import find_groups
 from kpid_core.importance import ImportanceContext, get_metric
 from kpid_core.knapsack import solve
-from kpid_core.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import _floors, prune_to_budget
 
@@ -53,24 +53,6 @@ def paper_code(model, x, budget, min_keep=0.1) -> float:
                  method="greedy", required=required)
     k = np.bincount(gid, weights=mask, minlength=len(G)).astype(np.int64)
     return G.macs(k) / G.macs()
-
-
-def tp_global(model, x, budget, steps) -> float:
-    import torch_pruning as tp
-
-    shape = tuple(x.shape[1:])
-    dense = count_macs(model, shape)
-    last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
-    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                  global_pruning=True, pruning_ratio=0.85, iterative_steps=steps,
-                                  ignored_layers=[last])
-    ratio = 1.0
-    for _ in range(steps):
-        pruner.step()
-        ratio = count_macs(model, shape) / dense
-        if ratio <= budget:
-            break
-    return ratio
 
 
 def main(argv=None) -> int:
