@@ -171,6 +171,8 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-    meta_path.write_text(json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
+    tmp_meta = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+    tmp_meta.write_text(json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
+    os.replace(tmp_meta, meta_path)  # parallel trials may train the same teacher: last writer wins, whole files
     log.info("teacher: trained, test acc %.4f, cached at %s", acc, path)
     return Teacher(model, acc, path, "train")

@@ -247,7 +247,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
                                           "times": times}))
     elif saved is not None:
         times = {**saved["times"], "teacher_s": times["teacher_s"] + saved["times"].get("teacher_s", 0.0)}
-    student = result.model
+    student = result.model.to(device)
     facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
              "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
              "params_dense": int(result.params_before), "budget": cfg.prune.budget}
@@ -283,7 +283,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
              facts["macs_ratio"])
     if out is not None:
         result.model = student.cpu()
-        save_pruned(result, out / "model")
+        save_pruned(result, out / "model", overwrite=True)  # library call: a re-run replaces its own output
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
