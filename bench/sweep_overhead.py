@@ -11,6 +11,9 @@ prints:
 - ``ratio``     = tune_s ÷ ideal_s (target ≤ 1.15)
 - ``per_trial_overhead_s`` = (tune_s × slots − Σ compute) ÷ trials: worker start, reporting,
   checkpoint copies, scheduling.
+- ``cold_actor_start_s`` / ``warm_trial_overhead_s``: time inside a trial actor not spent in
+  ``run_trial``, for the first trial of an actor (process start + imports) and for later trials that
+  reuse the actor.
 
 Ray start-up, the one-off shared preparation (teacher, importance) and the whole command including
 the table and the Pareto report (``command_s``) are reported separately.
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="4 trials x 2 epochs instead of 8 x 4")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (= parallel slots)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per trial (default 4, quick 2)")
     p.add_argument("--keep", default=None, help="results directory to keep (default: a temp dir)")
     args = p.parse_args(argv)
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sweeps.run import build_parser, run_sweep
 
     trials, epochs = (4, 2) if args.quick else (8, 4)
+    epochs = args.epochs or epochs
     budgets = [0.3, 0.5, 0.7, 0.9][: trials // 2]
     root = Path(args.keep or tempfile.mkdtemp(prefix="kpid-bench-")).resolve()
     cfg = root / "bench.yaml"
@@ -73,10 +78,18 @@ def main(argv: list[str] | None = None) -> dict:
         ray.shutdown()
     timings = json.loads((exp / "timings.json").read_text())
     prep_s, tune_s = timings["prepare_s"], timings["fit_s"]
-    compute = []
-    for d in sorted(exp.glob("trial_*")):
+    compute, cold, warm, seen = [], [], [], set()
+    rows = []
+    for d in exp.glob("trial_*"):
         last = json.loads((d / "result.json").read_text().splitlines()[-1])
+        rows.append(last)
+    for last in sorted(rows, key=lambda r: r["timestamp"] - r["time_total_s"]):
         compute.append(float(last["times/total_s"]))
+        # time in the trial actor that run_trial did not account for: actor start + imports for the
+        # first trial of each (reused) actor, reporting/checkpoint copies for every trial
+        extra = float(last["time_total_s"]) - float(last["times/total_s"])
+        (warm if last["pid"] in seen else cold).append(extra)
+        seen.add(last["pid"])
     slots = args.cpus
     ideal_s = sum(compute) / slots
     out = {
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         "sum_trial_compute_s": round(sum(compute), 2), "ideal_s": round(ideal_s, 2),
         "tune_s": round(tune_s, 2), "ratio": round(tune_s / ideal_s, 3),
         "per_trial_overhead_s": round((tune_s * slots - sum(compute)) / len(compute), 2),
+        "cold_actor_start_s": round(sum(cold) / max(len(cold), 1), 2),
+        "warm_trial_overhead_s": round(sum(warm) / max(len(warm), 1), 2),
         "results": str(exp),
     }
     for k, v in out.items():
