@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join an existing Ray cluster (host:port or 'auto'); default: start a local one "
                    "on 127.0.0.1")
     p.add_argument("--storage", default=None,
-                   help="absolute path or URI for results (default ./results, made absolute); on a "
-                   "multi-node cluster it must be storage every node can reach")
+                   help="absolute path for results (default ./results, made absolute); on a "
+                   "multi-node cluster it must be shared storage that every node mounts at the same path")
     p.add_argument("--name", default=None, help=f"experiment name (default: config name or {DEFAULT_NAME})")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep STORAGE/NAME (finished trials are kept)")
@@ -74,7 +74,14 @@ def _storage_root(arg: str | None) -> str:
     if arg is None:
         return os.path.abspath("results")
     if "://" in arg:
-        return arg
+        from kpid_core.errors import ConfigError
+
+        # Trials read the shared artifacts (teacher, importance) as files: they need a filesystem
+        # path that every node mounts, not an object store.
+        raise ConfigError(
+            f"--storage: {arg!r}: URIs are not supported yet; give an absolute path on storage that "
+            "every node mounts at the same path (NFS, Lustre, a fuse-mounted bucket)"
+        )
     if not os.path.isabs(arg):
         from kpid_core.errors import ConfigError
 

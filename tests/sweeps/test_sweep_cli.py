@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import real_sweep
+from sweep_helpers import real_sweep
 
 from sweeps.run import main
 
@@ -48,6 +48,10 @@ def test_bad_config_is_one_line_and_writes_nothing(capsys, tmp_path, raw, needle
 def test_relative_storage_is_refused_with_the_shared_storage_hint(capsys, tmp_path):
     err = _fails(capsys, ["--config", _cfg(tmp_path), "--storage", "rel/dir"], "--storage")
     assert "absolute" in err and "shared storage" in err
+
+
+def test_object_store_uri_is_refused(capsys, tmp_path):
+    _fails(capsys, ["--config", _cfg(tmp_path), "--storage", "s3://bucket/kpid"], "every node mounts")
 
 
 def test_resume_of_a_missing_sweep(capsys, tmp_path):

@@ -7,8 +7,8 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import real_sweep, sweep_args
 from fake_trial import counting_prepare, counting_run_trial
+from sweep_helpers import real_sweep, sweep_args
 
 from kpid_core.errors import ConfigError
 from sweeps.run import run_sweep

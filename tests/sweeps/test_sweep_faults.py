@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import sweep_args, tiny_sweep
 from fake_trial import fake_prepare, fake_run_trial
+from sweep_helpers import sweep_args, tiny_sweep
 
 from sweeps.run import main, run_sweep
 from sweeps.trainable import PID_FILE

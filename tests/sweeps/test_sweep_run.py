@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import count, real_sweep, sweep_args
 from fake_trial import counting_prepare, counting_run_trial
+from sweep_helpers import count, real_sweep, sweep_args
 
 from sweeps.results import COLUMNS
 from sweeps.run import run_sweep

@@ -9,8 +9,8 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import SHORT_TMP, sweep_args, tiny_sweep
 from fake_trial import fake_prepare, fake_run_trial
+from sweep_helpers import SHORT_TMP, sweep_args, tiny_sweep
 
 from sweeps.cluster import TRIAL_SLOT
 from sweeps.run import run_sweep
