@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark helpers: the anchors land on the MAC target, the blocked knapsack
+keeps multiples of 8, the same-MACs compact model fits its budget, the CUDA path refuses cleanly."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench._anchors import tp_global_to_macs, uniform_prune
+from bench.latency import allocate_blocked, blocked_groups, prune_kept
+from bench.latency import main as latency_main
+from bench.quality import compact_mobilenet
+from kpid_core.groups import find_groups
+from kpid_core.importance import compute_importance
+from kpid_core.macs import count_macs
+from kpid_core.models import build_model
+
+X = torch.zeros(1, 1, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.manual_seed(0)
+    return build_model("digits_resnet", num_classes=10).eval()
+
+
+@pytest.mark.parametrize("budget", [0.5, 0.25])
+def test_anchors_land_at_or_just_under_the_mac_target(digits, budget):
+    dense = count_macs(digits, (1, 16, 16))
+    for fn in (tp_global_to_macs, uniform_prune):
+        net, ratio = fn(digits, X, budget)
+        assert ratio == count_macs(net, (1, 16, 16)) / dense
+        assert budget * 0.95 <= ratio <= budget, (fn.__name__, ratio)
+        assert net(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+    assert count_macs(digits, (1, 16, 16)) == dense  # the input model is left intact
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.25])
+def test_blocked_knapsack_keeps_multiples_of_8_within_budget(digits, budget):
+    G = find_groups(build_model("digits_resnet", num_classes=10).eval(), X)
+    scores = compute_importance(digits, X, "l1")
+    vectors = [scores.scores[g.key].numpy() for g in G]
+    Gb, steps = blocked_groups(G, 8)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # the block view is the same exact MAC model, in units of 8 channels
+        kb = rng.integers(1, Gb.sizes + 1)
+        assert Gb.macs(kb) == G.macs(kb * steps)
+        assert np.allclose(Gb.removal_costs(kb), G.macs(kb * steps) - np.array(
+            [G.macs(kb * steps - steps * (np.arange(len(kb)) == i)) for i in range(len(kb))]))
+    kept = allocate_blocked(G, vectors, budget)
+    counts = np.array([len(kept[g.key]) for g in G])
+    assert all(c % 8 == 0 and c > 0 for c in counts), counts
+    # the kept channels are the top-scored ones of each group
+    for g in G:
+        v = vectors[g.index]
+        assert set(kept[g.key]) == set(np.argsort(-v, kind="stable")[: len(kept[g.key])].tolist())
+    dense = count_macs(digits, (1, 16, 16))
+    net = prune_kept(digits, X, kept)
+    assert count_macs(net, (1, 16, 16)) == G.macs(counts) <= budget * dense
+    # maximal: one more block of 8 in any group that is not full would break the budget
+    for g in G:
+        if counts[g.index] < g.size:
+            more = counts.copy()
+            more[g.index] += 8
+            assert G.macs(more) > budget * dense, (g.key, counts)
+
+
+def test_compact_mobilenet_matches_the_mac_target():
+    target = 760_000
+    net, width, macs = compact_mobilenet(target, (1, 16, 16), 10)
+    assert macs == count_macs(net, (1, 16, 16)) <= target
+    assert macs > 0.85 * target and 0.2 < width < 1.0
+    assert net.eval()(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_latency_cuda_without_cuda_exits_2_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert latency_main(["--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda") and "cpu" in err[0]
+    assert latency_main(["--cost", "flops"]) == 2
+    assert "allowed values: mac, latency" in capsys.readouterr().err
