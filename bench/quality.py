@@ -154,15 +154,18 @@ def summarize(rows: list[dict], budgets: list[float]) -> tuple[list[str], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 seeds, teacher 8 + fine-tune 3 epochs (< 3 min)")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 seeds, budget 0.25 only, teacher 8 + fine-tune 3 epochs (< 3 min)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; quick 2)")
-    ap.add_argument("--budgets", default=None, help="comma list of MAC fractions (default 0.5,0.25,0.1)")
+    ap.add_argument("--budgets", default=None,
+                    help="comma list of MAC fractions (default 0.5,0.25,0.1; quick 0.25)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra trial config override for every method, e.g. --set epochs=4")
     ap.add_argument("--md", default=None, help="also write the markdown table to this file")
     args = ap.parse_args(argv)
     try:
-        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else BUDGETS
+        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else (
+            [0.25] if args.quick else BUDGETS)
     except ValueError:
         budgets = []
     if not budgets or not all(0 < b < 1 for b in budgets):
