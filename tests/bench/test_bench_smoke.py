@@ -1,9 +1,15 @@
 """Smoke tests of the benchmark helpers: the anchors land on the MAC target, the blocked knapsack
 keeps multiples of 8, the same-MACs compact model fits its budget, the CUDA path refuses cleanly."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+# bench/ is a script folder, not an installed package: make it importable under plain `pytest`
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench._anchors import tp_global_to_macs, uniform_prune
 from bench.latency import allocate_blocked, blocked_groups, prune_kept
