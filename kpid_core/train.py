@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -107,15 +108,23 @@ def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
 
 
 def _rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # Plain ints and tensors only, so the checkpoint loads with ``weights_only=True``.
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"python": [int(version), torch.tensor(mt, dtype=torch.int64), gauss],
+          "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                    float(cached)],
+          "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def _set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    version, mt, gauss = st["python"]
+    random.setstate((int(version), tuple(int(v) for v in mt.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -165,14 +174,15 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
     start, history = 0, []
     if resume and ckpt_path is not None and ckpt_path.exists():
         try:
-            st = torch.load(ckpt_path, map_location=device, weights_only=False)
+            st = torch.load(ckpt_path, map_location=device, weights_only=True)
             student.load_state_dict(st["model"])
             loss.projections.load_state_dict(st["projections"])
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             scaler.load_state_dict(st["scaler"])
             _set_rng_state(st["rng"])
-        except (KeyError, RuntimeError, EOFError, OSError) as exc:
+        except (KeyError, ValueError, TypeError, RuntimeError, EOFError, OSError,
+                pickle.UnpicklingError) as exc:
             raise SpecError(f"cannot resume from {str(ckpt_path)!r}: {exc}") from None
         start, history = int(st["epoch"]), list(st["history"])
         log.info("%s: resumed after epoch %d of %d", desc, start, epochs)

@@ -68,7 +68,7 @@ def _run(ckdir, stop_after=None, resume=False):
     seen = []
 
     def on_epoch(epoch, metrics):
-        state = torch.load(ckdir / CHECKPOINT_FILE, weights_only=False)
+        state = torch.load(ckdir / CHECKPOINT_FILE, weights_only=True)
         assert state["epoch"] == epoch  # the checkpoint of this epoch exists before the callback
         seen.append(epoch)
         if stop_after is not None and epoch == stop_after:
@@ -89,3 +89,16 @@ def test_resume_gives_identical_results(tmp_path):
     for (k, a), b in zip(s_full.state_dict().items(), s_res.state_dict().values()):
         assert torch.equal(a, b), k
     assert all(torch.equal(a, b) for a, b in zip(l_full.projections.parameters(), l_res.projections.parameters()))
+
+
+def test_resume_after_the_last_epoch_trains_nothing_and_returns_the_history(tmp_path):
+    # The driver can die after a trial's last report: the restarted trial starts from the final
+    # epoch's checkpoint and must still return that run's metrics and weights.
+    full, s_full, _, _ = _run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", stop_after=3)
+    resumed, s_res, _, seen_res = _run(tmp_path / "b", resume=True)
+    assert seen_res == [] and resumed.epochs_done == 3
+    assert resumed.history == full.history
+    for (k, a), b in zip(s_full.state_dict().items(), s_res.state_dict().values()):
+        assert torch.equal(a, b), k
