@@ -23,9 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from kpid_core.distill import DistillLoss
+from kpid_core.distributed import (
+    average_gradients_and_loss,
+    broadcast_parameters,
+    eval_shard,
+    reduce_counts,
+    shard_train_loader,
+    sync_buffers,
+    world,
+)
 from kpid_core.errors import NonFiniteLossError, SpecError
 
 __all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything"]
@@ -72,22 +82,27 @@ def _flag(value: str, device: torch.device) -> bool:
     return value == "on" or (value == "auto" and device.type == "cuda")
 
 
-def _progress(iterable, desc: str, total: int | None = None):
+def _progress(iterable, desc: str, total: int | None = None, disable: bool = False):
     # disable=None: no bar when stderr is not a TTY (log files stay free of carriage-return spam);
     # mininterval keeps a TTY's bar from redrawing on every batch.
-    return tqdm(iterable, desc=desc, total=total, leave=False, mininterval=2.0, disable=None, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(iterable, desc=desc, total=total, leave=False, mininterval=2.0, disable=True if disable else None,
+                file=sys.stderr, dynamic_ncols=True)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
              channels_last: bool = False, amp: bool = False) -> float:
-    """Top-1 accuracy of ``model`` on ``loader``, in [0, 1]."""
+    """Top-1 accuracy of ``model`` on ``loader``, in [0, 1].
+
+    Inside an initialised process group (data-parallel training) each rank evaluates a disjoint
+    share of a ``DataLoader``'s dataset and the counts are summed, so every rank returns the same
+    number for the whole set. Every rank must call it then.
+    """
     device = resolve_device(device or next(model.parameters()).device)
     was = model.training
     model.eval()
     correct = total = 0
-    for x, y in loader:
+    for x, y in (eval_shard(loader) if isinstance(loader, DataLoader) else loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -96,7 +111,22 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
         correct += int((out.argmax(1) == y).sum())
         total += int(y.numel())
     model.train(was)
+    correct, total = reduce_counts(correct, total, device)
     return correct / max(total, 1)
+
+
+def _raise_non_finite(desc: str, parts: dict, epoch: int, lr: float) -> None:
+    raise NonFiniteLossError(f"{desc}: non-finite loss ({parts['loss']}) at epoch {epoch + 1}, parts {parts}; "
+                             f"lower the learning rate (lr={lr})")
+
+
+def _mean_over_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
+    import torch.distributed as dist
+
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / world()[1] for k, v in zip(keys, t.tolist())}
 
 
 def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -147,6 +177,11 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
     After each epoch: validate, write ``checkpoint_dir/train_state.pt`` (if given), then call
     ``on_epoch(epoch, {"epoch", "accuracy" (val top-1), "loss", "ce", "kd", "inner", "lr"})``.
     ``resume=True`` continues from that file when it exists. Raises NonFiniteLossError on NaN/Inf.
+
+    Inside an initialised ``torch.distributed`` group of N > 1 ranks (Ray Train, torchrun) every
+    rank calls ``fit`` with the same arguments and it trains data-parallel: see
+    :mod:`kpid_core.distributed` (same global batch, gradients averaged, every rank ends with the
+    same weights and metrics).
     """
     t0 = time.perf_counter()
     device = resolve_device(_get(cfg, "device", "auto"))
@@ -163,8 +198,16 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
     params = [p for p in student.parameters() if p.requires_grad] + list(loss.projections.parameters())
+    rank, n_ranks = world()
+    broadcast_parameters(student, loss.projections)
+    train_loader, dist_sampler = shard_train_loader(loaders.train, seed) if isinstance(
+        loaders.train, DataLoader) else (loaders.train, None)
+    if n_ranks > 1:
+        log.info("%s: data-parallel, rank %d of %d, %d samples per epoch in batches of %d on this rank", desc,
+                 rank, n_ranks, len(dist_sampler) if dist_sampler is not None else -1,
+                 getattr(train_loader, "batch_size", -1) or -1)
     opt = _optimizer(params, cfg, lr)
-    steps = max(1, epochs * len(loaders.train))
+    steps = max(1, epochs * len(train_loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
@@ -187,28 +230,30 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
         start, history = int(st["epoch"]), list(st["history"])
         log.info("%s: resumed after epoch %d of %d", desc, start, epochs)
 
-    sampler_gen = getattr(getattr(loaders.train, "sampler", None), "generator", None)
+    sampler_gen = getattr(getattr(train_loader, "sampler", None), "generator", None)
     for epoch in range(start, epochs):
         # Reseed per epoch: batches/augmentations of epoch e are a function of (seed, e) only.
-        torch.manual_seed(seed * 100_003 + epoch)
+        torch.manual_seed(seed * 100_003 + epoch + 7_919 * rank)  # ranks draw different augmentations
         if sampler_gen is not None:
             sampler_gen.manual_seed(seed * 100_003 + epoch)
+        if dist_sampler is not None:
+            dist_sampler.set_epoch(epoch)
         student.train()
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "inner": 0.0}
         n = 0
-        for x, y in _progress(loaders.train, f"{desc} {epoch + 1}/{epochs}"):
+        for x, y in _progress(train_loader, f"{desc} {epoch + 1}/{epochs}", disable=rank > 0):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=amp):
                 total, parts, _ = loss.step(student, x, y)
-            if not torch.isfinite(total):
-                raise NonFiniteLossError(
-                    f"{desc}: non-finite loss ({parts['loss']}) at epoch {epoch + 1}, parts {parts}; "
-                    f"lower the learning rate (lr={lr})"
-                )
+            if n_ranks < 2 and not torch.isfinite(total):
+                _raise_non_finite(desc, parts, epoch, lr)
             opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
+            # average over ranks; the loss rides along so that all ranks stop together
+            if n_ranks > 1 and not torch.isfinite(average_gradients_and_loss(params, total)):
+                _raise_non_finite(desc, parts, epoch, lr)
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -217,6 +262,9 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
                 sums[k] += parts[k] * b
             n += b
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
+        if n_ranks > 1:
+            sync_buffers(student)
+            metrics = _mean_over_ranks(metrics, device)
         metrics.update(epoch=epoch + 1, accuracy=evaluate(student, loaders.val, device, cl, amp),
                        lr=opt.param_groups[0]["lr"])
         history.append(metrics)

@@ -27,6 +27,10 @@ def test_two_cpu_workers_per_trial(ray_2_cpus, tmp_path, markers):
     assert last["workers"] == 2 and last["final"]
     # both ranks ran the trial (world size 2), each in its own process
     assert len(set((markers / "trial.log").read_text().split())) == 2
+    # ...and trained data-parallel (a shard each, gradients averaged), not as two full copies
+    for rank in (0, 1):
+        log = next(exp.glob(f"trial_*/out/rank{rank}/trial.log")).read_text()
+        assert f"data-parallel, rank {rank} of 2" in log
 
 
 def test_workers_that_cannot_fit_are_refused_before_anything_starts(ray_2_cpus, tmp_path):
