@@ -25,6 +25,7 @@ __all__ = [
     "FORMATS",
     "STYLE",
     "axis_spec",
+    "kd_grid_is_dense",
     "plot_kd_grid",
     "plot_metric_vs_budget",
     "plot_pareto",
@@ -147,7 +148,7 @@ def plot_pareto(
         if len(front):
             ax.step(front[x] * xs, front[y] * ys, where="post", color="black", linewidth=1.4, zorder=4)
             ax.scatter(front[x] * xs, front[y] * ys, s=14, color="black", zorder=5,
-                       label=f"Pareto front ({len(front)} trials)")
+                       label=f"Pareto front ({len(front)} trial{'' if len(front) == 1 else 's'})")
         if teacher:
             if "accuracy" in teacher and y in ("accuracy", "val_accuracy"):
                 ax.axhline(teacher["accuracy"] * ys, color="#555555", linestyle="--", linewidth=0.9, zorder=1,
@@ -296,52 +297,89 @@ def plot_metric_vs_budget(
     return fig
 
 
+def kd_grid_is_dense(grids: Mapping[float, pd.DataFrame], max_values: int = 8) -> bool:
+    """True when the weights form a grid worth a heatmap: every panel has at least half of its cells
+    filled and at most ``max_values`` distinct values per axis (a grid sweep). Continuously sampled
+    weights (Optuna) give one value per trial, a sparse diagonal that reads better as a scatter."""
+    if not grids:
+        return False
+    for grid in grids.values():
+        if max(grid.shape) > max_values or grid.notna().to_numpy().sum() < 0.5 * grid.size:
+            return False
+    return True
+
+
 def plot_kd_grid(
     grids: Mapping[float, pd.DataFrame],
     y: str = "accuracy",
     row_label: str = "inner KD weight γ",
     col_label: str = "logits KD weight",
 ) -> Figure:
-    """Small-multiples heatmap: one panel per budget, cells = best ``y`` at each (γ, KD weight),
-    values printed in the cells, the best cell of each budget outlined.
+    """Small multiples, one panel per budget, of the best ``y`` at each (logits KD weight, γ).
 
-    Colours are scaled per panel (accuracies at different budgets differ far more than between
-    KD settings at one budget; a shared scale would hide the comparison the figure is for)."""
-    from matplotlib.patches import Rectangle
-
-    ylabel, ys = axis_spec(y)
+    A grid sweep (see :func:`kd_grid_is_dense`) is drawn as heatmaps with the values in the cells;
+    continuously sampled weights as scatter plots on shared axes, coloured by ``y``. The best
+    setting of each budget is outlined. Colours are scaled per panel (accuracies at different
+    budgets differ far more than between KD settings at one budget; a shared scale would hide the
+    comparison the figure is for)."""
     budgets = sorted(grids)
     with _style():
         n = max(len(budgets), 1)
-        fig = Figure(figsize=(min(2.4 * n + 0.6, 14), 2.9), layout="constrained")
-        axes = fig.subplots(1, n, squeeze=False)[0]
+        dense = kd_grid_is_dense(grids)
+        fig = Figure(figsize=(min((2.5 if dense else 3.0) * n + 0.6, 15), 3.0), layout="constrained")
+        axes = fig.subplots(1, n, squeeze=False, sharex=not dense, sharey=not dense)[0]
         if not budgets:
             axes[0].text(0.5, 0.5, "KD weights were not swept", ha="center", va="center")
             axes[0].set_axis_off()
             return fig
+        ylabel, ys = axis_spec(y)
         for ax, b in zip(axes, budgets):
-            grid = grids[b]
-            data = grid.to_numpy(dtype=float) * ys
-            vmin, vmax = np.nanmin(data), np.nanmax(data)
-            if vmax - vmin < 1e-12:
-                vmin, vmax = vmin - 1.0, vmax + 1.0
-            ax.imshow(data, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-            ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
-            ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index])
-            ax.grid(False)
-            mid = (vmin + vmax) / 2
-            for (i, j), v in np.ndenumerate(data):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8,
-                            color="white" if v < mid else "black")
-            bi, bj = np.unravel_index(np.nanargmax(data), data.shape)
-            ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="#EE3377", linewidth=2.0))
+            (_kd_heatmap if dense else _kd_scatter)(fig, ax, grids[b], ys)
             ax.set_title(f"budget {b * 100:g} %")
             ax.set_xlabel(col_label)
         axes[0].set_ylabel(row_label)
-        fig.suptitle(f"{ylabel} by distillation weights (best cell outlined; colours scaled per budget)",
-                     x=0.0, ha="left", fontsize=10)
+        how = "best cell outlined" if dense else "best trial ringed"
+        fig.suptitle(f"{ylabel} by distillation weights ({how}; colours scaled per budget)", x=0.0, ha="left",
+                     fontsize=10)
     return fig
+
+
+def _panel_range(data: np.ndarray) -> tuple[float, float]:
+    vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
+    if vmax - vmin < 1e-12:
+        vmin, vmax = vmin - 1.0, vmax + 1.0
+    return vmin, vmax
+
+
+def _kd_heatmap(fig: Figure, ax, grid: pd.DataFrame, ys: float) -> None:
+    from matplotlib.patches import Rectangle
+
+    data = grid.to_numpy(dtype=float) * ys
+    vmin, vmax = _panel_range(data)
+    ax.imshow(data, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"{c:.3g}" for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{r:.3g}" for r in grid.index])
+    ax.grid(False)
+    mid = (vmin + vmax) / 2
+    for (i, j), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
+    bi, bj = np.unravel_index(np.nanargmax(data), data.shape)
+    ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="#EE3377", linewidth=2.0))
+
+
+def _kd_scatter(fig: Figure, ax, grid: pd.DataFrame, ys: float) -> None:
+    long = grid.stack().dropna().rename("v").reset_index()  # rows: (γ, kd weight, value) of filled cells
+    gam, kd, v = (long.iloc[:, i].to_numpy(dtype=float) for i in range(3))
+    v = v * ys
+    vmin, vmax = _panel_range(v)
+    sc = ax.scatter(kd, gam, c=v, cmap="viridis", vmin=vmin, vmax=vmax, s=42, edgecolors="white", linewidths=0.5,
+                    zorder=3)
+    best = int(np.nanargmax(v))
+    ax.scatter([kd[best]], [gam[best]], s=140, facecolors="none", edgecolors="#EE3377", linewidths=1.8, zorder=4)
+    ax.annotate(f"{v[best]:.1f}", (kd[best], gam[best]), xytext=(6, 6), textcoords="offset points", fontsize=8,
+                color="#EE3377", zorder=5)
+    fig.colorbar(sc, ax=ax, fraction=0.08, pad=0.02, aspect=25)
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:

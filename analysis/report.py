@@ -198,7 +198,7 @@ def _summary(df, info, teacher, same, pub, why, mvb, x, y) -> str:
                "ones none, so they are listed below but never on the front.\n")
 
     hv, hv_desc = _normalised_hypervolume(info, teacher, x, y)
-    out.append(f"\n## Pareto front ({ylabel} vs {xlabel}, {len(info.front)} trials)\n\n")
+    out.append(f"\n## Pareto front ({ylabel} vs {xlabel}, {len(info.front)} trial{'' if len(info.front) == 1 else 's'})\n\n")
     rows = [[r.trial_id, _fmt(r.metric), _fmt(r.budget, 100, 0) + " %", _fmt(r.kd_weight, 1, 2),
              _fmt(r.inner_weight, 1, 2), _fmt(getattr(r, x), xs, 3), _fmt(getattr(r, y), ys, 2)]
             for r in info.front.itertuples()]

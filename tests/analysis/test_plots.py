@@ -7,7 +7,7 @@ import pandas as pd
 
 from analysis.load import load_results
 from analysis.pareto import pareto_front
-from analysis.plots import axis_spec, plot_kd_grid, plot_metric_vs_budget, plot_pareto
+from analysis.plots import axis_spec, kd_grid_is_dense, plot_kd_grid, plot_metric_vs_budget, plot_pareto
 from analysis.tables import kd_grid, metric_vs_budget, teacher_point
 
 
@@ -62,5 +62,32 @@ def test_metric_and_kd_figures(results_dir):
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"taylor", "l1", "random"}
     grids = kd_grid(df)
     fig = plot_kd_grid(grids)
-    assert len(fig.axes) == len(grids) == 4
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == len(grids) == 4
+    assert all(ax.get_title().startswith("budget ") for ax in panels)
+
+
+def test_kd_figure_form_follows_the_data():
+    """A grid sweep is drawn as heatmaps; continuously sampled weights as scatters (not a sparse diagonal
+    of cells with one tick per sampled value)."""
+    rng = np.random.default_rng(0)
+    grid_sweep = {b: pd.DataFrame([[0.9, 0.91], [0.92, 0.93]], index=[0.0, 1.0], columns=[0.5, 1.0])
+                  for b in (0.25, 0.5)}
+    k, g = rng.uniform(0, 2, 6), rng.uniform(0, 2, 6)
+    sampled = {0.5: pd.DataFrame(np.diag(rng.uniform(0.9, 1.0, 6)), index=g, columns=k).replace(0.0, np.nan)}
+    assert kd_grid_is_dense(grid_sweep) and not kd_grid_is_dense(sampled)
+
+    heat = plot_kd_grid(grid_sweep).axes[0]
+    assert len(heat.images) == 1 and [t.get_text() for t in heat.get_xticklabels()] == ["0.5", "1"]
+    assert sorted(t.get_text() for t in heat.texts) == ["90.0", "91.0", "92.0", "93.0"]
+
+    fig = plot_kd_grid(sampled)
+    ax = fig.axes[0]
+    assert not ax.images and len(ax.collections) == 2  # the trials, and the ring on the best one
+    xy = ax.collections[0].get_offsets()
+    assert sorted(map(tuple, np.asarray(xy).round(9))) == sorted(zip(k.round(9), g.round(9)))
+    best = sampled[0.5].stack().dropna().idxmax()
+    np.testing.assert_allclose(ax.collections[1].get_offsets()[0], [best[1], best[0]])
+    assert [t.get_text() for t in ax.texts] == [f"{np.nanmax(sampled[0.5].to_numpy()) * 100:.1f}"]
+    assert any(a.get_label() == "<colorbar>" for a in fig.axes)
     assert axis_spec("latency_ms") == ("latency (ms)", 1.0)
