@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-__all__ = ["torchvision", "EXTENSION_LOADED"]
+__all__ = ["EXTENSION_LOADED", "torchvision"]
 
 # Schemas as torchvision's C++ extension declares them (torchvision/csrc/ops/nms.cpp, quantized qnms).
 _SCHEMAS = {

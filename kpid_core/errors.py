@@ -4,13 +4,13 @@ points print ``error: <message>`` on one line and exit with code 2 for these, ne
 from __future__ import annotations
 
 __all__ = [
-    "KPIDError",
     "ConfigError",
-    "UnknownNameError",
-    "InfeasibleBudgetError",
-    "SpecError",
     "DataError",
+    "InfeasibleBudgetError",
+    "KPIDError",
     "NonFiniteLossError",
+    "SpecError",
+    "UnknownNameError",
 ]
 
 

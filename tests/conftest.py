@@ -20,6 +20,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)  # 2 cores shared with Ray workers; oversubscription makes the suite slower
