@@ -112,7 +112,7 @@ def same_data_baselines(results: pd.DataFrame) -> pd.DataFrame:
     labels = rows["arch"].astype("string").fillna("baseline")
     if "config/model.width" in rows.columns:
         width = pd.to_numeric(rows["config/model.width"], errors="coerce")
-        suffix = width.map(lambda w: f" ×{w:g}" if pd.notna(w) and w != 1 else "")
+        suffix = width.map(lambda w: f" ×{w:.3g}" if pd.notna(w) and w != 1 else "")
         labels = labels + suffix.astype("string")
     rows["label"] = labels
     return rows

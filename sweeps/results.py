@@ -117,10 +117,11 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
     """One screen: status counts, then the best finished trial per budget (test accuracy)."""
     counts = df["status"].value_counts().to_dict()
     lines = ["trials: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))]
-    fin = df[df["status"] == "finished"]
+    fin = df[(df["status"] == "finished") & (df["kind"] != "baseline")]
+    base = df[(df["status"] == "finished") & (df["kind"] == "baseline")]
     if fin.empty:
         lines.append("no trial finished")
-        return lines
+        return lines + _baseline_lines(base)
     lines.append(f"{'budget':>7} {'metric':<12} {'kd_w':>5} {'gamma':>6} {'acc':>7} {'MACs':>12} {'ratio':>6}")
     for budget, grp in fin.groupby("budget", sort=True):
         best = grp.sort_values(["accuracy", "val_accuracy"], ascending=False).iloc[0]
@@ -129,4 +130,13 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
             f"{best['inner_weight']:>6.2f} {best['accuracy']:>7.4f} {int(best['macs']):>12,d} "
             f"{best['macs_ratio']:>6.3f}"
         )
+    return lines + _baseline_lines(base)
+
+
+def _baseline_lines(base: pd.DataFrame) -> list[str]:
+    if base.empty:
+        return []
+    lines = ["same-data baselines (trained from scratch under the same teacher):"]
+    for _, b in base.sort_values("macs").iterrows():
+        lines.append(f"  {b['trial_id']:<34} {b['accuracy']:>7.4f} {int(b['macs']):>12,d} {b['macs_ratio']:>6.3f}")
     return lines

@@ -337,6 +337,13 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
         err = f"{r.error.__class__.__name__}: {r.error}"[:500] if r.error else None
         ckpt = r.checkpoint.path if r.checkpoint else None
         rows.append(trial_row(trial_id, r.config or {}, spec.base, r.metrics, err, ckpt))
+    if spec.baselines and local:
+        from sweeps.baselines import run_baselines
+
+        t_base = time.perf_counter()
+        rows += run_baselines(spec, exp_path, shared, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
+                              out=out)
+        fit_s += time.perf_counter() - t_base
     df = trials_table(rows)
     if local:
         write_trials(df, exp_path)

@@ -47,7 +47,8 @@ METRIC_KEY = "prune.metric"
 #: The bundled default sweep (digits, ~2-3 minutes on 2 CPU cores).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits_demo.yaml"
 
-_TOP_KEYS = {"name", "base", "space", "search", "resources"}
+_TOP_KEYS = {"name", "base", "space", "search", "resources", "baselines"}
+_BASELINE_KEYS = {"model", "width", "budgets", "epochs"}
 _SEARCH_KEYS = {
     "mode", "num_samples", "seed", "early_stopping", "max_failures", "max_concurrent",
     "objectives",
@@ -117,7 +118,23 @@ class SweepSpec:
     max_concurrent: int | None = None
     objectives: tuple[tuple[str, str], ...] = (("val_accuracy", "max"), ("macs", "min"))
     resources: dict[str, Any] = field(default_factory=dict)
+    baselines: list[dict[str, Any]] = field(default_factory=list)  # validated ``baselines:`` entries
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def baseline_runs(self) -> list[dict[str, Any]]:
+        """One run per (entry, budget) for ``width: match`` (``budgets`` of the entry, default the
+        space's), one per entry otherwise: ``{"label", "model", "width", "budget", "epochs"}``."""
+        runs = []
+        for b in self.baselines:
+            epochs = b.get("epochs")
+            if b["width"] == "match":
+                for budget in b.get("budgets") or self.budgets:
+                    runs.append({"label": f"{b['model']}-b{float(budget):g}", "model": b["model"], "width": None,
+                                 "budget": float(budget), "epochs": epochs})
+            else:
+                runs.append({"label": f"{b['model']}-w{float(b['width']):g}", "model": b["model"],
+                             "width": float(b["width"]), "budget": None, "epochs": epochs})
+        return runs
 
     @property
     def budgets(self) -> list[float]:
@@ -149,6 +166,7 @@ class SweepSpec:
                 "objectives": [list(o) for o in self.objectives],
             },
             "resources": self.resources,
+            **({"baselines": self.baselines} if self.baselines else {}),
         }
 
 
@@ -265,6 +283,7 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     if bad:
         raise ConfigError(f"{where}: resources: unknown key(s) {sorted(bad)}; allowed: {sorted(_RESOURCE_KEYS)}")
     objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
+    baselines = _baselines(raw.get("baselines"), where)
     return SweepSpec(
         name=raw.get("name"),
         base=base,
@@ -277,8 +296,57 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
         max_concurrent=search.get("max_concurrent"),
         objectives=objectives,  # type: ignore[arg-type]
         resources=resources,
+        baselines=baselines,
         raw=raw,
     )
+
+
+def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
+    """Validate ``baselines:``: a list of ``{model, width: NUMBER | match, budgets?, epochs?}``."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: baselines: expected a list of {{model: NAME, width: NUMBER|match}}")
+    from kpid_core.baseline import has_width
+    from kpid_core.models import MODEL_NAMES
+
+    out, labels = [], set()
+    for i, e in enumerate(entries):
+        at = f"{where}: baselines[{i}]"
+        if not isinstance(e, dict) or "model" not in e:
+            raise ConfigError(f"{at}: expected a mapping with 'model' (and width, budgets, epochs)")
+        bad = set(e) - _BASELINE_KEYS
+        if bad:
+            raise ConfigError(f"{at}: unknown key(s) {sorted(bad)}; allowed: {sorted(_BASELINE_KEYS)}")
+        model = e["model"]
+        if model not in MODEL_NAMES:
+            raise ConfigError(f"{at}.model: unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+        width = e.get("width", "match" if has_width(model) else 1.0)
+        if width != "match" and (isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0):
+            raise ConfigError(f"{at}.width: {width!r}; allowed: a number > 0 or 'match'")
+        if (width == "match" or width != 1.0) and not has_width(model):
+            raise ConfigError(f"{at}.width: {model!r} has no width multiplier (mobilenets and CIFAR/digits "
+                              "ResNets do); use width: 1.0")
+        entry: dict[str, Any] = {"model": model, "width": width if width == "match" else float(width)}
+        if "budgets" in e:
+            bl = e["budgets"] if isinstance(e["budgets"], list) else [e["budgets"]]
+            if width != "match" or not bl or not all(_is_fraction(x) for x in bl):
+                raise ConfigError(f"{at}.budgets: a list of budgets in (0, 1], only with width: match")
+            entry["budgets"] = [float(x) for x in bl]
+        if "epochs" in e:
+            if isinstance(e["epochs"], bool) or not isinstance(e["epochs"], int) or e["epochs"] < 1:
+                raise ConfigError(f"{at}.epochs: {e['epochs']!r}; allowed: an integer >= 1")
+            entry["epochs"] = int(e["epochs"])
+        key = (model, str(entry["width"]), tuple(entry.get("budgets", ())))
+        if key in labels:
+            raise ConfigError(f"{at}: the same baseline is listed twice")
+        labels.add(key)
+        out.append(entry)
+    return out
+
+
+def _is_fraction(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1
 
 
 def _validate_trial(base: dict[str, Any], space: dict[str, Any], where: str) -> None:
@@ -337,4 +405,7 @@ def describe_space(spec: SweepSpec) -> list[str]:
             scale = "log-uniform" if v.get("log") else "uniform"
             step = f" step {v['step']}" if v.get("step") else ""
             lines.append(f"  {k:<24} {scale} [{v['low']}, {v['high']}]{step}")
+    for r in spec.baseline_runs():
+        size = f"width matched to budget {r['budget']:g}" if r["width"] is None else f"width {r['width']:g}"
+        lines.append(f"  baseline {r['model']:<15} {size}, {r['epochs'] or spec.base['train.epochs']} epochs")
     return lines

@@ -6,7 +6,7 @@ import pytest
 from ray import tune
 
 from kpid_core.errors import ConfigError
-from sweeps.space import BUDGET_KEY, apply_params, load_sweep, parse_sweep, tune_param_space
+from sweeps.space import BUDGET_KEY, apply_params, describe_space, load_sweep, parse_sweep, tune_param_space
 
 
 def _sweep(**over):
@@ -72,3 +72,37 @@ def test_bad_sweeps_raise_one_clear_config_error(raw, needle):
 def test_bundled_demo_config_parses():
     spec = load_sweep()
     assert spec.name == "digits_demo" and spec.mode == "optuna" and len(spec.budgets) >= 2
+
+
+def test_baselines_expand_per_budget_and_round_trip():
+    spec = parse_sweep(_sweep(baselines=[{"model": "mobilenet_v3_small"},
+                                         {"model": "mobilenet_v2", "width": "match", "budgets": [0.5], "epochs": 9},
+                                         {"model": "efficientnet_b0"}, {"model": "digits_resnet", "width": 0.5}]))
+    runs = spec.baseline_runs()
+    assert [(r["model"], r["width"], r["budget"], r["epochs"]) for r in runs] == [
+        *[("mobilenet_v3_small", None, b, None) for b in spec.budgets],  # width: match is the default
+        ("mobilenet_v2", None, 0.5, 9), ("efficientnet_b0", 1.0, None, None), ("digits_resnet", 0.5, None, None)]
+    assert len({r["label"] for r in runs}) == len(runs)
+    again = parse_sweep(spec.to_dict())
+    assert again.baseline_runs() == runs
+    assert any("baseline mobilenet_v2" in line for line in describe_space(spec))
+
+
+@pytest.mark.parametrize(
+    ("baselines", "needle"),
+    [
+        ({"model": "mobilenet_v3_small"}, "expected a list"),
+        ([{"arch": "mobilenet_v3_small"}], "baselines[0]: expected a mapping with 'model'"),
+        ([{"model": "nosuchnet"}], "baselines[0].model: unknown model 'nosuchnet'; valid models:"),
+        ([{"model": "mobilenet_v2", "widht": 1}], "unknown key(s) ['widht']"),
+        ([{"model": "mobilenet_v2", "width": -1}], "baselines[0].width: -1; allowed: a number > 0 or 'match'"),
+        ([{"model": "efficientnet_b0", "width": "match"}], "has no width multiplier"),
+        ([{"model": "mobilenet_v2", "budgets": [1.5]}], "baselines[0].budgets"),
+        ([{"model": "mobilenet_v2", "epochs": 0}], "baselines[0].epochs"),
+        ([{"model": "mobilenet_v2"}, {"model": "mobilenet_v2"}], "listed twice"),
+    ],
+)
+def test_bad_baselines_are_one_line_config_errors(baselines, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_sweep(_sweep(baselines=baselines))
+    assert needle in str(err.value) and "\n" not in str(err.value)
