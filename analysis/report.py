@@ -65,8 +65,8 @@ def make_report(
             f"no finished pruning trial in {df.attrs.get('source', results_path)} ({_status_counts(df)}): "
             "nothing to put on a Pareto front"
         )
-    for col in (x, y):
-        _check_numeric_column(df, col)
+    for col, flag in ((x, "--x"), (y, "--y")):
+        _check_numeric_column(df, col, flag)
 
     pruned = df[df["kind"].astype("string") == "pruned"]
     info = pareto_front(pruned, x=x, y=y)
@@ -121,17 +121,17 @@ def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
     formats = tuple(f.strip().lower().lstrip(".") for f in formats if f.strip())
     bad = [f for f in formats if f not in ALLOWED_FORMATS]
     if bad or not formats:
-        raise AnalysisError(f"format {bad[0] if bad else '<empty>'!r} not supported; allowed: {', '.join(ALLOWED_FORMATS)}")
+        raise AnalysisError(f"--format: format {bad[0] if bad else '<empty>'!r} not supported; allowed: {', '.join(ALLOWED_FORMATS)}")
     return formats
 
 
-def _check_numeric_column(df: pd.DataFrame, col: str) -> None:
+def _check_numeric_column(df: pd.DataFrame, col: str, flag: str) -> None:
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()
                and not str(c).startswith("config/")]
     if col not in df.columns or col not in numeric:
-        raise AnalysisError(f"column {col!r} is not a numeric results column; choose one of: {', '.join(numeric)}")
+        raise AnalysisError(f"{flag}: column {col!r} is not a numeric results column; choose one of: {', '.join(numeric)}")
     if df[col].isna().all():
-        raise AnalysisError(f"column {col!r} has no values in these results (e.g. latency was not measured)")
+        raise AnalysisError(f"{flag}: column {col!r} has no values in these results (e.g. latency was not measured)")
 
 
 def _has_xy(rows: pd.DataFrame, x: str, y: str) -> bool:
@@ -270,7 +270,9 @@ def _summary(df, info, teacher, same, pub, why, mvb, x, y) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from kpid_core.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="python -m analysis.report",
         description="Write the report of a finished KPID sweep: Pareto plot (front of the finished trials "
         "vs baselines), metric-vs-budget and KD-weight figures, pareto.csv and summary.md.",

@@ -41,7 +41,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._anchors import tp_global_to_macs
-from kpid_core._tv import torchvision
+from kpid_core.baseline import build_compact, match_width
 from kpid_core.config import load_config
 from kpid_core.data import build_data
 from kpid_core.distill import DistillLoss
@@ -58,31 +58,13 @@ BUDGETS = [0.5, 0.25, 0.1]
 GOAL_RATIO = 0.8
 
 
-def _mnv3_small(width: float, in_channels: int, num_classes: int) -> nn.Module:
-    m = torchvision.models.mobilenet_v3_small(weights=None, width_mult=width, num_classes=num_classes)
-    stem = m.features[0][0]
-    m.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, 1, 1, bias=False)
-    return m
-
-
-def compact_mobilenet(target_macs: int, input_shape: tuple[int, int, int], num_classes: int,
-                      iters: int = 24) -> tuple[nn.Module, float, int]:
-    """The widest adapted mobilenet_v3_small whose MACs at ``input_shape`` are ≤ ``target_macs``.
+def compact_mobilenet(target_macs: int, input_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, float, int]:
+    """The widest adapted mobilenet_v3_small whose MACs at ``input_shape`` are ≤ ``target_macs``
+    (``kpid_core.baseline``: the same builder a sweep's same-data baselines use).
     Returns (model, width_mult, MACs)."""
-    def macs(w: float) -> int:
-        return count_macs(_mnv3_small(w, input_shape[0], num_classes), input_shape)
-
-    lo, hi = 0.01, 4.0
-    if macs(lo) > target_macs:
-        raise ValueError(f"mobilenet_v3_small cannot go below {macs(lo)} MACs (target {target_macs})")
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if macs(mid) <= target_macs:
-            lo = mid
-        else:
-            hi = mid
+    width, macs = match_width("mobilenet_v3_small", target_macs, input_shape, num_classes)
     seed_everything(0)
-    return _mnv3_small(lo, input_shape[0], num_classes), lo, macs(lo)
+    return build_compact("mobilenet_v3_small", width, input_shape, num_classes), width, macs
 
 
 def _plain_finetune(model: nn.Module, data, cfg, seed: int, *, lr: float | None = None,

@@ -24,7 +24,9 @@ def _build(args):
     from kpid_core.models import build_model
 
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    return build_model(args.model, **kwargs), kwargs
+    model = build_model(args.model, **kwargs)
+    _check_runs(model, args)
+    return model, kwargs
 
 
 def _cmd_macs(args) -> int:
@@ -104,18 +106,44 @@ def _cmd_prune(args) -> int:
     return 0
 
 
+def _pixels(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number of pixels >= 1") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number of pixels >= 1")
+    return n
+
+
+def _check_runs(model, args) -> None:
+    """A model too deep for ``--input`` pixels fails here with a line naming --input, not in torch."""
+    import torch
+
+    from kpid_core.errors import ConfigError
+
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *_shape(args)))
+    except RuntimeError as exc:
+        raise ConfigError(f"--input {args.input}: model {args.model!r} cannot run on a {args.input}x{args.input} "
+                          f"image ({str(exc).splitlines()[0][:160]}); use a larger --input") from None
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     from kpid_core.importance import METRICS
     from kpid_core.prune import ALLOCATIONS
 
-    p = argparse.ArgumentParser(prog="python -m kpid_core",
+    from kpid_core.cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m kpid_core",
                                 description="KPID: knapsack channel pruning to a MAC budget.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     def common(sp):
         sp.add_argument("--model", required=True, help="registry model name (e.g. resnet50, mobilenet_v3_large)")
-        sp.add_argument("--input", type=int, default=224, metavar="PIXELS",
+        sp.add_argument("--input", type=_pixels, default=224, metavar="PIXELS",
                         help="square input resolution MACs are counted at (default 224)")
         sp.add_argument("--num-classes", type=int, default=None, metavar="N",
                         help="classifier outputs (default: the model's own, 1000 for torchvision)")

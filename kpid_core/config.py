@@ -347,7 +347,9 @@ def load_config(path: str | os.PathLike | None = None,
         except FileNotFoundError:
             raise ConfigError(f"config file {str(p)!r} does not exist") from None
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+            from kpid_core.cli import yaml_error_line
+
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...)")
     merged = list(_flatten(raw)) + parse_overrides(overrides)

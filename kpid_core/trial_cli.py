@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the trial; print the final metrics as JSON on stdout. Returns the exit code."""
     from kpid_core.config import load_config
 
+    out = Path(args.out)
+    created = not out.exists()
     try:
-        out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"--out {str(out)!r} exists and is not empty; refusing to overwrite it")
         cfg = load_config(args.config, args.overrides)
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"status: non_finite_loss: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
     except KPIDError as exc:
+        if created and out.is_dir():  # bad input leaves nothing behind (a retry is not refused as non-empty)
+            shutil.rmtree(out, ignore_errors=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}))

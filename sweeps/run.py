@@ -27,7 +27,9 @@ DEFAULT_NAME = "digits_demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from kpid_core.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="python sweeps/run.py",
         description="Sweep KPID pruning settings (budget, importance metric, distillation weights) with "
         "Ray Tune on every GPU/CPU of this machine or a Ray cluster.",
@@ -86,7 +88,7 @@ def _storage_root(arg: str | None) -> str:
         from kpid_core.errors import ConfigError
 
         raise ConfigError(
-            f"--storage: {arg!r} is relative; give an absolute path or URI (on a multi-node cluster it "
+            f"--storage: {arg!r} is relative; give an absolute path (on a multi-node cluster it "
             "must be shared storage that every node mounts at the same path)"
         )
     return arg
@@ -160,7 +162,7 @@ def run_sweep(
     *,
     trial_fn: Any = None,
     prepare_fn: Any = None,
-    out=sys.stdout,
+    out=None,
 ) -> Path:
     """Validate, start/join Ray, prepare shared artifacts, run (or resume) the sweep, write results.
 
@@ -170,6 +172,8 @@ def run_sweep(
     import yaml
 
     from sweeps.cluster import init_ray, quiet_environment
+
+    out = out if out is not None else sys.stdout  # looked up now: notebooks and tests redirect it
 
     quiet_environment(args.verbose)
     if not args.verbose:
@@ -240,6 +244,9 @@ def run_sweep(
             print("resources: " + ", ".join(f"{k}={v:g}" for k, v in res.as_dict().items()), file=out)
             print(f"cluster: {', '.join(f'{k}={v:g}' for k, v in sorted(totals.items()) if '_' not in k)}",
                   file=out)
+            if not args.resume and _exp_exists(exp_dir):
+                print(f"note: an experiment {name!r} already exists there: the real run needs --resume or "
+                      "a new --name", file=out)
             return Path(exp_dir)
         spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                           "workers_per_trial": res.workers}

@@ -178,7 +178,9 @@ def load_sweep(path: str | Path | None = None) -> SweepSpec:
     except FileNotFoundError:
         raise ConfigError(f"--config: file not found: {path}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config: {path} is not valid YAML ({exc.__class__.__name__})") from None
+        from kpid_core.cli import yaml_error_line
+
+        raise ConfigError(f"--config: {path} is not valid YAML: {yaml_error_line(exc)}") from None
     return parse_sweep(raw or {}, where=str(path))
 
 

@@ -126,14 +126,21 @@ def _bad_inputs(tmp: Path, trials: pd.DataFrame) -> dict[str, tuple[list[str], s
     cases["missing column"] = ([str(tmp / "nocol")], "lacks required column(s) accuracy")
     (tmp / "ok").mkdir()
     trials.to_parquet(tmp / "ok" / "trials.parquet")
-    cases["bad x column"] = ([str(tmp / "ok"), "--x", "flops"], "column 'flops' is not a numeric results column")
+    cases["bad x column"] = ([str(tmp / "ok"), "--x", "flops"], "--x: column 'flops' is not a numeric results column")
+    cases["bad y column"] = ([str(tmp / "ok"), "--y", "top5"], "--y: column 'top5' is not a numeric results column")
     cases["bad format"] = ([str(tmp / "ok"), "--format", "png,jpg"], "allowed: png, svg, pdf")
     return cases
 
 
 def test_main_bad_input_one_line_exit_2(tmp_path, trials_df, capsys):
-    for name, (args, message) in _bad_inputs(tmp_path, trials_df).items():
-        assert main(args) == 2, name
+    cases = _bad_inputs(tmp_path, trials_df)
+    cases["unknown option"] = ([str(tmp_path / "ok"), "--published", "sometimes"], "argument --published")
+    for name, (args, message) in cases.items():
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse's own checks
+            code = exc.code
+        assert code == 2, name
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (name, err)
         assert not (Path(args[0]) / "report").exists(), name  # nothing written on bad input

@@ -28,6 +28,24 @@ def test_subprocess_prune_and_errors(tmp_path):
     assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["prune", "--model", "resnet18", "--budget", "abc", "--metric", "l1", "--out", "x"], "--budget"),
+    (["macs", "--model", "resnet18", "--input", "0"], "--input"),
+    (["macs", "--model", "resnet18", "--input", "big"], "--input"),
+    (["macs", "--model", "alexnet", "--input", "4"], "--input 4: model 'alexnet' cannot run on a 4x4 image"),
+    (["prune", "--model", "alexnet", "--budget", "0.5", "--metric", "l1", "--input", "4", "--out", "y"], "--input 4"),
+])
+def test_bad_arguments_are_one_line_exit_2(tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own checks exit from inside parse_args
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and needle in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_out_refused(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("mine")

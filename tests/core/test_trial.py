@@ -154,12 +154,18 @@ def test_cli_errors_one_line_exit_2(tmp_path, capsys):
         (["--set", "dataset=cifar10", "--set", f"data.root={tmp_path / 'none'}", "--out", str(tmp_path / "d")],
          "cifar10 expects ROOT/cifar-10-batches-py"),
         (["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "e")], "does not exist"),
+        (["--set", "dataset=imagefolder", "--set", f"data.root={tmp_path / 'none'}", "--out", str(tmp_path / "f")],
+         "imagefolder expects ROOT/train"),
+        (["--config", str(tmp_path / "broken.yaml"), "--out", str(tmp_path / "g")], "line 2, column 1"),
     ]
+    (tmp_path / "broken.yaml").write_text("seed: [unclosed\n")
     for argv, needle in cases:
         assert main(["trial", *argv, "--quiet"]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err and "Traceback" not in err
     assert (tmp_path / "full" / "x").read_text() == "keep me"
+    # nothing written: a failed run leaves no --out behind (the same command may simply be re-run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", "full"]
 
 
 @pytest.mark.slow

@@ -66,6 +66,9 @@ def test_existing_name_is_refused_pointing_at_resume(capsys, tmp_path):
     err = _fails(capsys, ["--storage", str(tmp_path)], "already exists")
     assert "--resume" in err and "--name" in err
     assert (exp / "trials.csv").read_text() == "keep me" and len(list(exp.iterdir())) == 1
+    assert main(["--storage", str(tmp_path), "--dry-run"]) == 0  # the plan says so too
+    assert "already exists there: the real run needs --resume" in capsys.readouterr().out
+    assert (exp / "trials.csv").read_text() == "keep me" and len(list(exp.iterdir())) == 1
 
 
 def test_unreachable_address(capsys, tmp_path):
@@ -97,3 +100,7 @@ def test_script_entry_point_help_and_bad_gpu_count():
                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --num-gpus") and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1
+    typo = subprocess.run([sys.executable, "sweeps/run.py", "--num-samples", "many"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert typo.returncode == 2 and typo.stderr.startswith("error: argument --num-samples")
+    assert len(typo.stderr.strip().splitlines()) == 1 and "usage:" not in typo.stderr
