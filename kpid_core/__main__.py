@@ -131,10 +131,9 @@ def _check_runs(model, args) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    from kpid_core.cli import ArgumentParser
     from kpid_core.importance import METRICS
     from kpid_core.prune import ALLOCATIONS
-
-    from kpid_core.cli import ArgumentParser
 
     p = ArgumentParser(prog="python -m kpid_core",
                                 description="KPID: knapsack channel pruning to a MAC budget.")

@@ -106,3 +106,15 @@ def test_bad_baselines_are_one_line_config_errors(baselines, needle):
     with pytest.raises(ConfigError) as err:
         parse_sweep(_sweep(baselines=baselines))
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_bundled_sweep_config_is_valid():
+    from pathlib import Path
+
+    import sweeps
+
+    files = sorted((Path(sweeps.__file__).parent / "configs").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"digits_demo", "cifar10_resnet56", "resnet50_imagenet"}
+    for f in files:
+        spec = load_sweep(f)
+        assert spec.name == f.stem and spec.num_trials() >= 1 and spec.budgets
