@@ -235,7 +235,8 @@ def _summary(df, info, teacher, same, pub, why, mvb, x, y) -> str:
 
     out.append("\n## Gain over baselines at matched MACs\n\n")
     out.append(f"For each baseline: the best front {ylabel.split(' (')[0]} at ≤ its {x}, minus its own "
-               "(pp = percentage points; – = no front point that cheap).\n\n")
+               "(pp = percentage points; – = no front point that cheap). A same-data baseline matched to a "
+               "budget is compared with the front at that budget.\n\n")
     tables = []
     if _has_xy(same, x, y):
         tables.append(("same data", same))

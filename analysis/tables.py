@@ -93,13 +93,19 @@ def gains_over_baselines(front: pd.DataFrame, baselines: pd.DataFrame, x: str = 
 
     ``front`` is a Pareto front (rows with ``trial_id``); ``baselines`` has ``label``, ``x`` and ``y``
     columns in the same units. ``gain`` is NaN when no front point is as cheap as the baseline.
+    A same-data baseline whose width was matched to a MAC budget (``budget`` and ``macs_dense`` set,
+    ``x == "macs"``) lands a little under it (widths move in steps of 8 channels); it is compared with
+    the front at that budget, the cap every pruned trial of the budget had.
     """
     for col in (x, y):
         if col not in baselines.columns:
             raise AnalysisError(f"baselines lack column {col!r}")
     records: list[dict[str, Any]] = []
     for _, b in baselines.iterrows():
-        cheap = front[front[x] <= b[x]]
+        cap = b[x]
+        if x == "macs" and pd.notna(b.get("budget")) and pd.notna(b.get("macs_dense")):
+            cap = max(cap, float(b["budget"]) * float(b["macs_dense"]))
+        cheap = front[front[x] <= cap]
         rec: dict[str, Any] = {"baseline": b.get("label", b.get("model")), f"baseline_{x}": b[x], f"baseline_{y}": b[y]}
         if len(cheap):
             best = cheap.loc[cheap[y].idxmax()]

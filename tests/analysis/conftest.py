@@ -51,7 +51,8 @@ def make_trials(
     # Same-data baselines: smaller dense architectures trained on the same split.
     for width, acc in ((0.5, teacher_accuracy - 0.03), (0.25, teacher_accuracy - 0.09)):
         n += 1
-        row = _row(n, "finished", "baseline", arch, 1.0, None, 0.0, 0.0, acc, teacher_accuracy, macs_dense,
+        # fixed widths, as sweeps/baselines.py writes them: no budget (only width: match has one)
+        row = _row(n, "finished", "baseline", arch, np.nan, None, 0.0, 0.0, acc, teacher_accuracy, macs_dense,
                    width**2, params_dense, 8, "", dataset, image_size, 0, rng)
         row["config/model.width"] = width
         rows.append(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,3 +72,17 @@ def test_same_data_baselines_are_finished_baseline_rows(results_dir):
     same = same_data_baselines(df)
     assert len(same) == 2 and (same["kind"] == "baseline").all() and (same["status"] == "finished").all()
     assert set(same["label"]) == {"digits_resnet ×0.5", "digits_resnet ×0.25"}
+
+
+def test_gain_of_a_budget_matched_baseline_is_taken_at_its_budget():
+    from analysis.tables import gains_over_baselines
+
+    front = pd.DataFrame({"trial_id": ["a", "b"], "macs": [760.0, 1520.0], "accuracy": [0.986, 0.992]})
+    base = pd.DataFrame({"label": ["matched", "fixed", "tiny"], "macs": [714.0, 714.0, 100.0],
+                         "accuracy": [0.978, 0.978, 0.5], "budget": [0.25, np.nan, np.nan],
+                         "macs_dense": [3050.0, 3050.0, 3050.0]})
+    g = gains_over_baselines(front, base).set_index("baseline")
+    # matched to budget 0.25 (cap 762.5 MACs): compared with the pruned trial of that budget
+    assert g.loc["matched", "trial_id"] == "a" and g.loc["matched", "gain"] == pytest.approx(0.008)
+    # no budget: strictly at <= its own MACs, where no front point is
+    assert pd.isna(g.loc["fixed", "gain"]) and pd.isna(g.loc["tiny", "trial_id"])
