@@ -45,15 +45,16 @@ def test_bad_baselines_are_config_errors():
 
 @pytest.mark.slow
 def test_run_baseline_trains_at_the_budget_under_the_shared_teacher(tmp_path):
-    cfg = load_config(overrides=["teacher.epochs=5", "epochs=4", "budget=0.25"])
+    cfg = load_config(overrides=["teacher.epochs=3", "epochs=1", "budget=0.25"])
     shared = prepare_shared(cfg, tmp_path / "shared", ["l1"])
     seen = []
     m = run_baseline(cfg, "mobilenet_v3_small", on_epoch=lambda e, x: seen.append(e), shared=shared,
                      out_dir=tmp_path / "b")
     assert m["kind"] == "baseline" and m["arch"] == "mobilenet_v3_small" and m["status"] == "finished"
-    assert seen == [1, 2, 3, 4] and m["epochs_done"] == 4 and m["budget"] == 0.25
+    assert seen == [1] and m["epochs_done"] == 1 and m["budget"] == 0.25
     assert 0.2 <= m["macs_ratio"] <= 0.25 and m["teacher_accuracy"] == shared.teacher_accuracy
-    assert m["accuracy"] > 0.2  # it learned from scratch in 4 epochs (chance is 0.1)
     assert (tmp_path / "b" / "metrics.json").is_file()
-    fixed = run_baseline(cfg, "digits_resnet", width=0.5, shared=shared, epochs=1)
-    assert fixed["width"] == 0.5 and fixed["budget"] is None and fixed["epochs_done"] == 1
+    # a fixed width, more epochs: it learns from scratch under the teacher (chance is 0.1)
+    fixed = run_baseline(cfg, "digits_resnet", width=0.5, shared=shared, epochs=3)
+    assert fixed["width"] == 0.5 and fixed["budget"] is None and fixed["epochs_done"] == 3
+    assert fixed["accuracy"] > 0.5 and fixed["macs_ratio"] < 0.35

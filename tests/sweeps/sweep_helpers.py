@@ -63,7 +63,7 @@ def count(markers: Path, kind: str) -> int:
 
 
 def real_sweep(path: Path, *, name: str = "real", samples: int = 4, epochs: int = 2, budgets=(0.3, 0.6),
-               early_stopping=None, extra_base=None, space=None, mode: str = "optuna") -> Path:
+               early_stopping=None, extra_base=None, space=None, mode: str = "optuna", baselines=None) -> Path:
     """A tiny sweep YAML for the real run_trial on digits (1-epoch teacher, small importance)."""
     import yaml
 
@@ -76,6 +76,8 @@ def real_sweep(path: Path, *, name: str = "real", samples: int = 4, epochs: int 
         "search": {"mode": mode, "num_samples": samples, "early_stopping": early_stopping,
                    "max_failures": 1},
     }
+    if baselines:
+        cfg["baselines"] = baselines
     path.write_text(yaml.safe_dump(cfg))
     return path
 

@@ -28,9 +28,39 @@ def _last_results(exp: Path) -> list[dict]:
     return out
 
 
+def _check_baselines(exp: Path, df: pd.DataFrame, printed: str) -> None:
+    """Same-data baselines: rows of their own kind, at the budget's MACs, drawn by the analysis, not redone."""
+    base = df[df["kind"] == "baseline"].set_index("trial_id")
+    assert sorted(base.index) == ["baseline-digits_resnet-w0.5", "baseline-mobilenet_v3_small-b0.3"]
+    assert (base["status"] == "finished").all() and base["accuracy"].between(0.0, 1.0).all()
+    mnv3 = base.loc["baseline-mobilenet_v3_small-b0.3"]
+    assert mnv3["arch"] == "mobilenet_v3_small" and mnv3["budget"] == 0.3 and 0.2 < mnv3["macs_ratio"] <= 0.3
+    assert float(base.loc["baseline-digits_resnet-w0.5", "config/model.width"]) == 0.5
+    assert math.isnan(base.loc["baseline-digits_resnet-w0.5", "budget"])
+    assert "same-data baselines" in printed
+
+    from analysis.baselines import same_data_baselines
+    from analysis.load import load_results
+
+    labels = set(same_data_baselines(load_results(exp))["label"])
+    assert labels == {"digits_resnet ×0.5", f"mobilenet_v3_small ×{float(mnv3['config/model.width']):.3g}"}
+    summary = (exp / "report" / "summary.md").read_text()
+    assert all(label in summary for label in labels)
+
+    # finished baselines are results: running them again (as --resume does) trains nothing
+    from sweeps.baselines import run_baselines
+    from sweeps.space import load_sweep
+
+    again = io.StringIO()
+    rows = run_baselines(load_sweep(exp / "sweep.yaml"), exp, None, num_cpus=1, num_gpus=0, out=again)
+    assert again.getvalue() == "" and sorted(r["trial_id"] for r in rows) == sorted(base.index)
+
+
 def test_multi_objective_sweep_runs_once_per_sweep_preparation(ray_2_cpus, tmp_path, markers):
     cfg = real_sweep(tmp_path / "s.yaml", samples=4, epochs=2,
-                     early_stopping={"grace_period": 1, "reduction_factor": 2})
+                     early_stopping={"grace_period": 1, "reduction_factor": 2},
+                     baselines=[{"model": "mobilenet_v3_small", "width": "match", "budgets": [0.3], "epochs": 1},
+                                {"model": "digits_resnet", "width": 0.5, "epochs": 1}])
     out = io.StringIO()
     exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"),
                                "--gpus-per-trial", "0"),
@@ -38,8 +68,10 @@ def test_multi_objective_sweep_runs_once_per_sweep_preparation(ray_2_cpus, tmp_p
     df = pd.read_parquet(exp / "trials.parquet")
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     assert "config/prune.budget" in df.columns and "config/distill.kd_weight" in df.columns
-    assert len(df) == 4 and set(df["status"]) <= {"finished", "early_stopped"}
     assert pd.read_csv(exp / "trials.csv")["trial_id"].tolist() == df["trial_id"].tolist()
+    _check_baselines(exp, df, out.getvalue())
+    df = df[df["kind"] == "pruned"]
+    assert len(df) == 4 and set(df["status"]) <= {"finished", "early_stopped"}
     fin = df[df.status == "finished"]
     assert len(fin) >= 2 and fin["accuracy"].between(0.2, 1.0).all()
     assert (fin["epochs_done"] == 2).all()
