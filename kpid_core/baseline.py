@@ -9,7 +9,7 @@ from the same teacher.
 
 Images smaller than :data:`SMALL_INPUT` pixels get a stride-1 stem (torchvision's stride-2 stem
 plus four more downsamplings would leave a 16-px digit at 1×1 before the last stages), and the
-stem takes the data's channel count. Both are recorded in the result.
+stem takes the data's channel count. The result records the stem's input channels and stride.
 """
 
 from __future__ import annotations
@@ -38,8 +38,17 @@ def has_width(arch: str) -> bool:
     return model_in_channels(arch) is None or arch.startswith("mobilenet")
 
 
+def _stem(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    return next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def _stem_facts(model: nn.Module) -> dict[str, int]:
+    conv = _stem(model)[1]
+    return {"in_channels": conv.in_channels, "stride": conv.stride[0]}
+
+
 def _adapt_stem(model: nn.Module, in_channels: int, stride1: bool) -> None:
-    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    name, conv = _stem(model)
     if conv.in_channels == in_channels and (not stride1 or conv.stride == (1, 1)):
         return
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, 1 if stride1 else conv.stride, conv.padding,
@@ -77,15 +86,20 @@ def match_width(arch: str, target_macs: int, input_shape: tuple[int, int, int], 
         return count_macs(build_compact(arch, w, input_shape, num_classes), input_shape)
 
     lo, hi = 0.02, 4.0
-    if macs(lo) > target_macs:
-        raise ConfigError(f"baselines: {arch} needs at least {macs(lo):,} MACs at {input_shape[1]} px, more than "
+    lo_macs, hi_macs = macs(lo), macs(hi)
+    if lo_macs > target_macs:
+        raise ConfigError(f"baselines: {arch} needs at least {lo_macs:,} MACs at {input_shape[1]} px, more than "
                           f"the budget's {target_macs:,}")
-    if macs(hi) <= target_macs:
-        return hi, macs(hi)
+    if hi_macs <= target_macs:
+        return hi, hi_macs
     for _ in range(iters):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs(mid) <= target_macs else (lo, mid)
-    return lo, macs(lo)
+        mid_macs = macs(mid)
+        if mid_macs <= target_macs:
+            lo, lo_macs = mid, mid_macs
+        else:
+            hi = mid
+    return lo, lo_macs
 
 
 def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Callable[[int, dict], None] | None = None,
@@ -138,7 +152,7 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
         "params": int(sum(p.numel() for p in student.parameters())), "params_dense": int(dense_params),
         "budget": target, "metric": None, "status": "finished", "epochs_done": fr.epochs_done,
         "kind": "baseline", "arch": arch, "width": float(width),
-        "stem": "adapted" if shape[1] < SMALL_INPUT or shape[0] != 3 else "torchvision",
+        "stem": _stem_facts(student),
         "times": {"finetune_s": fr.seconds, "total_s": time.perf_counter() - t0}, "config": cfg.to_dict(),
     }
     if out_dir is not None:

@@ -54,6 +54,7 @@ def test_run_baseline_trains_at_the_budget_under_the_shared_teacher(tmp_path):
     assert seen == [1] and m["epochs_done"] == 1 and m["budget"] == 0.25
     assert 0.2 <= m["macs_ratio"] <= 0.25 and m["teacher_accuracy"] == shared.teacher_accuracy
     assert (tmp_path / "b" / "metrics.json").is_file()
+    assert m["stem"] == {"in_channels": 1, "stride": 1}  # 1-channel 16-px digits: the adapted stem
     # a fixed width, more epochs: it learns from scratch under the teacher (chance is 0.1)
     fixed = run_baseline(cfg, "digits_resnet", width=0.5, shared=shared, epochs=3)
     assert fixed["width"] == 0.5 and fixed["budget"] is None and fixed["epochs_done"] == 3
