@@ -10,55 +10,43 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sweeps.space import BUDGET_KEY, SweepSpec, apply_params, flatten
+from sweeps.results import trial_row
+from sweeps.search import FINAL_KEY
+from sweeps.space import BUDGET_KEY, SweepSpec, apply_params
 
 __all__ = ["baseline_row", "run_baselines"]
 
-BaselineFn = Callable[..., dict]
-
-
-def _run_one(cfg: dict, run: dict, out_dir: str, shared: Any, fn: BaselineFn | None) -> dict:
+def _run_one(cfg: dict, run: dict, out_dir: str, shared: Any) -> dict:
     from kpid_core.baseline import run_baseline
     from kpid_core.errors import NonFiniteLossError
 
     try:
-        return (fn or run_baseline)(cfg, run["model"], run["width"], out_dir=out_dir, shared=shared,
-                                    epochs=run["epochs"])
+        return run_baseline(cfg, run["model"], run["width"], out_dir=out_dir, shared=shared, epochs=run["epochs"])
     except NonFiniteLossError as exc:  # diverged: a result, not a crash to retry
         return {"status": "error", "error": f"NonFiniteLossError: {exc}"}
 
 
 def baseline_row(run: dict[str, Any], base: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
-    """One trials-table row for a baseline ``run`` (from ``SweepSpec.baseline_runs``) with metrics ``m``."""
-    params = {BUDGET_KEY: run["budget"]} if run["budget"] is not None else {}
-    cfg = flatten(apply_params(base, params))
-    cfg["model.name"], cfg["model.width"] = run["model"], m.get("width", run["width"])
-    cfg["distill.inner_weight"], cfg["prune.metric"] = 0.0, None
+    """One trials-table row for a baseline ``run`` (from ``SweepSpec.baseline_runs``) with metrics ``m``:
+    a :func:`~sweeps.results.trial_row` of the baseline's own config, of ``kind == "baseline"``."""
+    params: dict[str, Any] = {"model.name": run["model"], "model.width": m.get("width", run["width"]),
+                              "distill.inner_weight": 0.0, "prune.metric": None}
+    if run["budget"] is not None:
+        params[BUDGET_KEY] = run["budget"]
     if run["epochs"]:
-        cfg["train.epochs"] = run["epochs"]
+        params["train.epochs"] = run["epochs"]
     finished = m.get("status") == "finished"
-    row: dict[str, Any] = {
-        "trial_id": f"baseline-{run['label']}", "status": "finished" if finished else "error", "kind": "baseline",
-        "arch": run["model"], "budget": run["budget"] if run["budget"] is not None else math.nan, "metric": None,
-        "kd_weight": cfg.get("distill.kd_weight"), "inner_weight": 0.0, "temperature": cfg.get("distill.temperature"),
-        "match": None, "lr": cfg.get("train.lr"), "epochs": cfg.get("train.epochs"),
-        "accuracy": m.get("accuracy", math.nan) if finished else math.nan,
-        "val_accuracy": m.get("val_accuracy", math.nan), "teacher_accuracy": m.get("teacher_accuracy", math.nan),
-        "macs": m.get("macs"), "macs_dense": m.get("macs_dense"), "macs_ratio": m.get("macs_ratio", math.nan),
-        "params": m.get("params"), "epochs_done": m.get("epochs_done", 0), "latency_ms": math.nan,
-        "error": "" if finished else str(m.get("error", "failed"))[:500], "checkpoint_path": "",
-    }
-    for k, v in cfg.items():
-        row[f"config/{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    row = trial_row(f"baseline-{run['label']}", params, base, {**m, FINAL_KEY: True} if finished else m,
+                    None if finished else str(m.get("error", "failed"))[:500])
+    row.update(kind="baseline", budget=run["budget"] if run["budget"] is not None else math.nan, match=None)
     return row
 
 
 def run_baselines(spec: SweepSpec, exp_path: Path, shared: Any, *, num_cpus: float, num_gpus: float,
-                  out: Any, baseline_fn: BaselineFn | None = None) -> list[dict[str, Any]]:
+                  out: Any) -> list[dict[str, Any]]:
     """Run the sweep's baselines that have no finished result yet; return a row for every baseline."""
     import ray
 
@@ -80,7 +68,7 @@ def run_baselines(spec: SweepSpec, exp_path: Path, shared: Any, *, num_cpus: flo
     pending = {}
     for r in todo:
         params = {BUDGET_KEY: r["budget"]} if r["budget"] is not None else {}
-        ref = task.remote(apply_params(spec.base, params), r, str(root / r["label"]), shared, baseline_fn)
+        ref = task.remote(apply_params(spec.base, params), r, str(root / r["label"]), shared)
         pending[ref] = r
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
