@@ -285,8 +285,7 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     if bad:
         raise ConfigError(f"{where}: resources: unknown key(s) {sorted(bad)}; allowed: {sorted(_RESOURCE_KEYS)}")
     objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
-    baselines = _baselines(raw.get("baselines"), where)
-    return SweepSpec(
+    spec = SweepSpec(
         name=raw.get("name"),
         base=base,
         space=space,
@@ -298,9 +297,14 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
         max_concurrent=search.get("max_concurrent"),
         objectives=objectives,  # type: ignore[arg-type]
         resources=resources,
-        baselines=baselines,
+        baselines=_baselines(raw.get("baselines"), where),
         raw=raw,
     )
+    labels = [r["label"] for r in spec.baseline_runs()]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:  # two runs with one label would share one result directory
+        raise ConfigError(f"{where}: baselines: the same baseline run is listed twice: {', '.join(twice)}")
+    return spec
 
 
 def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
@@ -312,7 +316,7 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
     from kpid_core.baseline import has_width
     from kpid_core.models import MODEL_NAMES
 
-    out, labels = [], set()
+    out = []
     for i, e in enumerate(entries):
         at = f"{where}: baselines[{i}]"
         if not isinstance(e, dict) or "model" not in e:
@@ -339,10 +343,6 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
             if isinstance(e["epochs"], bool) or not isinstance(e["epochs"], int) or e["epochs"] < 1:
                 raise ConfigError(f"{at}.epochs: {e['epochs']!r}; allowed: an integer >= 1")
             entry["epochs"] = int(e["epochs"])
-        key = (model, str(entry["width"]), tuple(entry.get("budgets", ())))
-        if key in labels:
-            raise ConfigError(f"{at}: the same baseline is listed twice")
-        labels.add(key)
         out.append(entry)
     return out
 

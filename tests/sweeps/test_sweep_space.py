@@ -100,6 +100,10 @@ def test_baselines_expand_per_budget_and_round_trip():
         ([{"model": "mobilenet_v2", "budgets": [1.5]}], "baselines[0].budgets"),
         ([{"model": "mobilenet_v2", "epochs": 0}], "baselines[0].epochs"),
         ([{"model": "mobilenet_v2"}, {"model": "mobilenet_v2"}], "listed twice"),
+        # the same run reached twice: all budgets (0.3 among them), then 0.3 alone
+        ([{"model": "mobilenet_v2"}, {"model": "mobilenet_v2", "budgets": [0.3]}],
+         "listed twice: mobilenet_v2-b0.3"),
+        ([{"model": "digits_resnet", "width": 1}, {"model": "digits_resnet", "width": 1.0}], "digits_resnet-w1"),
     ],
 )
 def test_bad_baselines_are_one_line_config_errors(baselines, needle):
