@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-__all__ = ["average_gradients_and_loss", "broadcast_parameters", "eval_shard", "reduce_counts",
+__all__ = ["average_gradients_and_loss", "broadcast_parameters", "eval_shard", "mean_over_ranks", "reduce_counts",
            "shard_train_loader", "sync_buffers", "world"]
 
 
@@ -31,10 +31,6 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _comm_device(tensors: list[torch.Tensor]) -> torch.device:
-    return tensors[0].device if tensors else torch.device("cpu")
 
 
 def broadcast_parameters(*modules: nn.Module) -> None:
@@ -81,7 +77,7 @@ def average_gradients_and_loss(params: list[nn.Parameter], loss: torch.Tensor) -
     if n < 2:
         return loss.detach()
     grads = [p.grad for p in params if p.grad is not None]
-    dev = _comm_device(grads) if grads else loss.device
+    dev = grads[0].device if grads else loss.device
     flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().reshape(1).float().to(dev)])
     dist.all_reduce(flat)
     flat /= n
@@ -116,6 +112,19 @@ def eval_shard(loader: DataLoader) -> DataLoader:
     idx = list(range(rank, len(loader.dataset), n))  # type: ignore[arg-type]
     return DataLoader(Subset(loader.dataset, idx), batch_size=loader.batch_size, shuffle=False,
                       num_workers=loader.num_workers, pin_memory=loader.pin_memory, collate_fn=loader.collate_fn)
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average each of ``values`` over ranks (the per-epoch loss terms)."""
+    import torch.distributed as dist
+
+    n = world()[1]
+    if n < 2:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / n for k, v in zip(keys, t.tolist())}
 
 
 def reduce_counts(correct: int, total: int, device: torch.device) -> tuple[int, int]:

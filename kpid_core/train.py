@@ -31,6 +31,7 @@ from kpid_core.distributed import (
     average_gradients_and_loss,
     broadcast_parameters,
     eval_shard,
+    mean_over_ranks,
     reduce_counts,
     shard_train_loader,
     sync_buffers,
@@ -118,15 +119,6 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None,
 def _raise_non_finite(desc: str, parts: dict, epoch: int, lr: float) -> None:
     raise NonFiniteLossError(f"{desc}: non-finite loss ({parts['loss']}) at epoch {epoch + 1}, parts {parts}; "
                              f"lower the learning rate (lr={lr})")
-
-
-def _mean_over_ranks(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
-    import torch.distributed as dist
-
-    keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) / world()[1] for k, v in zip(keys, t.tolist())}
 
 
 def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -262,9 +254,8 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
                 sums[k] += parts[k] * b
             n += b
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
-        if n_ranks > 1:
-            sync_buffers(student)
-            metrics = _mean_over_ranks(metrics, device)
+        sync_buffers(student)
+        metrics = mean_over_ranks(metrics, device)
         metrics.update(epoch=epoch + 1, accuracy=evaluate(student, loaders.val, device, cl, amp),
                        lr=opt.param_groups[0]["lr"])
         history.append(metrics)
