@@ -344,18 +344,20 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
         err = f"{r.error.__class__.__name__}: {r.error}"[:500] if r.error else None
         ckpt = r.checkpoint.path if r.checkpoint else None
         rows.append(trial_row(trial_id, r.config or {}, spec.base, r.metrics, err, ckpt))
+    baselines_s = 0.0
     if spec.baselines and local:
         from sweeps.baselines import run_baselines
 
         t_base = time.perf_counter()
         rows += run_baselines(spec, exp_path, shared, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
                               out=out)
-        fit_s += time.perf_counter() - t_base
+        baselines_s = time.perf_counter() - t_base
     df = trials_table(rows)
     if local:
         write_trials(df, exp_path)
         (exp_path / "timings.json").write_text(json.dumps(
-            {"prepare_s": round(prepare_s, 3), "fit_s": round(fit_s, 3), "resumed": resume}))
+            {"prepare_s": round(prepare_s, 3), "fit_s": round(fit_s, 3), "baselines_s": round(baselines_s, 3),
+             "resumed": resume}))
     print("\n".join(summary_lines(df)), file=out)
     if local:
         try:

@@ -38,6 +38,8 @@ def _check_baselines(exp: Path, df: pd.DataFrame, printed: str) -> None:
     assert float(base.loc["baseline-digits_resnet-w0.5", "config/model.width"]) == 0.5
     assert math.isnan(base.loc["baseline-digits_resnet-w0.5", "budget"])
     assert "same-data baselines" in printed
+    timings = json.loads((exp / "timings.json").read_text())  # baselines timed apart from Tune's trials
+    assert timings["baselines_s"] > 0 and timings["fit_s"] > 0
 
     from analysis.baselines import same_data_baselines
     from analysis.load import load_results
