@@ -11,6 +11,8 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
@@ -24,16 +26,15 @@ def _build(args):
     from kpid_core.models import build_model
 
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = build_model(args.model, **kwargs)
-    _check_runs(model, args)
-    return model, kwargs
+    return build_model(args.model, **kwargs), kwargs
 
 
 def _cmd_macs(args) -> int:
     from kpid_core.macs import count_params, format_count, macs_breakdown
 
     model, _ = _build(args)
-    rows = macs_breakdown(model, _shape(args))
+    with _input_errors(args):  # counting is the model's one forward: its failure is about --input
+        rows = macs_breakdown(model, _shape(args))
     total, params = sum(r.macs for r in rows), count_params(model)
     if args.json:
         out = {"model": args.model, "input_shape": list(_shape(args)), "macs": total, "params": params}
@@ -70,6 +71,7 @@ def _cmd_prune(args) -> int:
                           f"use a data-free metric ({', '.join(m for m in METRICS if m not in DATA_METRICS)}) "
                           f"or compute scores with kpid_core.compute_importance")
     model, kwargs = _build(args)
+    _check_runs(model, args)  # one forward before importance and pruning, so --input fails fast
     if args.checkpoint:
         ck = Path(args.checkpoint)
         if not ck.is_file():
@@ -116,18 +118,23 @@ def _pixels(text: str) -> int:
     return n
 
 
-def _check_runs(model, args) -> None:
-    """A model too deep for ``--input`` pixels fails here with a line naming --input, not in torch."""
-    import torch
-
+@contextmanager
+def _input_errors(args) -> Iterator[None]:
+    """A model too deep for ``--input`` pixels fails with a line naming --input, not in torch."""
     from kpid_core.errors import ConfigError
 
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *_shape(args)))
+        yield
     except RuntimeError as exc:
         raise ConfigError(f"--input {args.input}: model {args.model!r} cannot run on a {args.input}x{args.input} "
                           f"image ({str(exc).splitlines()[0][:160]}); use a larger --input") from None
+
+
+def _check_runs(model, args) -> None:
+    import torch
+
+    with _input_errors(args), torch.no_grad():
+        model.eval()(torch.zeros(1, *_shape(args)))
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
