@@ -27,11 +27,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._anchors import tp_global_stepped as tp_global  # shared with bench/latency.py, quality.py
+from kpid_core.allocation import min_keep_floors
 from kpid_core.groups import find_groups
 from kpid_core.importance import ImportanceContext, get_metric
 from kpid_core.knapsack import solve
 from kpid_core.models import build_model
-from kpid_core.prune import _floors, prune_to_budget
+from kpid_core.prune import prune_to_budget
 
 MODELS = ["resnet50", "mobilenet_v3_large", "efficientnet_b0"]
 BUDGETS = [0.3, 0.5, 0.7]
@@ -48,7 +49,7 @@ def paper_code(model, x, budget, min_keep=0.1) -> float:
     fixed = G.macs() - float(cost @ G.sizes)
     gid = np.concatenate([np.full(s, i) for i, s in enumerate(G.sizes)])
     rank = np.concatenate([np.argsort(np.argsort(-v, kind="stable")) for v in scores])
-    required = rank < _floors(G, min_keep)[gid]
+    required = rank < min_keep_floors(G, min_keep)[gid]
     mask = solve(np.concatenate(scores), cost[gid].astype(float), budget * G.macs() - fixed,
                  method="greedy", required=required)
     k = np.bincount(gid, weights=mask, minlength=len(G)).astype(np.int64)

@@ -42,11 +42,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._anchors import tp_global_to_macs, uniform_prune
+from kpid_core.allocation import allocate
 from kpid_core.groups import ChannelGroups, find_groups
 from kpid_core.importance import compute_importance
 from kpid_core.macs import count_macs
 from kpid_core.models import build_model
-from kpid_core.prune import allocate, prune_to_budget
+from kpid_core.prune import prune_to_budget
 
 __all__ = ["LayerCostTable", "blocked_groups", "latency_groups", "main", "measure_layer_costs", "prune_kept",
            "time_interleaved"]
@@ -92,7 +93,7 @@ def blocked_groups(G: ChannelGroups, step: int = 8) -> tuple[ChannelGroups, np.n
 
 def allocate_blocked(G: ChannelGroups, vectors: list[np.ndarray], budget: float, step: int = 8,
                      min_keep: float = 0.1) -> dict[str, list[int]]:
-    """Knapsack allocation (the engine's :func:`~kpid_core.prune.allocate`) in blocks of ``step``
+    """Knapsack allocation (the engine's :func:`~kpid_core.allocation.allocate`) in blocks of ``step``
     channels: every kept count is a multiple of ``step`` where the group size allows."""
     Gb, steps = blocked_groups(G, step)
     orders = [_ranked(v) for v in vectors]

@@ -55,16 +55,17 @@ def _cmd_macs(args) -> int:
 def _cmd_prune(args) -> int:
     import torch
 
+    from kpid_core.allocation import check_fraction
     from kpid_core.errors import ConfigError, SpecError
     from kpid_core.importance import DATA_METRICS, METRICS, compute_importance, get_metric
     from kpid_core.macs import format_count
-    from kpid_core.prune import _check_fraction, prune_to_budget, save_pruned
+    from kpid_core.prune import prune_to_budget, save_pruned
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {str(out)!r} exists and is not empty; refusing to overwrite it")
-    _check_fraction("budget", args.budget)  # bad arguments fail before any model is built
-    _check_fraction("min_keep", args.min_keep)
+    check_fraction("budget", args.budget)  # bad arguments fail before any model is built
+    check_fraction("min_keep", args.min_keep)
     get_metric(args.metric)
     if args.metric in DATA_METRICS:
         raise ConfigError(f"--metric {args.metric!r} needs training data, which this command does not load; "
@@ -138,9 +139,9 @@ def _check_runs(model, args) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    from kpid_core.allocation import ALLOCATIONS
     from kpid_core.cli import ArgumentParser
     from kpid_core.importance import METRICS
-    from kpid_core.prune import ALLOCATIONS
 
     p = ArgumentParser(prog="python -m kpid_core",
                                 description="KPID: knapsack channel pruning to a MAC budget.")

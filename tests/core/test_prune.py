@@ -151,3 +151,32 @@ def test_input_model_untouched_and_errors(tiny):
         prune_to_budget(tiny, x, 0.5, {"stem": torch.ones(8)})
     with pytest.raises(SpecError, match="has 8 channels"):
         prune_to_budget(tiny, x, 0.5, {"stem": torch.ones(3), "expand": torch.ones(12)})
+
+
+def test_old_import_path_reexports_the_split_modules():
+    """Users import allocation, spec and export names from ``kpid_core.prune``: each is the same
+    object as in the module that owns it."""
+    import importlib
+
+    from kpid_core import prune
+
+    homes = {"ALLOCATIONS": "allocation", "SOLVERS": "allocation", "allocate": "allocation",
+             "SPEC_FORMAT": "spec", "SPEC_VERSION": "spec", "load_pruned": "spec", "output_channels": "spec",
+             "save_pruned": "spec", "export_onnx": "export"}
+    for name in prune.__all__:
+        obj = getattr(prune, name)
+        if name in homes:
+            assert obj is getattr(importlib.import_module(f"kpid_core.{homes[name]}"), name), name
+
+
+def test_check_fraction_and_min_keep_floors(tiny):
+    from kpid_core.allocation import check_fraction, min_keep_floors
+
+    assert check_fraction("budget", 1) == 1.0
+    for bad in (0, 1.5, True, "0.5", float("nan")):
+        with pytest.raises(ConfigError, match="budget"):
+            check_fraction("budget", bad)
+    groups = find_groups(tiny, torch.zeros(1, 3, 16, 16))
+    floors = min_keep_floors(groups, 0.1)
+    assert all(1 <= f <= g.size and f >= math.ceil(0.1 * g.size - 1e-9) for f, g in zip(floors, groups))
+    assert list(min_keep_floors(groups, 1.0)) == [g.size for g in groups]

@@ -1,0 +1,223 @@
+"""Channel allocation: how many (and which) channels each group keeps under a MAC budget.
+
+Within a group channels are ranked by score (a group keeps its top-k). The exact MAC model of
+:mod:`kpid_core.groups` is quadratic in the kept counts (a channel's cost depends on how many
+channels its neighbours keep), so the knapsack is solved on its linearisation at the current counts
+(item weight = marginal MACs, capacity = B − M(k) + Σ c_g k_g) for a few rounds; an exact repair step
+then drops the cheapest-value channels while over budget and an exact fill step adds the best
+channels that still fit. The result lands at or just under the budget, counting the input-channel
+MACs that neighbouring layers save. ``uniform`` (the same fraction in every group) is the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
+from kpid_core.groups import ChannelGroups
+
+__all__ = ["ALLOCATIONS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "score_vectors"]
+
+ALLOCATIONS = ("knapsack", "uniform")
+SOLVERS = ("dp", "greedy")
+_KNAPSACK_ROUNDS = 6
+
+
+# ---- validation ---------------------------------------------------------------------------------
+def check_fraction(name: str, value: Any) -> float:
+    """Validate a fraction argument such as ``budget`` or ``min_keep``.
+
+    Args:
+        name: the argument's name, used in the error message.
+        value: the value to check; must be a real number (not a bool) in (0, 1].
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        ConfigError: when ``value`` is not a number in (0, 1].
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {value!r}")
+    v = float(value)
+    if not (0.0 < v <= 1.0) or math.isnan(v):
+        raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+    return v
+
+
+def score_vectors(groups: ChannelGroups, scores: Any, model: nn.Module) -> list[np.ndarray]:
+    """One float64 array of channel scores per group, in ``groups`` order.
+
+    Args:
+        groups: the channel groups of ``model``.
+        scores: :class:`~kpid_core.importance.ImportanceScores`, a mapping ``group_key -> 1-D
+            tensor``, or None to compute the data-free ``l1`` metric on ``model``.
+        model: the model ``groups`` was traced from (read only when ``scores`` is None).
+
+    Returns:
+        ``[scores of group 0, scores of group 1, ...]``, each of length ``group.size``.
+
+    Raises:
+        ConfigError: ``scores`` is neither of the accepted types.
+        SpecError: a group is missing, has the wrong length or holds NaN/Inf.
+    """
+    if scores is None:
+        from kpid_core.importance import ImportanceContext, get_metric
+
+        ctx = ImportanceContext(model, groups)
+        metric = get_metric("l1")
+        return [metric(ctx, g).numpy().astype(np.float64) for g in groups]
+    table = scores.scores if hasattr(scores, "scores") else scores
+    if not isinstance(table, Mapping):
+        raise ConfigError("scores must be ImportanceScores or a mapping group_key -> 1-D tensor")
+    out = []
+    for g in groups:
+        if g.key not in table:
+            raise SpecError(f"scores do not match the model: no scores for channel group {g.key!r}")
+        v = np.asarray(torch.as_tensor(table[g.key]).detach().cpu().to(torch.float64).reshape(-1))
+        if v.shape[0] != g.size:
+            raise SpecError(f"scores do not match the model: group {g.key!r} has {g.size} channels, "
+                            f"scores have {v.shape[0]}")
+        if not np.all(np.isfinite(v)):
+            raise SpecError(f"scores for group {g.key!r} contain NaN/Inf")
+        out.append(v)
+    return out
+
+
+# ---- allocation ---------------------------------------------------------------------------------
+def min_keep_floors(groups: ChannelGroups, min_keep: float) -> np.ndarray:
+    """The fewest channels each group may keep.
+
+    Args:
+        groups: the channel groups.
+        min_keep: fraction of each group's channels that must stay, in (0, 1].
+
+    Returns:
+        int64 array, one count per group: ``ceil(min_keep * size)``, at least 1 and at most ``size``.
+    """
+    return np.array([min(g.size, max(1, math.ceil(min_keep * g.size - 1e-9))) for g in groups], dtype=np.int64)
+
+
+def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, budget_macs: int,
+                     solver: str) -> np.ndarray:
+    from kpid_core.knapsack import solve
+
+    sizes = groups.sizes
+    gid = np.concatenate([np.full(s, i, dtype=np.int64) for i, s in enumerate(sizes)])
+    rank = np.concatenate([np.arange(s, dtype=np.int64) for s in sizes])
+    values = np.concatenate(ranked)
+    values = np.maximum(values, 0.0)
+    required = rank < floors[gid]
+    k = sizes.copy()
+    best = None
+    for _ in range(_KNAPSACK_ROUNDS):
+        c = np.maximum(groups.marginal_costs(k), 0.0)
+        capacity = budget_macs - groups.macs(k) + float(np.dot(c, k))
+        weights = c[gid]
+        mask = np.asarray(solve(values, weights, max(capacity, 0.0), method=solver, required=required), dtype=bool)
+        new_k = np.maximum(np.bincount(gid, weights=mask, minlength=len(sizes)).astype(np.int64), floors)
+        m = groups.macs(new_k)
+        if m <= budget_macs and (best is None or m > best[0]):
+            best = (m, new_k.copy())
+        if np.array_equal(new_k, k):
+            break
+        k = new_k
+    return best[1] if best is not None else k
+
+
+def _repair_and_fill(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, k: np.ndarray,
+                     budget_macs: int) -> np.ndarray:
+    """Exact greedy: drop while over budget, then add while something still fits."""
+    k = k.copy()
+    sizes = groups.sizes
+    m = groups.macs(k)
+    while m > budget_macs:
+        saved = groups.removal_costs(k).astype(np.float64)
+        best, best_ratio = -1, math.inf
+        for g in range(len(k)):
+            if k[g] <= floors[g] or saved[g] <= 0:
+                continue
+            ratio = max(ranked[g][k[g] - 1], 0.0) / saved[g]
+            if ratio < best_ratio:
+                best, best_ratio = g, ratio
+        if best < 0:
+            break  # only reachable when the floors alone exceed the budget (checked before)
+        k[best] -= 1
+        m = groups.macs(k)
+    while True:
+        added = groups.addition_costs(k).astype(np.float64)
+        room = budget_macs - m
+        best, best_ratio = -1, -math.inf
+        for g in range(len(k)):
+            if k[g] >= sizes[g] or added[g] > room:
+                continue
+            ratio = math.inf if added[g] <= 0 else max(ranked[g][k[g]], 0.0) / added[g]
+            if ratio > best_ratio:
+                best, best_ratio = g, ratio
+        if best < 0:
+            return k
+        k[best] += 1
+        m = groups.macs(k)
+
+
+def _uniform_counts(groups: ChannelGroups, floors: np.ndarray, budget_macs: int) -> np.ndarray:
+    sizes = groups.sizes
+
+    def counts(f: float) -> np.ndarray:
+        return np.clip(np.floor(f * sizes + 0.5).astype(np.int64), floors, sizes)
+
+    lo, hi = 0.0, 1.0
+    if groups.macs(counts(hi)) <= budget_macs:
+        return counts(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if groups.macs(counts(mid)) <= budget_macs:
+            lo = mid
+        else:
+            hi = mid
+    return counts(lo)
+
+
+def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: float, *, min_keep: float = 0.1,
+             allocation: str = "knapsack", solver: str = "dp") -> dict[str, list[int]]:
+    """Choose the channels to keep so that the MACs are ≤ ``budget`` × the dense MACs.
+
+    Args:
+        groups: the channel groups (their MAC model is the one the budget is checked against).
+        score_vectors: one score array per group, as from :func:`score_vectors`.
+        budget: fraction of the dense MACs to keep, in (0, 1].
+        min_keep: every group keeps at least this fraction of its channels (and at least one).
+        allocation: ``knapsack`` (per-group counts by value per MAC) or ``uniform``.
+        solver: the :func:`kpid_core.knapsack.solve` method for ``knapsack``.
+
+    Returns:
+        ``group_key -> sorted kept channel indices`` (a group keeps its highest-scored channels).
+
+    Raises:
+        InfeasibleBudgetError: the ``min_keep`` floors alone cost more than the budget.
+    """
+    dense = groups.macs()
+    budget_macs = math.floor(budget * dense)
+    floors = min_keep_floors(groups, min_keep)
+    floor_macs = groups.macs(floors)
+    if floor_macs > budget_macs:
+        min_budget = floor_macs / dense
+        raise InfeasibleBudgetError(
+            f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
+            f"costs {min_budget:.4f} of the dense MACs; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
+            f"or a smaller min_keep", min_budget)
+    # channels by descending score; ties broken by index so the choice is deterministic
+    order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
+    ranked = [v[o] for v, o in zip(score_vectors, order)]
+    if allocation == "uniform":
+        k = _uniform_counts(groups, floors, budget_macs)
+    else:
+        k = _knapsack_counts(groups, ranked, floors, budget_macs, solver)
+        k = _repair_and_fill(groups, ranked, floors, k, budget_macs)
+    return {g.key: sorted(int(i) for i in order[g.index][: k[g.index]]) for g in groups}
