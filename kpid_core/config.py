@@ -56,11 +56,14 @@ _FALLBACK_METRICS = ("taylor", "taylor_abs", "l1", "l2", "bn_gamma", "random")
 class DataConfig:
     name: str = "digits"
     root: str | None = None
-    image_size: int = 16
+    image_size: int | None = None  # None = the dataset's own (digits 16, fashion_mnist 28, cifar 32, ...)
     batch_size: int = 64
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     num_workers: int = 0
+    augment: str | None = None  # imagenet | small | none; None = the dataset's usual one
+    channels: int | None = None  # image channels of grey-capable data (1 or 3); None = the data's own
+    train_size: int | None = None  # use at most this many training images (stratified); None = all
 
 
 @dataclass
@@ -179,11 +182,15 @@ class TrialConfig:
     # -- validation ------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
         """Check every value once; raise ConfigError naming the field and the allowed values."""
-        from kpid_core.data import DATASETS
+        from kpid_core.data import AUGMENTS, DATASETS
         from kpid_core.models import MODEL_NAMES
 
         d, m, t, p, k, tr = self.data, self.model, self.teacher, self.prune, self.distill, self.train
         _choice("data.name", d.name, DATASETS, unknown=True)
+        if d.augment is not None:
+            _choice("data.augment", d.augment, AUGMENTS)
+        if d.channels is not None:
+            _choice("data.channels", d.channels, (1, 3))
         _choice("model.name", m.name, MODEL_NAMES, unknown=True)
         _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
         _choice("prune.metric", p.metric, _metrics(), unknown=True)
@@ -214,10 +221,13 @@ class TrialConfig:
         _range("train.weight_decay", tr.weight_decay, 0.0, None)
         _range("train.label_smoothing", tr.label_smoothing, 0.0, 1.0, high_open=True)
         for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
-                            ("data.batch_size", d.batch_size, 1), ("data.image_size", d.image_size, 1),
+                            ("data.batch_size", d.batch_size, 1),
                             ("data.num_workers", d.num_workers, 0),
                             ("prune.importance_batches", p.importance_batches, 1)):
             _range(name, v, lo, None)
+        for name, v in (("data.image_size", d.image_size), ("data.train_size", d.train_size)):
+            if v is not None:
+                _range(name, v, 1, None)
         if t.source == "checkpoint" and not t.checkpoint:
             raise ConfigError("teacher.checkpoint is required when teacher.source=checkpoint (path to a state dict)")
         if d.name in ("cifar10", "cifar100", "imagefolder") and not d.root:
@@ -253,7 +263,7 @@ def _choice(field_name: str, value: Any, allowed: Iterable[str], unknown: bool =
     allowed = list(allowed)
     if value not in allowed:
         err = UnknownNameError if unknown else ConfigError
-        raise err(f"{field_name}={value!r} is not allowed; allowed values: {', '.join(allowed)}")
+        raise err(f"{field_name}={value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
 
 
 def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open: bool = False,

@@ -1,5 +1,6 @@
-"""Datasets for a trial: the bundled digits, CIFAR-10/100 and ImageFolder (ImageNet layout) from a
-local directory, and synthetic tensors for smoke tests.
+"""Datasets for a trial: the bundled digits, Fashion-MNIST (IDX files, e.g. Debian's package),
+CIFAR-10/100 and ImageFolder (ImageNet layout, or small/grey images) from a local directory, and
+synthetic tensors for smoke tests.
 
 ``build_data(cfg.data, seed)`` returns train/val/test loaders. The split is a deterministic function
 of the seed and can be saved (``DataBundle.save_split``) and passed back (``split=``) so that every
@@ -23,9 +24,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from kpid_core.errors import DataError, UnknownNameError
 
-__all__ = ["DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "DataBundle", "build_data", "load_split"]
+__all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "load_split"]
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+AUGMENTS = ("imagenet", "small", "none")
+SMALL_MODEL_INPUT = 64  # side that grey 28-px images are resized to for RGB (torchvision) models
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -151,7 +154,7 @@ def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> Data
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
     y = torch.tensor(d.target, dtype=torch.long)
-    size = int(_get(cfg, "image_size", 16))
+    size = int(_get(cfg, "image_size") or 16)
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     n = len(y)
@@ -176,7 +179,7 @@ def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> Data
 def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
     """Random images whose class shifts the mean of one channel-row band: learnable, but only just."""
     n, k = _SYNTHETIC_SIZE
-    c, size = channels or 3, int(_get(cfg, "image_size", 16))
+    c, size = channels or 3, int(_get(cfg, "image_size") or 16)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, k, (n,), generator=g)
     x = torch.randn(n, c, size, size, generator=g)
@@ -190,6 +193,60 @@ def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> D
     train, val, test = _loaders(Subset(ds, split["train"]), Subset(ds, split["val"]),
                                 Subset(ds, split["test"]), cfg, seed)
     return DataBundle(train, val, test, k, (c, size, size), (0.0,) * c, (1.0,) * c, "synthetic", dict(split))
+
+
+# --- Fashion-MNIST ---------------------------------------------------------------------------------
+def _limit_train(split: dict, labels: np.ndarray, cfg, seed: int) -> dict:
+    """Keep at most ``data.train_size`` training images (stratified by label, seeded)."""
+    n = _get(cfg, "train_size")
+    if n is None or int(n) >= len(split["train"]):
+        return split
+    tr = np.asarray(split["train"])
+    keep, _ = _tts(tr, 1.0 - int(n) / len(tr), labels, seed + 2)
+    return {**split, "train": sorted(keep.tolist())}
+
+
+def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    """Fashion-MNIST from its IDX files: 60k train (val carved by seed) + the fixed 10k test set,
+    held in memory as uint8; padded random crop + flip for training; the training images' own
+    mean/std. One grey channel for flexible-input models; replicated to 3 and resized to
+    :data:`SMALL_MODEL_INPUT` px for RGB models, unless ``data.image_size`` says otherwise."""
+    from kpid_core.idx import find_fashion_mnist, read_idx
+    from kpid_core.tensor_images import InMemoryImages
+
+    if _get(cfg, "augment") == "imagenet":
+        raise DataError("data.augment=imagenet is for full-size photos; fashion_mnist takes small or none")
+    files = find_fashion_mnist(_get(cfg, "root"))
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for part in ("train", "test"):
+        xi, yi = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if xi.ndim != 3 or yi.ndim != 1 or len(xi) != len(yi):
+            raise DataError(f"fashion_mnist: {str(files[part + '_images'])!r} holds {xi.shape}, "
+                            f"{str(files[part + '_labels'])!r} holds {yi.shape}: expected N images and N labels")
+    ytr = arrays["train_labels"].astype(np.int64)
+    n = len(ytr)
+    if split is None:
+        tr, va, _ = _split_indices(ytr, (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
+        split = _limit_train({"dataset": "fashion_mnist", "seed": seed, "n": n, "train": tr, "val": va, "test": []},
+                             ytr, cfg, seed)
+    _check_split(split, "fashion_mnist", n)
+    xtr = torch.from_numpy(arrays["train_images"].copy())
+    train_px = xtr[torch.as_tensor(split["train"], dtype=torch.long)].double().div_(255.0)
+    mean, std = (float(train_px.mean()),), (float(train_px.std()),)
+    c = channels or int(_get(cfg, "channels") or 1)
+    native = xtr.shape[-1]
+    size = int(_get(cfg, "image_size") or (SMALL_MODEL_INPUT if c == 3 else native))
+    labels = torch.from_numpy(ytr)
+
+    def view(images, lab, augment):
+        return InMemoryImages(images, lab, mean, std, augment=augment, channels=c, size=size)
+
+    xte = torch.from_numpy(arrays["test_images"].copy())
+    yte = torch.from_numpy(arrays["test_labels"].astype(np.int64))
+    train_ds = Subset(view(xtr, labels, _get(cfg, "augment") != "none"), split["train"])
+    val_ds = Subset(view(xtr, labels, False), split["val"])
+    train, val, test = _loaders(train_ds, val_ds, view(xte, yte, False), cfg, seed)
+    return DataBundle(train, val, test, 10, (c, size, size), mean * c, std * c, "fashion_mnist", dict(split))
 
 
 # --- CIFAR -----------------------------------------------------------------------------------------
@@ -263,7 +320,7 @@ def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | Non
 
     n = len(ytr)
     if split is None:
-        tr, va, _ = _split_indices(ytr, (_get(cfg, "val_fraction", 0.1), 0.0), seed)
+        tr, va, _ = _split_indices(ytr, (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
         split = {"dataset": name, "seed": seed, "n": n, "train": tr, "val": va, "test": []}
     _check_split(split, name, n)
     src = _Arr(xtr, ytr)
@@ -275,45 +332,78 @@ def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | Non
 
 
 # --- ImageFolder (ImageNet layout) -----------------------------------------------------------------
-def _pil_loader(path: str):
+_GREY_MEAN, _GREY_STD = (0.449,), (0.226,)  # ImageNet's statistics averaged over R, G, B
+
+
+def _pil_loader(mode: str):
+    def load(path: str):
+        from PIL import Image
+
+        with open(path, "rb") as f:
+            return Image.open(f).convert(mode)
+
+    return load
+
+
+def _native_size(folder) -> int:
+    """Side of the first training image (small-image folders keep their own size by default)."""
     from PIL import Image
 
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
+    with Image.open(folder.samples[0][0]) as im:
+        return max(im.size)
+
+
+def _folder_transforms(augment: str, size: int, mean, std):
+    """(train, eval) transforms: ImageNet's RandomResizedCrop recipe, or the small-image one
+    (padded random crop + flip at the native size), or none (resize only)."""
+    from kpid_core._tv import torchvision
+
+    T = torchvision.transforms
+    norm = T.Normalize(mean, std)
+    if augment == "imagenet":
+        resize = max(size, round(size * 256 / 224))  # 256 for 224, the standard ratio
+        return (T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm]),
+                T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm]))
+    fixed = [T.Resize((size, size), antialias=True)]
+    eval_tf = T.Compose([*fixed, T.ToTensor(), norm])
+    if augment == "none":
+        return eval_tf, eval_tf
+    pad = max(1, size // 7)
+    return T.Compose([*fixed, T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip(), T.ToTensor(), norm]), eval_tf
 
 
 def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
     from kpid_core._tv import torchvision
 
-    T = torchvision.transforms
     expect = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (ImageNet layout, same class folders)"
     root = _require_root("imagefolder", cfg, expect)
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
             raise DataError(f"imagefolder: missing {str(root / sub)!r}; imagefolder expects {expect}")
-    size = int(_get(cfg, "image_size", 224) or 224)
-    resize = max(size, round(size * 256 / 224))  # 256 for 224, the standard ratio
-    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), norm])
+    augment = _get(cfg, "augment") or "imagenet"
+    c = channels or int(_get(cfg, "channels") or 3)
+    loader = _pil_loader("L" if c == 1 else "RGB")
     try:
-        src = torchvision.datasets.ImageFolder(str(root / "train"), loader=_pil_loader)
-        test_src = torchvision.datasets.ImageFolder(str(root / "val"), loader=_pil_loader)
+        src = torchvision.datasets.ImageFolder(str(root / "train"), loader=loader)
+        test_src = torchvision.datasets.ImageFolder(str(root / "val"), loader=loader)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"imagefolder: {exc}; imagefolder expects {expect}") from None
     if test_src.classes != src.classes:
         raise DataError(f"imagefolder: ROOT/val class folders differ from ROOT/train; imagefolder expects {expect}")
+    size = int(_get(cfg, "image_size") or (224 if augment == "imagenet" else _native_size(src)))
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else (_GREY_MEAN, _GREY_STD)
+    train_tf, eval_tf = _folder_transforms(augment, size, mean, std)
     n = len(src)
     if split is None:
         tr, va, _ = _split_indices(np.asarray(src.targets), (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
-        split = {"dataset": "imagefolder", "seed": seed, "n": n, "train": tr, "val": va, "test": []}
+        split = _limit_train({"dataset": "imagefolder", "seed": seed, "n": n, "train": tr, "val": va, "test": []},
+                             np.asarray(src.targets), cfg, seed)
     _check_split(split, "imagefolder", n)
     train_ds = Subset(_Transformed(_Untransformed(src), train_tf), split["train"])
     val_ds = Subset(_Transformed(_Untransformed(src), eval_tf), split["val"])
     test_ds = _Transformed(_Untransformed(test_src), eval_tf)
     train, val, test = _loaders(train_ds, val_ds, test_ds, cfg, seed)
-    return DataBundle(train, val, test, len(src.classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD,
-                      "imagefolder", dict(split))
+    return DataBundle(train, val, test, len(src.classes), (c, size, size), mean, std, "imagefolder", dict(split))
 
 
 class _Untransformed(Dataset):
@@ -333,8 +423,9 @@ def build_data(data_cfg: Any, seed: int = 0, *, split: Mapping | str | os.PathLi
     """Build the loaders of ``data_cfg.name`` (a ``DataConfig`` or a dict with the same keys).
 
     ``split``: a split dict or a JSON file from :meth:`DataBundle.save_split` (the sweep's shared
-    split); None = derive it from ``seed``. ``channels``: force the image channel count (digits and
-    synthetic only; e.g. 3 for torchvision models).
+    split); None = derive it from ``seed``. ``channels``: the channel count the model needs (e.g. 3
+    for torchvision models; None = the data's own, ``data.channels``). Grey data (digits,
+    fashion_mnist, synthetic, imagefolder) is replicated to it; CIFAR has 3 only.
     """
     name = _get(data_cfg, "name", "digits")
     if name not in DATASETS:
@@ -345,8 +436,10 @@ def build_data(data_cfg: Any, seed: int = 0, *, split: Mapping | str | os.PathLi
         return _digits(data_cfg, seed, split, channels)
     if name == "synthetic":
         return _synthetic(data_cfg, seed, split, channels)
+    if name == "fashion_mnist":
+        return _fashion_mnist(data_cfg, seed, split, channels)
+    if name == "imagefolder":
+        return _imagefolder(data_cfg, seed, split, channels)
     if channels not in (None, 3):
         raise DataError(f"dataset {name!r} has 3 channels; the model asks for {channels}")
-    if name in _CIFAR_LAYOUT:
-        return _cifar(name, data_cfg, seed, split, channels)
-    return _imagefolder(data_cfg, seed, split, channels)
+    return _cifar(name, data_cfg, seed, split, channels)

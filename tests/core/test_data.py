@@ -148,6 +148,6 @@ def test_imagefolder_bad_layout(tmp_path):
 def test_synthetic_and_unknown():
     b = build_data({"name": "synthetic", "image_size": 8, "batch_size": 32}, seed=0)
     assert b.input_shape == (3, 8, 8) and b.num_classes == 10
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "imagefolder", "synthetic"}
+    assert set(DATASETS) == {"digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"}
     with pytest.raises(UnknownNameError, match="valid datasets: digits"):
         build_data({"name": "mnist"}, 0)
