@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kpid_core.results_schema import FINAL_KEY
 from sweeps.results import trial_row
-from sweeps.search import FINAL_KEY
 from sweeps.space import BUDGET_KEY, SweepSpec, apply_params
 
 __all__ = ["baseline_row", "run_baselines"]

@@ -1,45 +1,22 @@
 """The trials table (``trials.parquet`` / ``trials.csv``) and the end-of-sweep summary.
 
-One row per trial with exactly the columns of docs/CONTRACTS.md. Status: ``finished`` when the trial
-sent its final result, ``early_stopped`` when ASHA stopped it (it has partial, validation-only
-metrics and no test ``accuracy``), ``error`` for a crash or a NaN loss, ``pending`` when it never ran.
+One row per trial with exactly the columns of docs/CONTRACTS.md; the columns, their dtypes and the
+status rule are :mod:`kpid_core.results_schema`'s, which the analysis reads the table with.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sweeps.search import FINAL_KEY
-from sweeps.space import BUDGET_KEY, apply_params, flatten
+from kpid_core import results_schema
+from kpid_core.results_schema import COLUMNS
+from sweeps.space import apply_params
 
 __all__ = ["COLUMNS", "summary_lines", "trial_row", "trials_table", "write_trials"]
-
-COLUMNS = [
-    "trial_id", "status", "kind", "arch", "budget", "metric", "kd_weight", "inner_weight",
-    "temperature", "match", "lr", "epochs", "accuracy", "val_accuracy", "teacher_accuracy", "macs",
-    "macs_dense", "macs_ratio", "params", "epochs_done", "latency_ms", "error", "checkpoint_path",
-]
-_FLOAT = {"budget", "kd_weight", "inner_weight", "temperature", "lr", "accuracy", "val_accuracy",
-          "teacher_accuracy", "macs_ratio", "latency_ms"}
-_INT = {"macs", "macs_dense", "params", "epochs", "epochs_done"}
-_FROM_CONFIG = {
-    "arch": "model.name", "budget": BUDGET_KEY, "metric": "prune.metric",
-    "kd_weight": "distill.kd_weight", "inner_weight": "distill.inner_weight",
-    "temperature": "distill.temperature", "match": "distill.match", "lr": "train.lr",
-    "epochs": "train.epochs",
-}
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def trial_row(
@@ -50,54 +27,15 @@ def trial_row(
     error: str | None = None,
     checkpoint_path: str | None = None,
 ) -> dict[str, Any]:
-    """One table row from a trial's sampled ``params``, the flat ``base`` config and its last result."""
-    cfg = flatten(apply_params(base, params))
-    m = metrics or {}
-    if error or m.get("trial_error"):
-        status, err = "error", str(error or m.get("trial_error"))
-    elif m.get(FINAL_KEY):
-        status, err = "finished", ""
-    elif m:
-        status, err = "early_stopped", ""
-    else:
-        status, err = "pending", ""
-    row: dict[str, Any] = {"trial_id": trial_id, "status": status, "kind": "pruned"}
-    for col, key in _FROM_CONFIG.items():
-        row[col] = cfg.get(key)
-    final = status == "finished"
-    row.update(
-        accuracy=_num(m.get("accuracy")) if final else math.nan,
-        val_accuracy=_num(m.get("val_accuracy")),
-        teacher_accuracy=_num(m.get("teacher_accuracy")),
-        macs=m.get("macs"), macs_dense=m.get("macs_dense"), macs_ratio=_num(m.get("macs_ratio")),
-        params=m.get("params"),
-        epochs_done=m.get("epochs_done", m.get("epoch", 0)) if m else 0,
-        latency_ms=_num(m.get("latency_ms")),
-        error=err,
-        checkpoint_path=checkpoint_path or "",
-    )
-    for k, v in cfg.items():
-        row[f"config/{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-    return row
+    """One table row from a trial's sampled ``params``, the flat ``base`` config and its last result
+    (:func:`kpid_core.results_schema.trial_row` of the trial's config)."""
+    return results_schema.trial_row(trial_id, apply_params(base, params), metrics, error=error,
+                                    checkpoint_path=checkpoint_path)
 
 
 def trials_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Rows → DataFrame with the contract's column order and dtypes (NaN for missing numbers)."""
-    df = pd.DataFrame(list(rows))
-    for c in COLUMNS:
-        if c not in df.columns:
-            df[c] = None
-    cfg_cols = sorted(c for c in df.columns if c.startswith("config/"))
-    df = df[COLUMNS + cfg_cols]
-    for c in _FLOAT:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in _INT:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    for c in cfg_cols:  # mixed None/str columns break parquet; keep them as strings where mixed
-        if df[c].map(type).nunique() > 1:
-            df[c] = df[c].map(lambda v: None if v is None else str(v))
-    for c in ("error", "checkpoint_path"):
-        df[c] = df[c].fillna("").astype(str)
+    """Rows → the typed trials table (:func:`kpid_core.results_schema.typed_table`), sorted by trial id."""
+    df = results_schema.typed_table(rows)
     return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 

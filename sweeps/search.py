@@ -16,17 +16,17 @@ from typing import Any
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from kpid_core.results_schema import FINAL_KEY, FINISHED, trial_status
+
 __all__ = ["FINAL_KEY", "BudgetASHA", "KPIDOptunaSearch", "is_final", "make_searcher"]
 
 log = logging.getLogger(__name__)
 
-#: Set (True) only in the result a trial reports after ``run_trial`` returned normally.
-FINAL_KEY = "final"
-
-
 def is_final(result: dict[str, Any] | None) -> bool:
-    """True for the last result of a trial that ran to completion."""
-    return bool(result) and bool(result.get(FINAL_KEY)) and not result.get("trial_error")
+    """True for the last result of a trial that ran to completion (status ``finished``).
+
+    ``FINAL_KEY`` (re-exported from :mod:`kpid_core.results_schema`) marks that result."""
+    return trial_status(result) == FINISHED
 
 
 class BudgetASHA(FIFOScheduler):
@@ -83,7 +83,7 @@ class BudgetASHA(FIFOScheduler):
         self._child(trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if result.get("trial_error") or result.get(FINAL_KEY):
+        if trial_status(result) in (FINISHED, "error"):
             return TrialScheduler.CONTINUE
         action = self._child(trial).on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP:
@@ -92,7 +92,7 @@ class BudgetASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         child = self._child(trial)
-        if result and not result.get("trial_error") and not result.get(FINAL_KEY):
+        if trial_status(result) == "early_stopped":
             child.on_trial_complete(tune_controller, trial, result)
         else:
             child._trial_info.pop(trial.trial_id, None)
@@ -125,10 +125,11 @@ class KPIDOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         try:
-            if is_final(result) and not error:
+            status = trial_status(result, error="error" if error else None)
+            if status == FINISHED:
                 values = [result.get(m) for m in self._metric]  # type: ignore[union-attr]
                 self._ot_study.tell(ot_trial, values, state=optuna.trial.TrialState.COMPLETE)
-            elif error or (result or {}).get("trial_error"):
+            elif status == "error":
                 self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
             else:  # stopped early by ASHA: partial values must not look like a finished trial
                 self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.PRUNED)

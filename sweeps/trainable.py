@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sweeps.search import FINAL_KEY
+from kpid_core.results_schema import ERROR_KEY, FINAL_KEY
 from sweeps.space import apply_params
 
 __all__ = [
@@ -91,7 +91,7 @@ def _placement() -> dict[str, Any]:
 
 
 def _error_result(exc: BaseException, epoch: int) -> dict[str, Any]:
-    return {FINAL_KEY: True, "trial_error": f"{exc.__class__.__name__}: {exc}"[:500], "epoch": epoch}
+    return {FINAL_KEY: True, ERROR_KEY: f"{exc.__class__.__name__}: {exc}"[:500], "epoch": epoch}
 
 
 def _final_result(res: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def _final_result(res: dict[str, Any]) -> dict[str, Any]:
     for k in ("accuracy", "val_accuracy"):
         v = out.get(k)
         if isinstance(v, float) and not math.isfinite(v):
-            out["trial_error"] = f"non-finite {k}"
+            out[ERROR_KEY] = f"non-finite {k}"
     return out
 
 

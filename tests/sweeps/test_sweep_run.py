@@ -13,7 +13,7 @@ import pytest
 from fake_trial import counting_prepare, counting_run_trial
 from sweep_helpers import count, real_sweep, sweep_args
 
-from sweeps.results import COLUMNS
+from kpid_core.results_schema import COLUMNS
 from sweeps.run import run_sweep
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_multi_objective_sweep_runs_once_per_sweep_preparation(ray_2_cpus, tmp_p
                                "--gpus-per-trial", "0"),
                     trial_fn=counting_run_trial, prepare_fn=counting_prepare, out=out)
     df = pd.read_parquet(exp / "trials.parquet")
-    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert tuple(df.columns[: len(COLUMNS)]) == COLUMNS
     assert "config/prune.budget" in df.columns and "config/distill.kd_weight" in df.columns
     assert pd.read_csv(exp / "trials.csv")["trial_id"].tolist() == df["trial_id"].tolist()
     _check_baselines(exp, df, out.getvalue())
