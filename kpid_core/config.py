@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from kpid_core.errors import ConfigError, UnknownNameError
+from kpid_core.results_schema import flatten
 
 __all__ = [
     "ALIASES",
@@ -145,11 +146,7 @@ class TrialConfig:
 
     def flat(self) -> dict[str, Any]:
         """Flat dict with dotted keys (``train.lr``), for result tables."""
-        out: dict[str, Any] = {"seed": self.seed}
-        for sec in _SECTIONS:
-            for k, v in dataclasses.asdict(getattr(self, sec)).items():
-                out[f"{sec}.{k}"] = v
-        return out
+        return flatten(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrialConfig:
@@ -310,15 +307,13 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
     return value
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+def _flatten(d: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Dotted ``(key, value)`` pairs of a config; a mapping under a name that is no section is an
+    unknown key (named as the user wrote it, not as one of its dotted children)."""
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key in _SECTIONS:
-            yield from _flatten(v, key + ".")
-        elif isinstance(v, Mapping) and not prefix:
-            raise ConfigError(_unknown_key_message(key))
-        else:
-            yield key, v
+        if isinstance(v, Mapping) and k not in _SECTIONS:
+            raise ConfigError(_unknown_key_message(k))
+    return list(flatten(d).items())
 
 
 def parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from kpid_core.errors import ConfigError
+from kpid_core.results_schema import flatten  # re-exported: the one dotted-key flattener
 
 __all__ = [
     "BUDGET_KEY",
@@ -67,18 +68,6 @@ def _defaults() -> dict[str, Any]:
     from kpid_core.config import TrialConfig
 
     return TrialConfig().flat()
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict → ``{"a.b": v}`` (dicts only; lists are values)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
