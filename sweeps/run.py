@@ -68,10 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Fail(Exception):
-    pass
-
-
 def _storage_root(arg: str | None) -> str:
     if arg is None:
         return os.path.abspath("results")
@@ -95,8 +91,6 @@ def _storage_root(arg: str | None) -> str:
 
 
 def _exp_exists(exp_dir: str) -> bool:
-    if "://" in exp_dir:  # remote storage: Tune itself decides
-        return False
     p = Path(exp_dir)
     return p.is_dir() and any(p.iterdir())
 
@@ -271,12 +265,10 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
     from sweeps.space import BUDGET_KEY, apply_params, tune_param_space
     from sweeps.trainable import make_trainable
 
-    local = "://" not in exp_dir
-    exp_path = Path(exp_dir)
-    if local:
-        exp_path.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (exp_path / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    exp_path = Path(exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
+    exp_path.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (exp_path / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     base_nested = apply_params(spec.base, {})
     print(f"preparing shared artifacts (data, teacher, importance: {', '.join(spec.metrics)}) ...",
           file=out, flush=True)
@@ -345,7 +337,7 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
         ckpt = r.checkpoint.path if r.checkpoint else None
         rows.append(trial_row(trial_id, r.config or {}, spec.base, r.metrics, err, ckpt))
     baselines_s = 0.0
-    if spec.baselines and local:
+    if spec.baselines:
         from sweeps.baselines import run_baselines
 
         t_base = time.perf_counter()
@@ -353,26 +345,20 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
                               out=out)
         baselines_s = time.perf_counter() - t_base
     df = trials_table(rows)
-    if local:
-        write_trials(df, exp_path)
-        (exp_path / "timings.json").write_text(json.dumps(
-            {"prepare_s": round(prepare_s, 3), "fit_s": round(fit_s, 3), "baselines_s": round(baselines_s, 3),
-             "resumed": resume}))
+    write_trials(df, exp_path)
+    (exp_path / "timings.json").write_text(json.dumps(
+        {"prepare_s": round(prepare_s, 3), "fit_s": round(fit_s, 3), "baselines_s": round(baselines_s, 3),
+         "resumed": resume}))
     print("\n".join(summary_lines(df)), file=out)
-    if local:
-        try:
-            from analysis.report import make_report
-        except ImportError:
-            print("(analysis.report not available: no Pareto plot written)", file=out)
-        else:
-            from kpid_core.errors import KPIDError
+    from analysis.report import make_report
+    from kpid_core.errors import KPIDError
 
-            try:
-                paths = make_report(exp_path)
-            except KPIDError as exc:  # e.g. no finished trial: the table is still written
-                print(f"report: skipped ({exc})", file=out)
-            else:
-                print(f"report: {paths.get('pareto.png', exp_path / 'report')}", file=out)
+    try:
+        paths = make_report(exp_path)
+    except KPIDError as exc:  # e.g. no finished trial: the table is still written
+        print(f"report: skipped ({exc})", file=out)
+    else:
+        print(f"report: {paths.get('pareto.png', exp_path / 'report')}", file=out)
     return exp_path
 
 
