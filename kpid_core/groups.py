@@ -58,10 +58,6 @@ class ChannelGroup:
         return [m.module for m in self.members if dim is None or m.dim == dim]
 
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.PReLU)
-_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-
-
 def _is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
 
