@@ -3,7 +3,7 @@
 
 ``baselines.csv`` is a versioned table, one row per published point, every row with its source:
 ``top1`` in percent, ``gmacs`` in 10⁹ multiply-accumulates per image at ``resolution`` pixels (the
-torchvision ``_ops`` convention, see DESIGN § Conventions), ``params_m`` in millions; ``plot`` = 1
+torchvision ``_ops`` convention, see docs/engine.md), ``params_m`` in millions; ``plot`` = 1
 for the rows drawn by default (the summary lists all rows). Rows with a ``torchvision_name`` can be
 checked against a MAC count of the torchvision model (:func:`count_arch_macs`; tests/analysis does).
 

@@ -35,7 +35,8 @@ def quiet_environment(verbose: bool) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Tune saves its experiment state at most every 2 s, so a killed driver loses little and the
-    # Optuna study and Tune's state stay close (see DESIGN: UpdateFinishedTrialError on restore).
+    # Optuna study and Tune's state stay close (a trial Optuna closed after Tune's last save makes
+    # the restore raise UpdateFinishedTrialError; sweeps.search.KPIDOptunaSearch tolerates it).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if not verbose:
         os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
