@@ -123,23 +123,10 @@ def count_arch_macs(name: str, resolution: int = 224) -> int:
     """MACs (conv + linear multiply-accumulates, one image) of a registered architecture at
     ``resolution`` px.
 
-    Uses ``kpid_core.macs.count_macs`` (the project's counter); until that module exists, falls back
-    to torch's ``FlopCounterMode`` (which counts 2 FLOPs per MAC for conv and linear layers).
+    Counted by ``kpid_core.macs.count_macs``, the project's counter.
     """
-    import torch
-
+    from kpid_core.macs import count_macs
     from kpid_core.models import build_model
 
     model = build_model(name).eval()
-    shape = (3, int(resolution), int(resolution))
-    try:
-        from kpid_core.macs import count_macs
-    except ImportError:
-        count_macs = None
-    if count_macs is not None:
-        return int(count_macs(model, input_shape=shape))
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *shape))
-    return int(counter.get_total_flops() // 2)
+    return int(count_macs(model, input_shape=(3, int(resolution), int(resolution))))

@@ -1,14 +1,13 @@
 """Command line: ``python -m kpid_core {macs,prune,...}``.
 
 Other modules add subcommands: after the engine's own subparsers are built, ``kpid_core.trial_cli``
-(if present) gets ``add_parser(subparsers)`` and runs its commands with ``run(args) -> int``.
+gets ``add_parser(subparsers)`` and runs its commands with ``run(args) -> int``.
 Every :class:`~kpid_core.errors.KPIDError` ends as one line ``error: <message>`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -177,13 +176,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     pr.add_argument("--seed", type=int, default=0, help="seed of the random metric (default 0)")
     pr.set_defaults(func=_cmd_prune)
 
-    try:
-        trial_cli = importlib.import_module("kpid_core.trial_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "kpid_core.trial_cli":
-            raise
-    else:
-        trial_cli.add_parser(sub)
+    from kpid_core import trial_cli
+
+    trial_cli.add_parser(sub)
     return p, sub
 
 

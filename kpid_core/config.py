@@ -49,9 +49,6 @@ ALIASES: dict[str, str] = {
     "allocation": "prune.allocation",
 }
 
-# Used only if the importance module is not importable yet (it is the engine's, built in parallel).
-_FALLBACK_METRICS = ("taylor", "taylor_abs", "l1", "l2", "bn_gamma", "random")
-
 
 @dataclass
 class DataConfig:
@@ -235,12 +232,9 @@ class TrialConfig:
 
 
 def _metrics() -> tuple[str, ...]:
-    try:
-        from kpid_core.importance import METRICS
+    from kpid_core.importance import METRICS  # here: importance imports torch, the config must not
 
-        return tuple(METRICS)
-    except ImportError:
-        return _FALLBACK_METRICS
+    return tuple(METRICS)
 
 
 def _valid_keys() -> list[str]:

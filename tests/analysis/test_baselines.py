@@ -39,20 +39,11 @@ def test_row_without_source_is_rejected(tmp_path):
         load_baselines(tmp_path / "b.csv")
 
 
-def _counter_name() -> str:
-    try:
-        from kpid_core.macs import count_macs  # noqa: F401
-
-        return "kpid_core.macs.count_macs"
-    except ImportError:
-        return "torch FlopCounterMode / 2 (kpid_core.macs not there yet)"
-
-
 @pytest.mark.parametrize("row", [r for _, r in load_baselines().iterrows() if pd.notna(r["torchvision_name"])],
                          ids=lambda r: str(r["model"]))
 def test_torchvision_rows_agree_with_mac_counter_and_metadata(row):
     counted = count_arch_macs(str(row["torchvision_name"]), int(row["resolution"]))
-    assert counted == pytest.approx(row["macs"], rel=0.01), _counter_name()
+    assert counted == pytest.approx(row["macs"], rel=0.01)
     # The accuracy and size columns are torchvision's own weights metadata (offline).
     weights = torchvision.models.get_model_weights(str(row["torchvision_name"]))[str(row["weights"])]
     assert row["top1"] == pytest.approx(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"])
