@@ -60,9 +60,9 @@ def test_dp_matches_milp_optimum(kind):
         assert res.upper_bound >= opt * (1 - 1e-9)
 
 
-def test_pruning_scale_instance_exact_and_fast():
-    """3,700 channels in 12 equal-cost groups, integer MACs: certified optimal in well under a second;
-    HiGHS (2 s, no presolve: it stalls on these) finds nothing better."""
+def test_pruning_scale_instance_exact():
+    """3,700 channels in 12 equal-cost groups, integer MACs: certified optimal; HiGHS (2 s, no
+    presolve: it stalls on these) finds nothing better. The solver's time is bench/knapsack.py's."""
     rng = np.random.default_rng(7)
     sizes = rng.choice([64, 128, 256, 512], 12)
     costs = rng.integers(10**5, 10**8, 12)
@@ -71,7 +71,6 @@ def test_pruning_scale_instance_exact_and_fast():
     cap = 0.5 * float(w.sum())
     res = solve_detailed(v, w, cap)
     assert res.optimal and res.gap == 0.0
-    assert res.seconds < 1.0
     ref = milp(-v, constraints=LinearConstraint(w[None, :].astype(float), -np.inf, cap),
                integrality=np.ones(v.size), bounds=Bounds(0, 1), options={"time_limit": 2, "presolve": False})
     assert ref.x is not None and res.value >= -ref.fun - 1e-9
