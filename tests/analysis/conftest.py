@@ -3,7 +3,6 @@
 ``results_dir`` is a directory holding ``trials.parquet`` + ``trials.csv`` with the columns of
 docs/CONTRACTS.md ("sweeps → results on disk"): several budgets × importance metrics × KD weights ×
 2 seeds, some early-stopped and errored trials, and same-data baseline architectures.
-(The lead may later switch it to a real tiny sweep through a shared session fixture.)
 """
 
 from __future__ import annotations
