@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,37 @@ def _ray_session():
 def ray_2_cpus(_ray_session):
     """The shared 2-CPU / 8-simulated-GPU cluster (started once, reused); yields its GCS address."""
     yield start_shared_ray()
+
+
+@pytest.fixture
+def ray_2_nodes(_ray_session):
+    """A simulated 2-node cluster (``ray.cluster_utils.Cluster``, one CPU per node, trial slots on the
+    head) in place of the shared cluster; yields the ``Cluster``.
+
+    A driver joins one cluster at a time, so the shared cluster is stopped first, and started again
+    afterwards if it was running: the tests after this one find Ray as they would have without it, in
+    whatever order they run.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweeps.cluster import TRIAL_SLOT
+
+    was_running = ray.is_initialized()
+    ray.shutdown()
+    temp_dir = os.path.join(SHORT_TMP, "ray")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {TRIAL_SLOT: 10}, "temp_dir": temp_dir, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, temp_dir=temp_dir)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if was_running:
+            start_shared_ray()
 
 
 @pytest.fixture

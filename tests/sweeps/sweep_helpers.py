@@ -6,8 +6,8 @@ The Ray cluster of the fixtures, in the style of Ray's own ``ray_start_2_cpus``:
 One local cluster for the whole session: 2 CPUs, 8 *simulated* GPUs (Ray schedules them and sets
 ``CUDA_VISIBLE_DEVICES``; torch still sees none) and the custom resource that data-parallel trials
 hold. It listens on 127.0.0.1, has no dashboard, keeps its sockets under a short temp dir, and is
-shut down at the end (its own processes, by Ray). The multi-node test stops it and starts a
-``ray.cluster_utils.Cluster`` of its own; later tests get the shared cluster back on demand.
+shut down at the end (its own processes, by Ray). The ``ray_2_nodes`` fixture swaps it for a
+``ray.cluster_utils.Cluster`` of two nodes for one test and restores it afterwards.
 """
 
 from __future__ import annotations
