@@ -21,8 +21,10 @@ __all__ = [
     "CifarResNet",
     "build_model",
     "default_taps",
+    "model_has_width",
     "model_in_channels",
     "model_input_size",
+    "models_with_width",
     "register",
 ]
 
@@ -52,16 +54,39 @@ def register(name: str, input_size: int, taps: list[str] | None = None):
     return deco
 
 
+# torchvision classifiers whose builder takes a width multiplier: ``width`` becomes ``width_mult``.
+_TV_WIDTH = {"mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"}
+
+
+def _efficientnet_b0(width: float, num_classes: int, **kw) -> nn.Module:
+    """EfficientNet-B0 with its channels scaled by ``width`` (depth stays B0's 1.0).
+
+    torchvision has no public way to set EfficientNet's ``width_mult``: ``efficientnet_b0`` fixes it at
+    1.0. Its private ``_efficientnet_conf`` is the stage table every public builder uses; calling it
+    (rather than copying B0's table here) keeps the stages and the channel rounding (multiples of 8)
+    exactly torchvision's. B0's dropout (0.2) and stochastic depth (the class default, 0.2) are kept
+    unless ``kw`` overrides them.
+    """
+    effnet = torchvision.models.efficientnet
+    setting, last_channel = effnet._efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=1.0)
+    return effnet.EfficientNet(setting, kw.pop("dropout", 0.2), num_classes=num_classes, last_channel=last_channel,
+                               **kw)
+
+
 def _tv_factory(name: str):
     def build(num_classes: int = 1000, width: float = 1.0, in_channels: int = 3, **kw) -> nn.Module:
         if in_channels != 3:
             raise ConfigError(f"model {name!r} takes 3 input channels (got in_channels={in_channels})")
         if width != 1.0:
-            if not name.startswith("mobilenet"):
+            if name not in _TV_WIDTH:
                 raise ConfigError(
                     f"model.width={width}: torchvision model {name!r} has no width multiplier "
-                    "(only mobilenet_v2/v3 do); use width: 1.0"
+                    f"(only {', '.join(sorted(_TV_WIDTH))} do); use width: 1.0"
                 )
+            if width <= 0:
+                raise ConfigError(f"model.width must be > 0 (got {width})")
+            if name == "efficientnet_b0":
+                return _efficientnet_b0(float(width), num_classes, **kw)
             kw["width_mult"] = float(width)
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
 
@@ -191,6 +216,18 @@ def model_in_channels(name: str) -> int | None:
     return None if name in _FLEXIBLE_INPUT else 3
 
 
+def model_has_width(name: str) -> bool:
+    """Whether ``build_model(name, width=...)`` accepts a channel multiplier other than 1.0."""
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return name in _FLEXIBLE_INPUT or name in _TV_WIDTH
+
+
+def models_with_width() -> list[str]:
+    """Registered models that take a channel multiplier ``width``, sorted."""
+    return sorted(n for n in _REGISTRY if model_has_width(n))
+
+
 def _unknown(name: str) -> UnknownNameError:
     return UnknownNameError(f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
 
@@ -198,7 +235,8 @@ def _unknown(name: str) -> UnknownNameError:
 def build_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     """Build a dense, randomly initialised model by registry name.
 
-    Common kwargs: ``width`` (channel multiplier; mobilenets map it to ``width_mult``),
+    Common kwargs: ``width`` (channel multiplier, see :func:`models_with_width`; the mobilenets and
+    efficientnet_b0 map it to torchvision's ``width_mult``),
     ``in_channels`` (only for models where :func:`model_in_channels` is None)."""
     if name not in _REGISTRY:
         raise _unknown(name)

@@ -60,6 +60,25 @@ def test_torchvision_width_and_bad_kwargs():
     assert model_in_channels("resnet18") == 3
 
 
+def test_efficientnet_b0_width_scales_channels_and_keeps_b0_depth_and_regularisation():
+    from torchvision.ops import StochasticDepth
+
+    def stage_channels(m):  # output channels of the stem, the seven stages and the head conv
+        return [[c for c in stage.modules() if isinstance(c, nn.Conv2d)][-1].out_channels for stage in m.features]
+
+    def reg(m):
+        return m.classifier[0].p, [round(s.p, 6) for s in m.modules() if isinstance(s, StochasticDepth)]
+
+    full, narrow = build_model("efficientnet_b0", num_classes=10), build_model("efficientnet_b0", 10, width=0.3)
+    assert stage_channels(full) == [32, 16, 24, 40, 80, 112, 192, 320, 1280]
+    # torchvision's rounding: nearest multiple of 8, at least 8, never more than 10 % down (9.6 → 16)
+    assert stage_channels(narrow) == [16, 8, 8, 16, 24, 32, 56, 96, 384]
+    assert reg(narrow) == reg(full) and reg(full)[0] == 0.2 and len(reg(full)[1]) == 16  # B0: 16 blocks
+    assert narrow.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    assert models.model_has_width("efficientnet_b0") and not models.model_has_width("efficientnet_b1")
+    assert "efficientnet_b0" in models.models_with_width() and "resnet18" not in models.models_with_width()
+
+
 def test_unknown_model_lists_names():
     with pytest.raises(UnknownNameError) as e:
         build_model("resnet9000")
