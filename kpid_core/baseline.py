@@ -2,10 +2,10 @@
 
 The question a sweep answers is "prune, or pick a compact network of the same cost?". Published
 ImageNet points answer it only on ImageNet; a same-data baseline answers it on any dataset: the
-architecture (e.g. ``mobilenet_v3_small``, at a width whose MACs match a budget) is trained from
-random initialisation on the same split, for the same epochs, with the same loss as the pruned
-students minus inner KD (its inner features have other shapes than the teacher's): CE + logits KD
-from the same teacher.
+architecture (e.g. ``mobilenet_v3_small`` or ``efficientnet_b0``, at a width whose MACs match a
+budget) is trained from random initialisation on the same split, for the same epochs, with the same
+loss as the pruned students minus inner KD (its inner features have other shapes than the
+teacher's): CE + logits KD from the same teacher.
 
 Images smaller than :data:`SMALL_INPUT` pixels get a stride-1 stem (torchvision's stride-2 stem
 plus four more downsamplings would leave a 16-px digit at 1×1 before the last stages), and the
@@ -32,10 +32,17 @@ SMALL_INPUT = 64
 
 
 def has_width(arch: str) -> bool:
-    """Whether ``arch`` takes a channel-width multiplier (mobilenets and the CIFAR/digits ResNets)."""
-    from kpid_core.models import model_in_channels
+    """Whether ``arch`` takes a channel-width multiplier (the mobilenets, efficientnet_b0 and the
+    CIFAR/digits ResNets: :func:`kpid_core.models.models_with_width`)."""
+    from kpid_core.models import model_has_width
 
-    return model_in_channels(arch) is None or arch.startswith("mobilenet")
+    return model_has_width(arch)
+
+
+def _no_width(arch: str) -> str:
+    from kpid_core.models import models_with_width
+
+    return f"model {arch!r} has no width multiplier (these do: {', '.join(models_with_width())})"
 
 
 def _stem(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -63,8 +70,7 @@ def build_compact(arch: str, width: float, input_shape: tuple[int, int, int], nu
 
     c, h, _ = input_shape
     if width != 1.0 and not has_width(arch):
-        raise ConfigError(f"baselines: model {arch!r} has no width multiplier (mobilenets and CIFAR/digits ResNets "
-                          "do); use width: 1.0")
+        raise ConfigError(f"baselines: {_no_width(arch)}; use width: 1.0")
     if model_in_channels(arch) is None:
         return build_model(arch, num_classes=num_classes, in_channels=c, width=width)
     model = build_model(arch, num_classes=num_classes, width=width)
@@ -79,8 +85,7 @@ def match_width(arch: str, target_macs: int, input_shape: tuple[int, int, int], 
     from kpid_core.macs import count_macs
 
     if not has_width(arch):
-        raise ConfigError(f"baselines: width: match needs a width multiplier, and model {arch!r} has no width multiplier "
-                          "(mobilenets and CIFAR/digits ResNets do)")
+        raise ConfigError(f"baselines: width: match needs a width multiplier, and {_no_width(arch)}")
 
     def macs(w: float) -> int:
         return count_macs(build_compact(arch, w, input_shape, num_classes), input_shape)

@@ -303,7 +303,7 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: baselines: expected a list of {{model: NAME, width: NUMBER|match}}")
     from kpid_core.baseline import has_width
-    from kpid_core.models import MODEL_NAMES
+    from kpid_core.models import MODEL_NAMES, models_with_width
 
     out = []
     for i, e in enumerate(entries):
@@ -320,8 +320,8 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
         if width != "match" and (isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0):
             raise ConfigError(f"{at}.width: {width!r}; allowed: a number > 0 or 'match'")
         if (width == "match" or width != 1.0) and not has_width(model):
-            raise ConfigError(f"{at}.width: {model!r} has no width multiplier (mobilenets and CIFAR/digits "
-                              "ResNets do); use width: 1.0")
+            raise ConfigError(f"{at}.width: {model!r} has no width multiplier (these do: "
+                              f"{', '.join(models_with_width())}); use width: 1.0")
         entry: dict[str, Any] = {"model": model, "width": width if width == "match" else float(width)}
         if "budgets" in e:
             bl = e["budgets"] if isinstance(e["budgets"], list) else [e["budgets"]]

@@ -77,15 +77,27 @@ def test_bundled_demo_config_parses():
 def test_baselines_expand_per_budget_and_round_trip():
     spec = parse_sweep(_sweep(baselines=[{"model": "mobilenet_v3_small"},
                                          {"model": "mobilenet_v2", "width": "match", "budgets": [0.5], "epochs": 9},
-                                         {"model": "efficientnet_b0"}, {"model": "digits_resnet", "width": 0.5}]))
+                                         {"model": "efficientnet_b1"}, {"model": "digits_resnet", "width": 0.5}]))
     runs = spec.baseline_runs()
     assert [(r["model"], r["width"], r["budget"], r["epochs"]) for r in runs] == [
         *[("mobilenet_v3_small", None, b, None) for b in spec.budgets],  # width: match is the default
-        ("mobilenet_v2", None, 0.5, 9), ("efficientnet_b0", 1.0, None, None), ("digits_resnet", 0.5, None, None)]
+        ("mobilenet_v2", None, 0.5, 9), ("efficientnet_b1", 1.0, None, None), ("digits_resnet", 0.5, None, None)]
     assert len({r["label"] for r in runs}) == len(runs)
     again = parse_sweep(spec.to_dict())
     assert again.baseline_runs() == runs
     assert any("baseline mobilenet_v2" in line for line in describe_space(spec))
+
+
+def test_a_sweep_file_with_matched_efficientnet_b0_and_mobilenet_v3_baselines_is_accepted(tmp_path):
+    f = tmp_path / "fashion.yaml"
+    f.write_text("base: {epochs: 2}\nspace: {budget: [0.5, 0.25, 0.1], metric: [taylor]}\n"
+                 "baselines:\n  - {model: efficientnet_b0, width: match}\n  - {model: mobilenet_v3_small}\n"
+                 "  - {model: mobilenet_v3_large, width: match, budgets: [0.5]}\n")
+    runs = load_sweep(f).baseline_runs()
+    assert [(r["label"], r["width"], r["budget"]) for r in runs] == [
+        ("efficientnet_b0-b0.5", None, 0.5), ("efficientnet_b0-b0.25", None, 0.25), ("efficientnet_b0-b0.1", None, 0.1),
+        ("mobilenet_v3_small-b0.5", None, 0.5), ("mobilenet_v3_small-b0.25", None, 0.25),
+        ("mobilenet_v3_small-b0.1", None, 0.1), ("mobilenet_v3_large-b0.5", None, 0.5)]
 
 
 @pytest.mark.parametrize(
@@ -96,7 +108,9 @@ def test_baselines_expand_per_budget_and_round_trip():
         ([{"model": "nosuchnet"}], "baselines[0].model: unknown model 'nosuchnet'; valid models:"),
         ([{"model": "mobilenet_v2", "widht": 1}], "unknown key(s) ['widht']"),
         ([{"model": "mobilenet_v2", "width": -1}], "baselines[0].width: -1; allowed: a number > 0 or 'match'"),
-        ([{"model": "efficientnet_b0", "width": "match"}], "has no width multiplier"),
+        ([{"model": "efficientnet_b1", "width": "match"}],
+         ("baselines[0].width: 'efficientnet_b1' has no width multiplier (these do: digits_resnet, efficientnet_b0, "
+          "mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, resnet110, resnet20, resnet56); use width: 1.0")),
         ([{"model": "mobilenet_v2", "budgets": [1.5]}], "baselines[0].budgets"),
         ([{"model": "mobilenet_v2", "epochs": 0}], "baselines[0].epochs"),
         ([{"model": "mobilenet_v2"}, {"model": "mobilenet_v2"}], "listed twice"),
