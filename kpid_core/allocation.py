@@ -22,10 +22,12 @@ from torch import nn
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
 from kpid_core.groups import ChannelGroups
 
-__all__ = ["ALLOCATIONS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "score_vectors"]
+__all__ = ["ALLOCATIONS", "LINEARIZE_AT", "NORMALIZERS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "normalize_scores", "score_vectors"]
 
 ALLOCATIONS = ("knapsack", "uniform")
 SOLVERS = ("dp", "greedy")
+NORMALIZERS = ("none", "mean", "max")
+LINEARIZE_AT = ("current", "uniform")
 _KNAPSACK_ROUNDS = 6
 
 
@@ -104,19 +106,43 @@ def min_keep_floors(groups: ChannelGroups, min_keep: float) -> np.ndarray:
     return np.array([min(g.size, max(1, math.ceil(min_keep * g.size - 1e-9))) for g in groups], dtype=np.int64)
 
 
+def normalize_scores(vectors: list[np.ndarray], how: str) -> list[np.ndarray]:
+    """Put every group's scores on one scale before groups compete in the knapsack.
+
+    A group's score sums over its member layers, so a residual-stream group of a dozen layers and a
+    block-inner group of two are on different scales. ``mean`` divides each group by its mean score
+    (Torch-Pruning's default group normaliser), ``max`` by its largest; ``none`` keeps the sums.
+
+    Args:
+        vectors: one non-negative score array per group.
+        how: one of :data:`NORMALIZERS`.
+
+    Returns:
+        The normalised arrays (a group of all-zero scores stays zero).
+    """
+    if how == "none":
+        return list(vectors)
+    out = []
+    for v in vectors:
+        d = float(np.mean(v)) if how == "mean" else float(np.max(v, initial=0.0))
+        out.append(v / d if d > 0 else v.copy())
+    return out
+
+
 def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, budget_macs: int,
-                     solver: str) -> np.ndarray:
+                     solver: str, caps: np.ndarray, start: np.ndarray | None = None,
+                     rounds: int = _KNAPSACK_ROUNDS) -> np.ndarray:
     from kpid_core.knapsack import solve
 
     sizes = groups.sizes
-    gid = np.concatenate([np.full(s, i, dtype=np.int64) for i, s in enumerate(sizes)])
-    rank = np.concatenate([np.arange(s, dtype=np.int64) for s in sizes])
-    values = np.concatenate(ranked)
+    gid = np.concatenate([np.full(c, i, dtype=np.int64) for i, c in enumerate(caps)])
+    rank = np.concatenate([np.arange(c, dtype=np.int64) for c in caps])
+    values = np.concatenate([r[:c] for r, c in zip(ranked, caps)])
     values = np.maximum(values, 0.0)
     required = rank < floors[gid]
-    k = sizes.copy()
+    k = sizes.copy() if start is None else start.copy()
     best = None
-    for _ in range(_KNAPSACK_ROUNDS):
+    for _ in range(rounds):
         c = np.maximum(groups.marginal_costs(k), 0.0)
         capacity = budget_macs - groups.macs(k) + float(np.dot(c, k))
         weights = c[gid]
@@ -132,10 +158,10 @@ def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np
 
 
 def _repair_and_fill(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, k: np.ndarray,
-                     budget_macs: int) -> np.ndarray:
+                     budget_macs: int, caps: np.ndarray) -> np.ndarray:
     """Exact greedy: drop while over budget, then add while something still fits."""
     k = k.copy()
-    sizes = groups.sizes
+    sizes = caps
     m = groups.macs(k)
     while m > budget_macs:
         saved = groups.removal_costs(k).astype(np.float64)
@@ -185,7 +211,8 @@ def _uniform_counts(groups: ChannelGroups, floors: np.ndarray, budget_macs: int)
 
 
 def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: float, *, min_keep: float = 0.1,
-             allocation: str = "knapsack", solver: str = "dp") -> dict[str, list[int]]:
+             allocation: str = "knapsack", solver: str = "dp", normalize: str = "none",
+             linearize: str = "current", spread: float = 0.0) -> dict[str, list[int]]:
     """Choose the channels to keep so that the MACs are ≤ ``budget`` × the dense MACs.
 
     Args:
@@ -195,6 +222,14 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
         min_keep: every group keeps at least this fraction of its channels (and at least one).
         allocation: ``knapsack`` (per-group counts by value per MAC) or ``uniform``.
         solver: the :func:`kpid_core.knapsack.solve` method for ``knapsack``.
+        normalize: how group scores are put on one scale (:func:`normalize_scores`).
+        linearize: where the knapsack linearises the coupled MAC model: ``current`` re-linearises at
+            its own last counts for a few rounds (starting from the dense model); ``uniform`` once, at
+            the uniform allocation of the same budget.
+        spread: 0 = any count between the ``min_keep`` floor and the group's size (the paper);
+            ``s > 1`` keeps every group between 1/s and s times its uniform-allocation count, so
+            the knapsack moves channels between groups without emptying any (its linear values
+            otherwise drive the coupled MAC model to corner solutions).
 
     Returns:
         ``group_key -> sorted kept channel indices`` (a group keeps its highest-scored channels).
@@ -214,10 +249,17 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
             f"or a smaller min_keep", min_budget)
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
-    ranked = [v[o] for v, o in zip(score_vectors, order)]
+    ranked = normalize_scores([np.maximum(v[o], 0.0) for v, o in zip(score_vectors, order)], normalize)
+    caps = groups.sizes.copy()
     if allocation == "uniform":
         k = _uniform_counts(groups, floors, budget_macs)
     else:
-        k = _knapsack_counts(groups, ranked, floors, budget_macs, solver)
-        k = _repair_and_fill(groups, ranked, floors, k, budget_macs)
+        even = _uniform_counts(groups, floors, budget_macs)
+        if spread > 0:
+            floors = np.maximum(floors, np.ceil(even / spread - 1e-9).astype(np.int64))
+            caps = np.maximum(floors, np.minimum(caps, np.floor(even * spread + 1e-9).astype(np.int64)))
+        start = even if linearize == "uniform" else None
+        k = _knapsack_counts(groups, ranked, floors, budget_macs, solver, caps, start,
+                             1 if start is not None else _KNAPSACK_ROUNDS)
+        k = _repair_and_fill(groups, ranked, floors, np.minimum(k, caps), budget_macs, caps)
     return {g.key: sorted(int(i) for i in order[g.index][: k[g.index]]) for g in groups}

@@ -88,6 +88,9 @@ class PruneConfig:
     min_keep: float = 0.1
     allocation: str = "knapsack"
     solver: str = "dp"
+    normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.allocation)
+    linearize: str = "current"  # current | uniform: where the knapsack linearises the MAC model
+    spread: float = 0.0  # 0 = unbounded; s > 1: each group within [1/s, s] x its uniform count
 
 
 @dataclass
@@ -190,6 +193,10 @@ class TrialConfig:
         _choice("prune.metric", p.metric, _metrics(), unknown=True)
         _choice("prune.allocation", p.allocation, ("knapsack", "uniform"))
         _choice("prune.solver", p.solver, ("dp", "greedy"))
+        _choice("prune.normalize", p.normalize, ("none", "mean", "max"))
+        _choice("prune.linearize", p.linearize, ("current", "uniform"))
+        if p.spread != 0:
+            _range("prune.spread", p.spread, 1.0, None, low_open=True)
         _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
         _choice("distill.match", k.match, ("kept", "projection"))
         _choice("train.optimizer", tr.optimizer, ("sgd", "adamw"))

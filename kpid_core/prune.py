@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from kpid_core.allocation import ALLOCATIONS, SOLVERS, allocate, check_fraction, score_vectors
+from kpid_core.allocation import (
+    ALLOCATIONS,
+    LINEARIZE_AT,
+    NORMALIZERS,
+    SOLVERS,
+    allocate,
+    check_fraction,
+    score_vectors,
+)
 from kpid_core.errors import ConfigError, UnknownNameError
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
@@ -65,6 +73,7 @@ class PruneResult:
 
 def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores: Any = None, *,
                     min_keep: float = 0.1, allocation: str = "knapsack", solver: str = "dp",
+                    normalize: str = "none", linearize: str = "current", spread: float = 0.0,
                     model_name: str | None = None, model_kwargs: dict | None = None) -> PruneResult:
     """Prune a copy of ``model`` so that its MACs are ≤ ``budget`` × the dense MACs (and within
     0.5 % of it in practice). ``model`` itself is never modified.
@@ -78,6 +87,12 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         min_keep: every group keeps at least this fraction (and at least one channel).
         allocation: ``knapsack`` (the paper) or ``uniform`` (same fraction in every group; a baseline).
         solver: the knapsack method (see :data:`SOLVERS`).
+        normalize: how group scores are put on one scale before the knapsack (see
+            :data:`~kpid_core.allocation.NORMALIZERS`).
+        linearize: where the knapsack linearises the coupled MAC model (see
+            :data:`~kpid_core.allocation.LINEARIZE_AT`).
+        spread: 0, or s > 1 to keep each group within 1/s and s times its uniform count
+            (see :func:`~kpid_core.allocation.allocate`).
         model_name: the registry name that rebuilds the dense model, stored in the spec for
             :func:`load_pruned`.
         model_kwargs: that registry builder's keyword arguments.
@@ -98,6 +113,12 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         raise UnknownNameError(f"unknown allocation {allocation!r}; valid allocations: {', '.join(ALLOCATIONS)}")
     if solver not in SOLVERS:
         raise UnknownNameError(f"unknown knapsack solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
+    if normalize not in NORMALIZERS:
+        raise UnknownNameError(f"unknown normalize {normalize!r}; valid values: {', '.join(NORMALIZERS)}")
+    if linearize not in LINEARIZE_AT:
+        raise UnknownNameError(f"unknown linearize {linearize!r}; valid values: {', '.join(LINEARIZE_AT)}")
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not (spread == 0 or spread > 1):
+        raise ConfigError(f"spread must be 0 (unbounded) or a number > 1, got {spread!r}")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ConfigError("model_kwargs must be a dict")
 
@@ -112,7 +133,8 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     macs_before = groups.macs()  # == count_macs(work): the same traced forward
     params_before = count_params(work)
     vectors = score_vectors(groups, scores, work)
-    kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver)
+    kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
+                    normalize=normalize, linearize=linearize, spread=spread)
     cmap, dense_sizes = remove_channels(work, groups, kept)
 
     work.train(was_training)

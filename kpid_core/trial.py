@@ -235,6 +235,8 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     dense = copy.deepcopy(teacher.model).cpu()
     result = prune_to_budget(dense, _example(data), cfg.prune.budget, scores, min_keep=cfg.prune.min_keep,
                              allocation=cfg.prune.allocation, solver=cfg.prune.solver,
+                             normalize=cfg.prune.normalize, linearize=cfg.prune.linearize,
+                             spread=cfg.prune.spread,
                              model_name=cfg.model.name, model_kwargs=kw)
     times["prune_s"] = time.perf_counter() - t
     if saved is not None and saved["kept"] != _jsonable(result.kept):
