@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-quick bench lint clean
+.PHONY: demo test test-quick bench fashion-mnist lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +20,16 @@ test: $(STAMP)  ## the whole suite (what CI runs)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
-bench: $(STAMP)
-	for b in knapsack budget latency quality; do $(PY) bench/$$b.py --quick || exit 1; done
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+fashion-mnist:  ## Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist); prints the command where apt is missing
+	@if [ -f $(FASHION_MNIST)/t10k-labels-idx1-ubyte.gz ] || [ -n "$$KPID_FASHION_MNIST" ]; then echo "fashion-mnist: present"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist); \
+	else echo "fashion-mnist: missing; install it with: sudo apt-get install -y dataset-fashion-mnist" \
+	  "(Debian/Ubuntu), or set KPID_FASHION_MNIST to a folder holding the four IDX files"; exit 1; fi
+
+bench: $(STAMP) fashion-mnist
+	for b in knapsack budget latency quality ablation; do $(PY) bench/$$b.py --quick || exit 1; done
 
 lint: $(STAMP)
 	$(PY) -m ruff check kpid_core sweeps analysis bench tests

@@ -1,96 +1,72 @@
-"""The KPID paper's ablation order on the bundled digits at an aggressive MAC budget.
+"""The KPID paper's ablation order on Fashion-MNIST at MAC budgets 0.25 and 0.1, paired by seed.
 
-Variants (same teacher, same importance scores, same MAC budget within each seed):
-  kpid          knapsack allocation + CE + logits KD + inner KD   (the paper's method)
-  logits_kd     knapsack allocation + CE + logits KD
-  no_kd         knapsack allocation + CE only
-  uniform_kpid  uniform per-layer pruning at the same MACs + CE + logits KD + inner KD
+Variants (same teacher, split, importance scores, epochs and MAC budget within each seed; results
+shared with bench/quality.py through the cache):
+  ours        knapsack allocation + CE + logits KD + inner KD   (the product's defaults)
+  logits_kd   knapsack allocation + CE + logits KD
+  no_kd       knapsack allocation + CE only
+  uniform_kd  uniform per-group pruning at the same MACs + CE + logits KD + inner KD
 
-Expected order (paper, Tables 4-5): kpid >= uniform_kpid, and kpid >= logits_kd >= no_kd.
-Prints mean ± std of test top-1 over the seeds. Usage:
-  python bench/ablation.py [--quick] [--budget 0.15] [--seeds N] [--json FILE]
+Expected order (paper, Tables 4-5): knapsack > uniform, and inner KD > logits KD > no KD. Each
+step is a paired difference over seeds with a two-sided paired t-test. Usage:
+  python bench/ablation.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--device cuda]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
+import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from kpid_core.config import load_config
-from kpid_core.trial import prepare_shared, run_trial
+from bench._paired import load_results, paired, run_jobs
+from bench.quality import build_parser, header, resolve, table
 
-VARIANTS = {
-    "kpid": {"allocation": "knapsack", "kd_weight": 1.0, "inner_weight": 1.0},
-    "logits_kd": {"allocation": "knapsack", "kd_weight": 1.0, "inner_weight": 0.0},
-    "no_kd": {"allocation": "knapsack", "kd_weight": 0.0, "inner_weight": 0.0},
-    "uniform_kpid": {"allocation": "uniform", "kd_weight": 1.0, "inner_weight": 1.0},
-}
+__all__ = ["ORDER", "VARIANTS", "main", "order_checks"]
+
+VARIANTS = ["ours", "logits_kd", "no_kd", "uniform_kd"]
+ORDER = [("ours", "uniform_kd", "knapsack > uniform"), ("ours", "logits_kd", "inner KD > logits KD"),
+         ("logits_kd", "no_kd", "logits KD > no KD")]
 
 
-def run(budget: float, seeds: list[int], overrides: list[str]) -> dict[str, list[dict]]:
-    """Run every variant for every seed; returns ``variant -> [trial metrics]``."""
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="kpid-ablation-") as tmp:
-        for seed in seeds:
-            base = load_config(overrides=[f"seed={seed}", f"budget={budget}", *overrides])
-            shared = prepare_shared(base, Path(tmp) / f"seed{seed}", [base.prune.metric])
-            for name, ov in VARIANTS.items():
-                m = run_trial(base.with_overrides(ov), shared=shared)
-                results[name].append(m)
-                print(f"  seed {seed} {name:<13} acc {m['accuracy']:.4f}  macs_ratio {m['macs_ratio']:.4f}  "
-                      f"teacher {m['teacher_accuracy']:.4f}", file=sys.stderr, flush=True)
-    return results
-
-
-def summarize(results: dict[str, list[dict]]) -> list[dict]:
-    rows = []
-    for name, ms in results.items():
-        acc = [m["accuracy"] for m in ms]
-        rows.append({"variant": name, "n": len(acc), "mean": statistics.fmean(acc),
-                     "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                     "macs_ratio": statistics.fmean(m["macs_ratio"] for m in ms),
-                     "teacher": statistics.fmean(m["teacher_accuracy"] for m in ms)})
-    return rows
+def order_checks(rows: list[dict], budgets: list[float]) -> list[str]:
+    """One line per ordered pair and budget: paired difference, p-value and whether it holds."""
+    out = []
+    for b in budgets:
+        for a, c, what in ORDER:
+            d = paired(rows, a, c, b)
+            if not d["n"]:
+                continue
+            verdict = "holds (p < 0.05)" if d["mean"] > 0 and d["p"] < 0.05 else (
+                "same direction, not significant" if d["mean"] > 0 else "DOES NOT HOLD")
+            out.append(f"budget {b:g}: {what}: {a} − {c} = {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points "
+                       f"(p={d['p']:.3g}, n={d['n']}): {verdict}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 seeds (default: 5)")
-    ap.add_argument("--budget", type=float, default=0.15, help="fraction of dense MACs kept (default 0.15)")
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides --quick)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra trial config override, e.g. --set epochs=4")
-    ap.add_argument("--json", metavar="FILE", help="also write the per-trial metrics as JSON")
+    argv = sys.argv[1:] if argv is None else argv
+    ap = build_parser(__doc__, VARIANTS)
     args = ap.parse_args(argv)
-    n = args.seeds or (3 if args.quick else 5)
+    if not args.budgets:
+        args.budgets = "0.25" if args.quick or args.setting == "quick" else "0.25,0.1"
+    setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
-    results = run(args.budget, list(range(n)), args.overrides)
-    rows = summarize(results)
-    print(f"KPID ablation on digits (digits_resnet), budget {args.budget}, {n} seeds, "
-          f"{time.perf_counter() - t0:.0f} s")
-    print(f"{'variant':<14} {'test top-1 (mean ± std)':>24} {'MACs ratio':>11}")
-    for r in rows:
-        print(f"{r['variant']:<14} {r['mean'] * 100:>15.2f} ± {r['std'] * 100:4.2f} % {r['macs_ratio']:>11.4f}")
-    print(f"{'teacher':<14} {rows[0]['teacher'] * 100:>15.2f} %")
-    by = {r["variant"]: r["mean"] for r in rows}
-    checks = {"knapsack >= uniform": by["kpid"] >= by["uniform_kpid"],
-              "inner KD >= logits KD": by["kpid"] >= by["logits_kd"],
-              "logits KD >= no KD": by["logits_kd"] >= by["no_kd"]}
-    for k, ok in checks.items():
-        print(f"  {k:<24} {'holds' if ok else 'DOES NOT HOLD'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "checks": checks, "trials": {
-            k: [{x: m[x] for x in ("accuracy", "macs_ratio", "teacher_accuracy")} for m in v]
-            for k, v in results.items()}}, indent=1))
+    if not args.no_run:
+        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra, jobs=args.jobs,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+    lines = header("KPID ablation on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
+                   ["bench/ablation.py", *argv])
+    lines += table(rows, budgets, methods) + [""] + [f"- {c}" for c in order_checks(rows, budgets)]
+    lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
+    print("\n".join(lines))
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write("\n".join(lines) + "\n")
     return 0
 
 

@@ -1,24 +1,23 @@
-"""Pruning quality on the bundled digits: test error at MAC budgets 0.5 / 0.25 / 0.1.
+"""Pruning quality on Fashion-MNIST, paired by seed: test accuracy at MAC budgets 0.5 / 0.25 / 0.1.
 
-Per seed, every method starts from the same trained teacher (digits_resnet, one data split per
-seed) and gets the same fine-tuning recipe (``train.*`` of the default trial config):
+Teacher: the CIFAR ResNet-20 with one input channel at 28 px, trained once per seed (cached). Every
+method of a seed uses that teacher, the seed's split, the same epochs and augmentation
+(``bench/_paired.py`` lists the methods):
 
-* ``ours``       — KPID: knapsack allocation on Taylor scores + CE + logits KD + inner KD
-                   (``kpid_core.trial.run_trial``).
-* ``uniform``    — uniform per-layer pruning (same kept fraction everywhere, L1-ranked), same
-                   MACs, plain fine-tune (CE only; ``run_trial`` with KD weights 0).
-* ``tp_global``  — torch-pruning global magnitude pruning bisected to the same MAC target, plain
-                   fine-tune (CE only, ``kpid_core.train.fit``).
-* ``scratch``    — a same-MACs compact architecture trained from scratch (CE): torchvision
-                   mobilenet_v3_small with its stem adapted to 1×16×16 digits (1 input channel,
-                   stride 1 instead of 2: with stride 2 the 16-px input is 1×1 after four of its five
-                   downsamplings) and ``width_mult`` bisected so its MACs are ≤ the budget's MACs. It is
-                   trained for teacher.epochs + train.epochs at the teacher's learning rate (the
-                   training the pruned models received in total).
+  ours        knapsack allocation with the product's defaults + CE + logits KD + inner KD
+  no_kd       knapsack, CE only
+  uniform_kd  the same kept fraction in every channel group (L1 ranking) + our KD
+  tp_plain    Torch-Pruning global magnitude pruning, one shot, bisected to the same MACs by our
+              counter, fine-tuned with CE (its own recipe)
+  tp_kd       the same pruned network fine-tuned with our KD (inner KD through 1x1 projections)
+  effnet_b0, mnv3_small, mnv3_large
+              the architecture at the width whose MACs match the budget, from scratch, CE + logits
+              KD for teacher + fine-tune epochs (omitted at a budget its width range cannot reach)
 
-Prints mean ± std test error per method and budget over the seeds, and the ratio
-ours ÷ tp_global at budget 0.25 (goal ≤ 0.8). Usage:
-  python bench/quality.py [--quick] [--seeds N] [--budgets 0.5,0.25,0.1] [--md FILE]
+Prints mean ± std test accuracy, the paired difference of ours against each method with a paired
+t-test, and the issue's goals. Results are cached per (seed, budget, method) under --cache, so an
+interrupted run continues where it stopped. Usage:
+  python bench/quality.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -27,170 +26,182 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
-
-import torch
-from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench._anchors import tp_global_to_macs
-from kpid_core.baseline import build_compact, match_width
-from kpid_core.config import load_config
-from kpid_core.data import build_data
-from kpid_core.distill import DistillLoss
-from kpid_core.macs import count_macs
-from kpid_core.models import build_model, model_in_channels
-from kpid_core.teacher import load_state_dict_file, model_kwargs
-from kpid_core.train import evaluate, fit, resolve_device, seed_everything
-from kpid_core.trial import prepare_shared, run_trial
+from bench._paired import METHODS, SETTINGS, cell_stats, load_results, paired, run_jobs
 
-__all__ = ["METHODS", "compact_mobilenet", "main", "run_seed"]
+__all__ = ["PRUNING", "SCRATCH", "goals", "main", "table"]
 
-METHODS = ["ours", "uniform", "tp_global", "scratch"]
-BUDGETS = [0.5, 0.25, 0.1]
-GOAL_RATIO = 0.8
+PRUNING = ["ours", "no_kd", "uniform_kd", "tp_plain", "tp_kd"]
+SCRATCH = ["effnet_b0", "mnv3_small", "mnv3_large"]
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "kpid", "bench")
 
 
-def compact_mobilenet(target_macs: int, input_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, float, int]:
-    """The widest adapted mobilenet_v3_small whose MACs at ``input_shape`` are ≤ ``target_macs``
-    (``kpid_core.baseline``: the same builder a sweep's same-data baselines use).
-    Returns (model, width_mult, MACs)."""
-    width, macs = match_width("mobilenet_v3_small", target_macs, input_shape, num_classes)
-    seed_everything(0)
-    return build_compact("mobilenet_v3_small", width, input_shape, num_classes), width, macs
+def table(rows: list[dict], budgets: list[float], methods: list[str]) -> list[str]:
+    """Markdown: mean ± std test accuracy (%) per method and budget, with the mean MAC ratio."""
+    out = ["| method | " + " | ".join(f"budget {b:g}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for m in methods:
+        cells = []
+        for b in budgets:
+            mean, sd, n = cell_stats(rows, m, b)
+            ratio, _, _ = cell_stats(rows, m, b, "macs_ratio")
+            cells.append("–" if n == 0 else f"{mean * 100:.2f} ± {sd * 100:.2f} (MACs {ratio:.3f}, n={n})")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    t = sorted({(r["seed"], r["teacher"]) for r in rows})
+    if t:
+        import statistics
+
+        tv = [a for _, a in t]
+        out.append(f"| teacher (1.0) | {statistics.fmean(tv) * 100:.2f} ± "
+                   f"{(statistics.stdev(tv) if len(tv) > 1 else 0) * 100:.2f} (n={len(tv)}) |" + " |" * (len(budgets) - 1))
+    return out
 
 
-def _plain_finetune(model: nn.Module, data, cfg, seed: int, *, lr: float | None = None,
-                    epochs: int | None = None, desc: str) -> float:
-    """CE-only training with the trial recipe; returns test accuracy (0-1)."""
-    loss = DistillLoss(ce_weight=1.0, kd_weight=0.0, inner_weight=0.0, label_smoothing=cfg.train.label_smoothing)
-    fit(model, None, data, loss, cfg.train, seed=seed, lr=lr, epochs=epochs, desc=desc)
-    model.eval()
-    return evaluate(model, data.test, resolve_device(cfg.train.device))
+def comparisons(rows: list[dict], budgets: list[float], methods: list[str]) -> list[str]:
+    """Markdown: ours − method, paired over seeds (mean ± std in points, p of the paired t-test)."""
+    out = ["| ours − method | " + " | ".join(f"budget {b:g}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for m in methods:
+        if m == "ours":
+            continue
+        cells = []
+        for b in budgets:
+            d = paired(rows, "ours", m, b)
+            cells.append("–" if d["n"] == 0 else f"{d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} (p={d['p']:.3g}, n={d['n']})")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
 
 
-def run_seed(seed: int, budgets: list[float], overrides: list[str], tmp: Path, log) -> list[dict]:
-    """All methods at all budgets for one seed: rows {seed, budget, method, error, macs_ratio}."""
-    cfg = load_config(overrides=[f"seed={seed}", *overrides])
-    shared = prepare_shared(cfg, tmp / f"seed{seed}", ["taylor", "l1"])
-    data = build_data(cfg.data, cfg.seed, split=shared.split, channels=model_in_channels(cfg.model.name))
-    kw = model_kwargs(cfg, data.input_shape[0])
-    teacher = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
-    load_state_dict_file(shared.teacher, teacher, what="shared teacher")
-    teacher.eval()
-    x = torch.zeros(1, *data.input_shape)
-    dense_macs = count_macs(teacher, data.input_shape)
-    rows = [{"seed": seed, "budget": 1.0, "method": "teacher", "error": 1 - shared.teacher_accuracy,
-             "macs_ratio": 1.0}]
+def _drop(rows: list[dict], m: str, b: float) -> tuple[float, dict]:
+    teacher = {r["seed"]: r["teacher"] for r in rows}
+    drops = {r["seed"]: teacher[r["seed"]] - r["accuracy"] for r in rows if r["method"] == m and r["budget"] == b}
+    import statistics
+
+    return (statistics.fmean(drops.values()) if drops else float("nan")), drops
+
+
+def goals(rows: list[dict], budgets: list[float]) -> list[str]:
+    """The issue's goals, each with its verdict (met / MISSED / not measured)."""
+    out = []
+
+    def sig(d):
+        return d["n"] > 1 and d["p"] < 0.05
+
+    if 0.25 in budgets:
+        ours, _ = _drop(rows, "ours", 0.25)
+        tp, _ = _drop(rows, "tp_plain", 0.25)
+        d = paired(rows, "ours", "tp_plain", 0.25)
+        ok = ours <= 0.5 * tp and d["mean"] > 0 and sig(d)
+        out.append(f"budget 0.25: drop from teacher, ours {ours * 100:.2f} vs tp_plain {tp * 100:.2f} points "
+                   f"(goal ours <= 0.5 x tp_plain, paired p={d['p']:.3g}): {'met' if ok else 'MISSED'}")
+        d = paired(rows, "ours", "tp_kd", 0.25)
+        out.append(f"budget 0.25: ours − tp_kd {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points (p={d['p']:.3g}; "
+                   f"goal: not below): {'met' if d['mean'] >= 0 else 'MISSED'}")
+    if 0.1 in budgets:
+        for m in ("uniform_kd", "tp_kd", "tp_plain", "no_kd"):
+            d = paired(rows, "ours", m, 0.1)
+            if d["n"]:
+                ok = d["mean"] > 0 and sig(d)
+                out.append(f"budget 0.1: ours − {m} {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points "
+                           f"(p={d['p']:.3g}; goal > 0, p < 0.05): {'met' if ok else 'MISSED'}")
     for b in budgets:
-        t0 = time.perf_counter()
-        res = {}
-        m = run_trial(cfg.with_overrides({"budget": b}), shared=shared)
-        res["ours"] = (m["accuracy"], m["macs_ratio"])
-        m = run_trial(cfg.with_overrides({"budget": b, "allocation": "uniform", "metric": "l1", "kd_weight": 0.0,
-                                          "inner_weight": 0.0}), shared=shared)
-        res["uniform"] = (m["accuracy"], m["macs_ratio"])
-        seed_everything(seed)
-        pruned, ratio = tp_global_to_macs(teacher, x, b)
-        res["tp_global"] = (_plain_finetune(pruned, data, cfg, seed, desc="tp_global"), ratio)
-        seed_everything(seed)
-        net, width, macs = compact_mobilenet(int(b * dense_macs), data.input_shape, data.num_classes)
-        acc = _plain_finetune(net, data, cfg, seed, lr=cfg.teacher.lr,
-                              epochs=cfg.teacher.epochs + cfg.train.epochs, desc="scratch")
-        res["scratch"] = (acc, macs / dense_macs)
-        for meth, (acc, ratio) in res.items():
-            rows.append({"seed": seed, "budget": b, "method": meth, "error": 1 - acc, "macs_ratio": ratio,
-                         **({"width": width} if meth == "scratch" else {})})
-        log(f"  seed {seed} budget {b}: " + ", ".join(f"{k} err {1 - v[0]:.4f} (MACs {v[1]:.3f})"
-                                                       for k, v in res.items())
-            + f" [scratch width {width:.3f}] ({time.perf_counter() - t0:.0f} s)")
-    return rows
+        for m in SCRATCH:
+            d = paired(rows, "ours", m, b)
+            if d["n"]:
+                ok = d["mean"] >= 0.01 and sig(d)
+                out.append(f"budget {b:g}: ours − {m} {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points "
+                           f"(p={d['p']:.3g}; goal >= +1 point): {'met' if ok else 'MISSED'}")
+    return out
 
 
-def summarize(rows: list[dict], budgets: list[float]) -> tuple[list[str], dict]:
-    """Markdown table lines (mean ± std test error in %, mean MAC ratio) and the cells by key."""
-    cells: dict[tuple[float, str], tuple[float, float, float, int]] = {}
-    for b in budgets:
-        for meth in METHODS:
-            errs = [r["error"] for r in rows if r["budget"] == b and r["method"] == meth]
-            macs = [r["macs_ratio"] for r in rows if r["budget"] == b and r["method"] == meth]
-            sd = statistics.stdev(errs) if len(errs) > 1 else 0.0
-            cells[(b, meth)] = (statistics.fmean(errs), sd, statistics.fmean(macs), len(errs))
-    lines = ["| budget | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
-    for b in budgets:
-        lines.append(f"| {b:g} | " + " | ".join(
-            f"{cells[(b, m)][0] * 100:.2f} ± {cells[(b, m)][1] * 100:.2f} % (MACs {cells[(b, m)][2]:.3f})"
-            for m in METHODS) + " |")
-    t = [r["error"] for r in rows if r["method"] == "teacher"]
-    lines.append(f"| teacher (1.0) | {statistics.fmean(t) * 100:.2f} ± "
-                 f"{(statistics.stdev(t) if len(t) > 1 else 0) * 100:.2f} % | | | |")
-    return lines, cells
+def parse_seeds(text: str) -> list[int]:
+    """``5`` = seeds 0..4; ``3-7`` = 3..7; ``0,2,4`` = those."""
+    if "-" in text:
+        a, b = text.split("-", 1)
+        return list(range(int(a), int(b) + 1))
+    if "," in text:
+        return [int(s) for s in text.split(",")]
+    return list(range(int(text)))
+
+
+def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default=None,
+                    help="training subset and epochs: " + "; ".join(f"{k}: {v.note}" for k, v in SETTINGS.items())
+                    + " (default full; --quick = quick)")
+    ap.add_argument("--quick", action="store_true", help="the quick setting: one seed, budget 0.25, < 10 min on 2 cores")
+    ap.add_argument("--seeds", default=None, help="N (seeds 0..N-1), A-B or a comma list (default 5; quick 1)")
+    ap.add_argument("--budgets", default=None, help="comma list of MAC fractions (default: the setting's)")
+    ap.add_argument("--methods", default=",".join(default_methods),
+                    help=f"comma list from {', '.join(METHODS)} (default %(default)s)")
+    ap.add_argument("--jobs", type=int, default=1, help="(seed, budget) jobs run at once (GPU: 8-16; 2 CPU cores: 1)")
+    ap.add_argument("--device", default="auto", help="train.device for every method: auto, cpu, cuda, cuda:N")
+    ap.add_argument("--cache", default=os.environ.get("KPID_BENCH_CACHE", DEFAULT_CACHE),
+                    help="result and teacher cache (default $KPID_BENCH_CACHE or %(default)s)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra trial-config override for every method (changes the cache key)")
+    ap.add_argument("--md", default=None, help="also write the markdown report to this file")
+    ap.add_argument("--no-run", action="store_true", help="only summarise what the cache holds")
+    return ap
+
+
+def resolve(args, ap) -> tuple:
+    setting = SETTINGS[args.setting or ("quick" if args.quick else "full")]
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds else list(range(1 if args.quick else 5))
+        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else list(setting.budgets)
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r} / --budgets {args.budgets!r}: expected numbers")
+    if not seeds or not budgets or not all(0 < b < 1 for b in budgets):
+        ap.error(f"--budgets {args.budgets!r}: expected comma-separated numbers in (0, 1)")
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"--methods: unknown {', '.join(bad)}; allowed: {', '.join(METHODS)}")
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+    extra = list(args.overrides) + ([f"train.device={args.device}"] if args.device != "auto" else [])
+    return setting, seeds, budgets, methods, extra
+
+
+def header(title: str, setting, seeds, extra, argv) -> list[str]:
+    import torch
+
+    dev = "CUDA " + torch.cuda.get_device_name(0) if torch.cuda.is_available() and "cuda" in " ".join(extra) else \
+        f"CPU, {os.cpu_count()} cores (shared with other jobs)"
+    cmd = "python " + " ".join(argv)
+    return [f"# {title}", "",
+            f"- Date: {datetime.date.today()}; machine: {platform.machine()}, {dev}; torch {torch.__version__}",
+            f"- Command: `{cmd}`",
+            (f"- Setting `{setting.name}`: {setting.note}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}); "
+             f"overrides {' '.join(setting.overrides + tuple(extra))}"),
+            ("- Cells: mean ± std over seeds of test top-1 on the fixed 10,000-image test set; comparisons are "
+             "paired by seed (same teacher, split, epochs, augmentation), two-sided paired t-test."), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="2 seeds, budget 0.25 only, teacher 8 + fine-tune 3 epochs (< 3 min)")
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; quick 2)")
-    ap.add_argument("--budgets", default=None,
-                    help="comma list of MAC fractions (default 0.5,0.25,0.1; quick 0.25)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra trial config override for every method, e.g. --set epochs=4")
-    ap.add_argument("--md", default=None, help="also write the markdown table to this file")
+    argv = sys.argv[1:] if argv is None else argv
+    ap = build_parser(__doc__, PRUNING + SCRATCH)
     args = ap.parse_args(argv)
-    try:
-        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else (
-            [0.25] if args.quick else BUDGETS)
-    except ValueError:
-        budgets = []
-    if not budgets or not all(0 < b < 1 for b in budgets):
-        print(f"error: --budgets {args.budgets!r}: expected comma-separated numbers in (0, 1)", file=sys.stderr)
-        return 2
-    n = args.seeds or (2 if args.quick else 3)
-    if n < 1:
-        print(f"error: --seeds must be >= 1, got {n}", file=sys.stderr)
-        return 2
-    overrides = (["teacher.epochs=8", "epochs=3"] if args.quick else []) + args.overrides
-    torch.set_num_threads(1)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="kpid-quality-") as tmp:
-        for seed in range(n):
-            rows += run_seed(seed, budgets, overrides, Path(tmp), log)
-    lines, cells = summarize(rows, budgets)
-    cfg = load_config(overrides=overrides)
-    setting = (f"{'quick' if args.quick else 'full'} setting: {n} seeds, teacher {cfg.teacher.epochs} epochs, "
-               f"fine-tune {cfg.train.epochs} epochs, scratch {cfg.teacher.epochs + cfg.train.epochs} epochs")
-    print(f"Test error on digits (digits_resnet teacher), {setting}")
+    if not args.no_run:
+        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra, jobs=args.jobs,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+    lines = header("Pruning quality on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
+                   ["bench/quality.py", *argv])
+    lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]
+    lines += [f"- {g}" for g in goals(rows, budgets)]
+    lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
     print("\n".join(lines))
-    verdict = []
-    if 0.25 in budgets:
-        ratio = cells[(0.25, "ours")][0] / max(cells[(0.25, "tp_global")][0], 1e-12)
-        verdict.append(f"ours / tp_global error at 0.25: {ratio:.2f} (goal <= {GOAL_RATIO}: "
-                       f"{'met' if ratio <= GOAL_RATIO else 'MISSED'})")
-    print("\n".join(verdict))
-    print(f"({time.perf_counter() - t0:.0f} s)")
     if args.md:
-        cmd = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(args.md, "w") as f:
-            f.write("# Pruning quality on digits: test error at the same MACs\n\n")
-            f.write(f"- Date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} CPUs "
-                    f"(shared with other jobs), torch {torch.__version__}, CPU, 1 thread\n")
-            f.write(f"- Command: `{cmd.strip()}` ({setting})\n")
-            f.write("- Cells: mean ± std over seeds of test error (1 − top-1) and the mean MAC ratio reached; "
-                    "each seed has its own data split and teacher, shared by all methods.\n\n")
-            f.write("\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
+            f.write("\n".join(lines) + "\n")
     return 0
 
 

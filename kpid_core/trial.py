@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,7 +30,11 @@ from kpid_core.models import build_model, default_taps, model_in_channels
 from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
 from kpid_core.train import evaluate, fit, resolve_device, seed_everything
 
-__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "prepare_shared", "run_trial"]
+if TYPE_CHECKING:
+    from kpid_core.importance import ImportanceScores
+
+__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "load_teacher", "prepare_shared", "run_trial", "teacher_importance",
+           "trial_data"]
 
 log = logging.getLogger("kpid_core.trial")
 TRIAL_STATE_FILE = "trial_state.json"  # in checkpoint_dir: the prune result a resumed trial must reproduce
@@ -54,32 +58,63 @@ class SharedArtifacts:
                 "importance": {k: str(v) for k, v in self.importance.items()}}
 
     @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SharedArtifacts:
+        """Build from :meth:`to_dict`'s fields (what Ray passes to a trial).
+
+        Args:
+            d: a mapping with ``root``, ``split``, ``teacher``, ``teacher_accuracy`` and optionally
+                ``importance`` (metric name → path).
+
+        Returns:
+            The artifacts, with every path a :class:`~pathlib.Path`.
+        """
+        return cls(Path(d["root"]), Path(d["split"]), Path(d["teacher"]), float(d["teacher_accuracy"]),
+                   {k: Path(v) for k, v in d.get("importance", {}).items()})
+
+    @classmethod
     def load(cls, root: str | os.PathLike) -> SharedArtifacts:
-        """Read ``root/shared.json`` written by :func:`prepare_shared`."""
+        """Read ``root/shared.json`` written by :func:`prepare_shared`.
+
+        Args:
+            root: the directory :func:`prepare_shared` wrote.
+
+        Returns:
+            The artifacts recorded there. Raises SpecError when the file is missing or malformed.
+        """
         p = Path(root) / "shared.json"
         try:
-            d = json.loads(p.read_text())
-            return cls(Path(d["root"]), Path(d["split"]), Path(d["teacher"]), float(d["teacher_accuracy"]),
-                       {k: Path(v) for k, v in d["importance"].items()})
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return cls.from_dict(json.loads(p.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SpecError(f"shared artifacts {str(p)!r} are missing or malformed: {exc}") from None
 
+    @classmethod
+    def coerce(cls, shared: SharedArtifacts | Mapping[str, Any] | str | os.PathLike | None) -> SharedArtifacts | None:
+        """Whatever a caller passed as ``shared`` (Ray hands trials strings and dicts) as artifacts.
 
-def _as_shared(shared: Any) -> SharedArtifacts | None:
-    if shared is None or isinstance(shared, SharedArtifacts):
-        return shared
-    if isinstance(shared, Mapping):
-        return SharedArtifacts(Path(shared["root"]), Path(shared["split"]), Path(shared["teacher"]),
-                               float(shared["teacher_accuracy"]),
-                               {k: Path(v) for k, v in shared.get("importance", {}).items()})
-    return SharedArtifacts.load(shared)
+        Args:
+            shared: None, an instance, a :meth:`to_dict` mapping, or the directory holding ``shared.json``.
+
+        Returns:
+            None for None, else the artifacts.
+        """
+        if shared is None or isinstance(shared, SharedArtifacts):
+            return shared
+        if isinstance(shared, Mapping):
+            return cls.from_dict(shared)
+        return cls.load(shared)
 
 
-def _as_config(cfg: Any) -> TrialConfig:
-    return cfg.validate() if isinstance(cfg, TrialConfig) else TrialConfig.from_dict(cfg)
+def trial_data(cfg: TrialConfig, split: str | os.PathLike | None = None) -> DataBundle:
+    """The data of a trial config, with the image channels its model takes.
 
+    Args:
+        cfg: the trial config (its ``data`` section and ``seed`` decide the split).
+        split: a split file written by ``DataBundle.save_split`` (a sweep's shared split), or None
+            to draw the split from the seed.
 
-def _data(cfg: TrialConfig, split: Any = None) -> DataBundle:
+    Returns:
+        The train/val/test loaders and the data's facts (``DataBundle``).
+    """
     return build_data(cfg.data, cfg.seed, split=split, channels=model_in_channels(cfg.model.name))
 
 
@@ -87,9 +122,21 @@ def _example(data: DataBundle) -> torch.Tensor:
     return torch.zeros(1, *data.input_shape)
 
 
-def _importance(cfg: TrialConfig, teacher: nn.Module, data: DataBundle, metric: str, device: torch.device):
-    """Scores of ``metric`` on the teacher; the first ``importance_batches`` batches of a train
-    loader reshuffled from the seed, so shared and per-trial computation agree."""
+def teacher_importance(cfg: TrialConfig, teacher: nn.Module, data: DataBundle, metric: str,
+                       device: torch.device) -> ImportanceScores:
+    """Scores of ``metric`` on the teacher, over the first ``cfg.prune.importance_batches`` batches
+    of the train loader reshuffled from ``cfg.seed``, so that shared and per-trial computation agree.
+
+    Args:
+        cfg: the trial config (seed and number of batches).
+        teacher: the dense model to score.
+        data: the trial's data (:func:`trial_data`).
+        metric: a name from ``kpid_core.importance.METRICS``.
+        device: where to run the teacher.
+
+    Returns:
+        One score tensor per channel group.
+    """
     from kpid_core.importance import compute_importance
 
     gen = getattr(data.train.sampler, "generator", None)
@@ -103,12 +150,12 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
     """Write the data split, teacher weights + test accuracy and importance scores (one file per
     metric in ``metrics``, default ``[cfg.prune.metric]``) under ``out_dir``; existing importance
     files are reused. Returns their paths (also recorded in ``out_dir/shared.json``)."""
-    cfg = _as_config(cfg)
+    cfg = TrialConfig.coerce(cfg)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
-    data = _data(cfg)
+    data = trial_data(cfg)
     split = data.save_split(out / "split.json")
     teacher = get_teacher(cfg, data, device=device)
     tpath = out / "teacher.pt"
@@ -123,15 +170,27 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
         cfg_m = cfg.with_overrides({"prune.metric": metric})  # validates the metric name
         path = out / "importance" / f"{metric}.pt"
         if not path.is_file():
-            _importance(cfg_m, teacher.model, data, metric, device).save(path)
+            teacher_importance(cfg_m, teacher.model, data, metric, device).save(path)
         imp[metric] = path
     shared = SharedArtifacts(out, split, tpath, float(teacher.accuracy or 0.0), imp)
     (out / "shared.json").write_text(json.dumps(shared.to_dict(), indent=1))
     return shared
 
 
-def _load_teacher(cfg: TrialConfig, data: DataBundle, shared: SharedArtifacts | None,
-                  device: torch.device) -> Teacher:
+def load_teacher(cfg: TrialConfig, data: DataBundle, shared: SharedArtifacts | None,
+                 device: torch.device) -> Teacher:
+    """The trial's teacher: the sweep's shared weights when given, else :func:`~kpid_core.teacher.get_teacher`
+    (trained, cached, from a checkpoint or pretrained, as ``cfg.teacher`` says).
+
+    Args:
+        cfg: the trial config (model and teacher sections).
+        data: the trial's data (its classes and input channels shape the model).
+        shared: the sweep's artifacts, or None.
+        device: where the teacher is put, in eval mode.
+
+    Returns:
+        The teacher model with its test accuracy and where it came from.
+    """
     if shared is None:
         return get_teacher(cfg, data, device=device)
     model = build_model(cfg.model.name, num_classes=data.num_classes, **model_kwargs(cfg, data.input_shape[0]))
@@ -176,8 +235,8 @@ def run_trial(cfg: Any, on_epoch: Callable[[int, dict], None] | None = None, *,
     ``metrics.json``, ``model/`` (``save_pruned``) and ``trial.log``. Raises NonFiniteLossError on
     a NaN/Inf loss (``metrics.json`` then records ``status: "non_finite_loss"``).
     """
-    cfg = _as_config(cfg)
-    shared = _as_shared(shared)
+    cfg = TrialConfig.coerce(cfg)
+    shared = SharedArtifacts.coerce(shared)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -210,12 +269,12 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     times: dict[str, float] = {}
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
-    data = _data(cfg, split=shared.split if shared is not None else None)
+    data = trial_data(cfg, split=shared.split if shared is not None else None)
     log.info("trial: %s on %s, budget %.3f, metric %s, device %s", cfg.model.name, cfg.data.name,
              cfg.prune.budget, cfg.prune.metric, device)
 
     t = time.perf_counter()
-    teacher = _load_teacher(cfg, data, shared, device)
+    teacher = load_teacher(cfg, data, shared, device)
     times["teacher_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -227,7 +286,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     elif shared is not None and cfg.prune.metric in shared.importance:
         scores = ImportanceScores.load(shared.importance[cfg.prune.metric])
     else:
-        scores = _importance(cfg, teacher.model, data, cfg.prune.metric, device)
+        scores = teacher_importance(cfg, teacher.model, data, cfg.prune.metric, device)
     times["importance_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

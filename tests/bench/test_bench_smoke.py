@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._anchors import tp_global_to_macs, uniform_prune
 from bench.latency import allocate_blocked, blocked_groups, prune_kept
 from bench.latency import main as latency_main
-from bench.quality import compact_mobilenet
 from kpid_core.groups import find_groups
 from kpid_core.importance import compute_importance
 from kpid_core.macs import count_macs
@@ -68,14 +67,6 @@ def test_blocked_knapsack_keeps_multiples_of_8_within_budget(digits, budget):
             more = counts.copy()
             more[g.index] += 8
             assert G.macs(more) > budget * dense, (g.key, counts)
-
-
-def test_compact_mobilenet_matches_the_mac_target():
-    target = 760_000
-    net, width, macs = compact_mobilenet(target, (1, 16, 16), 10)
-    assert macs == count_macs(net, (1, 16, 16)) <= target
-    assert macs > 0.85 * target and 0.2 < width < 1.0
-    assert net.eval()(torch.randn(2, 1, 16, 16)).shape == (2, 10)
 
 
 def test_latency_cuda_without_cuda_exits_2_with_one_line(monkeypatch, capsys):

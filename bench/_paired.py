@@ -1,0 +1,287 @@
+"""Paired-by-seed pruning benchmarks on Fashion-MNIST: settings, methods, a result cache, workers.
+
+Every method of one seed starts from the same teacher (trained once per seed and cached), the same
+data split, epochs and augmentation; methods differ only in how the student is obtained and
+trained. A result is one JSON file per (setting, seed, budget, method) under the cache folder, so a
+run can be stopped and continued, and ``bench/quality.py`` and ``bench/ablation.py`` share the
+methods they have in common. Work is split into (seed, budget) jobs that ``--jobs N`` runs in N
+processes (a GPU runs several small trainings at once; on 2 CPU cores use 1).
+
+Statistics: mean ± sample std over seeds, and for a comparison the paired differences over the seeds
+both methods finished, with a two-sided paired t-test (scipy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+__all__ = ["METHODS", "SETTINGS", "Setting", "cell_stats", "load_results", "paired", "run_jobs"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A benchmark setting: trial-config overrides shared by every method, and its budgets."""
+
+    name: str
+    overrides: tuple[str, ...]
+    budgets: tuple[float, ...]
+    note: str
+
+    def key(self, extra: tuple[str, ...] = ()) -> str:
+        """Cache folder name: the setting's name and a hash of every override."""
+        h = hashlib.sha1("\n".join(self.overrides + extra).encode()).hexdigest()[:8]
+        return f"{self.name}-{h}"
+
+
+_COMMON = ("dataset=fashion_mnist", "model=resnet20", "data.batch_size=128")
+SETTINGS = {
+    # 2 CPU cores: about 25-30 min per seed with every method of bench/quality.py.
+    "full": Setting("full", _COMMON + ("data.val_fraction=0.05", "data.train_size=10000", "teacher.epochs=12",
+                                       "epochs=3"), (0.5, 0.25, 0.1),
+                    "10,000 training images (stratified), 3,000 validation, teacher 12 epochs, fine-tune 3 epochs"),
+    # --quick: one seed in under 10 minutes on 2 CPU cores.
+    "quick": Setting("quick", _COMMON + ("data.val_fraction=0.05", "data.train_size=3000", "teacher.epochs=8",
+                                         "epochs=2"), (0.25,),
+                     "3,000 training images (stratified), 3,000 validation, teacher 8 epochs, fine-tune 2 epochs"),
+    # A GPU: the whole training split (51,000 images after the 9,000-image validation split).
+    "gpu": Setting("gpu", _COMMON + ("data.val_fraction=0.05", "data.train_size=20000", "teacher.epochs=15",
+                                     "epochs=3"), (0.5, 0.25, 0.1),
+                   "20,000 training images (stratified), 3,000 validation, teacher 15 epochs, fine-tune 3 epochs"),
+    # CI smoke test only.
+    "smoke": Setting("smoke", _COMMON + ("data.val_fraction=0.2", "data.train_size=200", "teacher.epochs=1", "epochs=1",
+                                         "prune.importance_batches=1"), (0.25,), "smoke"),
+}
+
+
+# ---- methods ------------------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    """What a method needs: the seed's config, shared artifacts, budget and extra overrides."""
+
+    cfg: Any
+    shared: Any
+    budget: float
+    extra: dict = field(default_factory=dict)
+
+
+def _trial(overrides: dict) -> Callable[[Ctx], dict]:
+    def run(ctx: Ctx) -> dict:
+        from kpid_core.trial import run_trial
+
+        m = run_trial(ctx.cfg.with_overrides({"budget": ctx.budget, **ctx.extra, **overrides}), shared=ctx.shared)
+        return {k: m[k] for k in ("accuracy", "val_accuracy", "macs_ratio")}
+    return run
+
+
+def _teacher_and_data(ctx: Ctx):
+    from kpid_core.data import build_data
+    from kpid_core.models import build_model, model_in_channels
+    from kpid_core.teacher import load_state_dict_file, model_kwargs
+    from kpid_core.train import resolve_device
+
+    cfg = ctx.cfg
+    data = build_data(cfg.data, cfg.seed, split=ctx.shared.split, channels=model_in_channels(cfg.model.name))
+    teacher = build_model(cfg.model.name, num_classes=data.num_classes, **model_kwargs(cfg, data.input_shape[0]))
+    load_state_dict_file(ctx.shared.teacher, teacher, what="shared teacher")
+    return teacher.eval(), data, resolve_device(cfg.train.device)
+
+
+def _tp(kd: bool) -> Callable[[Ctx], dict]:
+    """Torch-Pruning global magnitude pruning, one shot, bisected to the budget's MACs; fine-tuned
+    plainly (CE, its own recipe) or with our KD (CE + logits KD + inner KD through learned 1x1
+    projections, since torch-pruning does not report which teacher channels a layer kept)."""
+
+    def run(ctx: Ctx) -> dict:
+        import torch
+
+        from bench._anchors import tp_global_to_macs
+        from kpid_core.distill import DistillLoss
+        from kpid_core.models import default_taps
+        from kpid_core.train import evaluate, fit, seed_everything
+
+        teacher, data, device = _teacher_and_data(ctx)
+        cfg = ctx.cfg
+        seed_everything(cfg.seed)
+        student, ratio = tp_global_to_macs(teacher, torch.zeros(1, *data.input_shape), ctx.budget)
+        student, teacher = student.to(device), teacher.to(device)
+        k = cfg.distill
+        if kd:
+            loss = DistillLoss(ce_weight=k.ce_weight, kd_weight=k.kd_weight, inner_weight=k.inner_weight,
+                               temperature=k.temperature, kd_form=k.kd_form, match="projection")
+            loss.attach(student, teacher, default_taps(cfg.model.name), {},
+                        example_input=next(iter(data.val))[0][:2].to(device))
+        else:
+            loss = DistillLoss(ce_weight=1.0, kd_weight=0.0, inner_weight=0.0)
+        fr = fit(student, teacher if kd else None, data, loss, cfg.train, seed=cfg.seed, desc="tp_global")
+        loss.detach()
+        student.eval()
+        return {"accuracy": evaluate(student, data.test, device), "val_accuracy": fr.last["accuracy"],
+                "macs_ratio": ratio}
+    return run
+
+
+def _scratch(arch: str) -> Callable[[Ctx], dict]:
+    """``arch`` at the width matching the budget's MACs, trained from scratch with CE + logits KD
+    for teacher + fine-tune epochs at the teacher's learning rate."""
+
+    def run(ctx: Ctx) -> dict:
+        from kpid_core.baseline import run_baseline
+
+        cfg = ctx.cfg.with_overrides({"budget": ctx.budget, "lr": ctx.cfg.teacher.lr})
+        m = run_baseline(cfg, arch, shared=ctx.shared, epochs=cfg.teacher.epochs + cfg.train.epochs)
+        return {"accuracy": m["accuracy"], "val_accuracy": m["val_accuracy"], "macs_ratio": m["macs_ratio"],
+                "width": m["width"]}
+    return run
+
+
+_NO_KD = {"kd_weight": 0.0, "inner_weight": 0.0}
+METHODS: dict[str, tuple[Callable[[Ctx], dict], str]] = {
+    "ours": (_trial({}), "knapsack allocation (product defaults) + CE + logits KD + inner KD"),
+    "logits_kd": (_trial({"inner_weight": 0.0}), "knapsack + CE + logits KD"),
+    "no_kd": (_trial(_NO_KD), "knapsack + CE only"),
+    "uniform_kd": (_trial({"allocation": "uniform", "metric": "l1"}),
+                   "uniform per-group fraction (L1 ranking) + CE + logits KD + inner KD"),
+    "uniform_no_kd": (_trial({"allocation": "uniform", "metric": "l1", **_NO_KD}), "uniform + CE only"),
+    "tp_plain": (_tp(False), "Torch-Pruning global magnitude (one shot, same MACs) + CE fine-tune"),
+    "tp_kd": (_tp(True), "Torch-Pruning global magnitude + CE + logits KD + inner KD (projections)"),
+    "effnet_b0": (_scratch("efficientnet_b0"), "EfficientNet-B0 at matched MACs from scratch + logits KD"),
+    "mnv3_small": (_scratch("mobilenet_v3_small"), "MobileNetV3-Small at matched MACs from scratch + logits KD"),
+    "mnv3_large": (_scratch("mobilenet_v3_large"), "MobileNetV3-Large at matched MACs from scratch + logits KD"),
+}
+
+
+# ---- jobs -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    setting: Setting
+    extra: tuple[str, ...]  # overrides for every method (e.g. --set, --device)
+    seed: int
+    budget: float | None  # None = prepare the seed's teacher and importance only
+    methods: tuple[str, ...]
+    variants: tuple[tuple[str, tuple[str, ...]], ...]  # (name, overrides) run like "ours"
+    cache: str
+    threads: int
+
+
+def _seed_dir(job: Job) -> Path:
+    return Path(job.cache) / job.setting.key(job.extra) / f"seed{job.seed}"
+
+
+def _seed_config(job: Job):
+    from kpid_core.config import load_config
+
+    return load_config(overrides=[*job.setting.overrides, *job.extra, f"seed={job.seed}",
+                                  f"teacher.cache_dir={Path(job.cache) / 'teachers'}"])
+
+
+def _prepare(job: Job):
+    from kpid_core.trial import prepare_shared
+
+    cfg = _seed_config(job)
+    return cfg, prepare_shared(cfg, _seed_dir(job) / "shared", sorted({cfg.prune.metric, "l1", "taylor_abs"}))
+
+
+def result_path(job: Job, method: str) -> Path:
+    return _seed_dir(job) / f"b{job.budget:g}" / f"{method}.json"
+
+
+def _run_job(job: Job) -> list[str]:
+    import torch
+
+    torch.set_num_threads(job.threads)
+    cfg, shared = _prepare(job)
+    lines = []
+    if job.budget is None:
+        return [f"seed {job.seed}: teacher {shared.teacher_accuracy:.4f}"]
+    todo = [(m, METHODS[m][0], {}) for m in job.methods]
+    for name, ov in job.variants:
+        todo.append((name, _trial({}), dict(kv.split("=", 1) for kv in ov)))
+    for name, fn, extra in todo:
+        path = result_path(job, name)
+        if path.is_file():
+            continue
+        t0 = time.perf_counter()
+        cfg_v = cfg.with_overrides(extra) if extra else cfg
+        row = fn(Ctx(cfg_v, shared, job.budget))
+        row.update(seed=job.seed, budget=job.budget, method=name, teacher=shared.teacher_accuracy,
+                   seconds=round(time.perf_counter() - t0, 1), overrides=list(job.setting.overrides + job.extra)
+                   + [f"{k}={v}" for k, v in extra.items()])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=1))
+        os.replace(tmp, path)
+        lines.append(f"seed {job.seed} budget {job.budget:g} {name:<14} test {row['accuracy']:.4f} "
+                     f"val {row['val_accuracy']:.4f} MACs {row['macs_ratio']:.4f} ({row['seconds']:.0f} s)")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: list[str], *, cache: str,
+             extra: list[str] = (), variants: dict[str, list[str]] | None = None, jobs: int = 1,
+             log: Callable[[str], None] = print) -> None:
+    """Run every method (and variant of ``ours``) at every (seed, budget) not yet in the cache.
+    Teachers first (one job per seed), then one job per (seed, budget), ``jobs`` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    var = tuple((k, tuple(v)) for k, v in (variants or {}).items())
+    mk = [Job(setting, tuple(extra), s, None, (), (), cache, threads) for s in seeds]
+    work = [Job(setting, tuple(extra), s, b, tuple(methods), var, cache, threads) for s in seeds for b in budgets]
+    for phase in (mk, work):
+        if jobs <= 1:
+            for j in phase:
+                for line in _run_job(j):
+                    log(line)
+            continue
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
+            for lines in ex.map(_run_job, phase):
+                for line in lines:
+                    log(line)
+
+
+def load_results(setting: Setting, cache: str, extra: list[str] = ()) -> list[dict]:
+    """Every cached result row of ``setting`` (with these extra overrides)."""
+    root = Path(cache) / setting.key(tuple(extra))
+    return [json.loads(p.read_text()) for p in sorted(root.glob("seed*/b*/*.json"))]
+
+
+# ---- statistics -----------------------------------------------------------------------------------
+def _by(rows: list[dict], method: str, budget: float, field_: str = "accuracy") -> dict[int, float]:
+    return {r["seed"]: r[field_] for r in rows if r["method"] == method and r["budget"] == budget}
+
+
+def cell_stats(rows: list[dict], method: str, budget: float, field_: str = "accuracy") -> tuple[float, float, int]:
+    """(mean, sample std, n) of ``field_`` over seeds."""
+    v = list(_by(rows, method, budget, field_).values())
+    if not v:
+        return math.nan, math.nan, 0
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
+
+
+def paired(rows: list[dict], a: str, b: str, budget: float, field_: str = "accuracy") -> dict[str, float]:
+    """Paired difference a − b over the seeds both have: mean, std, n and the two-sided p-value."""
+    x, y = _by(rows, a, budget, field_), _by(rows, b, budget, field_)
+    seeds = sorted(set(x) & set(y))
+    d = [x[s] - y[s] for s in seeds]
+    out = {"n": len(d), "mean": statistics.fmean(d) if d else math.nan,
+           "std": statistics.stdev(d) if len(d) > 1 else math.nan, "p": math.nan}
+    if len(d) > 1:
+        from scipy import stats
+
+        out["p"] = 1.0 if out["std"] == 0 and out["mean"] == 0 else float(stats.ttest_rel([x[s] for s in seeds],
+                                                                                           [y[s] for s in seeds]).pvalue)
+    return out

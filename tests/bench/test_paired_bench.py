@@ -1,0 +1,65 @@
+"""The paired Fashion-MNIST benchmarks end to end on tiny IDX files, and their statistics."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+
+from test_data_small import write_fashion
+
+from bench import ablation, quality
+from bench._paired import paired
+
+
+def _rows(method, accs, budget=0.25):
+    return [{"seed": s, "budget": budget, "method": method, "accuracy": a} for s, a in enumerate(accs)]
+
+
+def test_paired_difference_and_t_test_match_a_hand_computation():
+    a, b = [0.90, 0.92, 0.91, 0.93], [0.89, 0.90, 0.90, 0.90]
+    rows = _rows("ours", a) + _rows("tp", b) + _rows("tp", [0.5], budget=0.1)
+    d = paired(rows, "ours", "tp", 0.25)
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 3)
+    t = mean / (sd / 2)
+    assert d["n"] == 4 and d["mean"] == pytest.approx(mean) and d["std"] == pytest.approx(sd)
+    from scipy import stats
+
+    assert d["p"] == pytest.approx(2 * stats.t.sf(abs(t), 3))
+    only = paired(rows + _rows("ours", [0.7], budget=0.1)[:1], "ours", "tp", 0.1)
+    assert only["n"] == 1 and math.isnan(only["p"])  # one pair: no test
+
+
+@pytest.mark.slow
+def test_quality_and_ablation_run_cache_and_summarise(tmp_path, capsys):
+    write_fashion(tmp_path / "fm")
+    cache = tmp_path / "cache"
+    argv = ["--setting", "smoke", "--seeds", "1", "--cache", str(cache), "--set", f"data.root={tmp_path / 'fm'}",
+            "--methods", "ours,no_kd,tp_plain,mnv3_small"]
+    assert quality.main(argv) == 0
+    out = capsys.readouterr().out
+    files = sorted(cache.glob("smoke-*/seed0/b0.25/*.json"))
+    assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "tp_plain"]
+    row = json.loads((files[2]).read_text())
+    assert 0 <= row["accuracy"] <= 1 and row["macs_ratio"] <= 0.25 and row["seed"] == 0
+    assert "| ours | " in out and "| tp_plain | " in out and "ours − tp_plain" not in out
+    assert "| mnv3_small | " in out and "budget 0.25: drop from teacher" in out
+    # a second run computes nothing: every result is cached (files untouched)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert ablation.main(argv[:-2] + ["--methods", "ours,no_kd", "--budgets", "0.25"]) == 0
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert "logits KD > no KD" not in capsys.readouterr().out  # logits_kd was not asked for
+
+
+def test_bad_arguments_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--methods", "ours,magic"])
+    assert e.value.code == 2 and "--methods: unknown magic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality.main(["--budgets", "1.5"])
