@@ -119,17 +119,18 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
     """
     import json
 
+    from kpid_core.config import TrialConfig
     from kpid_core.distill import DistillLoss
     from kpid_core.macs import count_macs
     from kpid_core.train import evaluate, fit, resolve_device, seed_everything
-    from kpid_core.trial import _as_config, _as_shared, _data, _load_teacher
+    from kpid_core.trial import SharedArtifacts, load_teacher, trial_data
 
     t0 = time.perf_counter()
-    cfg, shared = _as_config(cfg), _as_shared(shared)
+    cfg, shared = TrialConfig.coerce(cfg), SharedArtifacts.coerce(shared)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
-    data = _data(cfg, split=shared.split if shared is not None else None)
-    teacher = _load_teacher(cfg, data, shared, device)
+    data = trial_data(cfg, split=shared.split if shared is not None else None)
+    teacher = load_teacher(cfg, data, shared, device)
     shape, k = data.input_shape, data.num_classes
     dense_macs = count_macs(teacher.model, shape)
     dense_params = sum(p.numel() for p in teacher.model.parameters())

@@ -149,6 +149,18 @@ class TrialConfig:
         return flatten(self.to_dict())
 
     @classmethod
+    def coerce(cls, cfg: TrialConfig | Mapping[str, Any] | None) -> TrialConfig:
+        """A validated config from either a config or a nested dict (what Ray hands a trial).
+
+        Args:
+            cfg: a :class:`TrialConfig` (validated and returned as is) or a mapping for :meth:`from_dict`.
+
+        Returns:
+            The validated config.
+        """
+        return cfg.validate() if isinstance(cfg, TrialConfig) else cls.from_dict(cfg)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrialConfig:
         """Build and validate from a nested dict; dotted keys and aliases at top level also work
         (``{"budget": 0.3, "train.lr": 0.1}``)."""

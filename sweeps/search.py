@@ -77,7 +77,13 @@ class BudgetASHA(FIFOScheduler):
         return child
 
     def budget_of(self, trial_id: str) -> Any:
+        """The budget whose bracket ranks ``trial_id`` (None before the trial was added)."""
         return self._child_of.get(trial_id)
+
+    @property
+    def budgets(self) -> set[Any]:
+        """The budgets that have a bracket of their own so far."""
+        return set(self._children)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._child(trial)

@@ -39,7 +39,7 @@ def test_default_cli_trial_keeps_accuracy_at_budget_03_and_model_reloads(tmp_pat
     # the saved model reloads and reproduces the reported test accuracy on the same split
     model = load_pruned(out / "model")
     cfg = load_config(overrides=["budget=0.3"])
-    data = trial_mod._data(cfg)
+    data = trial_mod.trial_data(cfg)
     assert evaluate(model, data.test) == pytest.approx(m["accuracy"], abs=1e-9)
 
 
@@ -75,7 +75,7 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
         raise AssertionError("recomputed although shared")
 
     monkeypatch.setattr(trial_mod, "get_teacher", boom)
-    monkeypatch.setattr(trial_mod, "_importance", boom)
+    monkeypatch.setattr(trial_mod, "teacher_importance", boom)
     with_shared = run_trial(cfg, shared=str(tmp_path / "shared"))  # a path works (Ray passes strings)
     for k in ("accuracy", "val_accuracy", "macs", "params"):
         assert with_shared[k] == alone[k], k
@@ -85,7 +85,7 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
 
 def test_teacher_is_cached_by_config(tmp_path):
     cfg = load_config(overrides=["teacher.epochs=1", f"teacher.cache_dir={tmp_path}"])
-    data = trial_mod._data(cfg)
+    data = trial_mod.trial_data(cfg)
     first = get_teacher(cfg, data)
     assert first.source == "train" and len(list(tmp_path.glob("*.pt"))) == 1
 
@@ -102,7 +102,7 @@ def test_teacher_is_cached_by_config(tmp_path):
 
 
 def test_teacher_checkpoint_missing_corrupt_and_good(tmp_path):
-    data = trial_mod._data(load_config())
+    data = trial_mod.trial_data(load_config())
     missing = load_config(overrides=["teacher.source=checkpoint", f"teacher.checkpoint={tmp_path / 'no.pt'}"])
     with pytest.raises(SpecError, match="does not exist"):
         get_teacher(missing, data)
@@ -127,7 +127,7 @@ def test_pretrained_teacher_absent_then_present(tmp_path, monkeypatch):
     member, path = pretrained_weights_path("resnet18")
     assert path == tmp_path / "hub" / "checkpoints" / Path(member.url).name
     # synthetic data has 10 classes, ImageNet weights 1000: refuse clearly
-    data = trial_mod._data(cfg)
+    data = trial_mod.trial_data(cfg)
     with pytest.raises(ConfigError, match="has 1000 classes but the data has 10"):
         get_teacher(cfg, data)
     data.num_classes = 1000  # pretend an ImageNet-sized head

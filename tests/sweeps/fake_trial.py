@@ -105,7 +105,7 @@ def counting_run_trial(cfg: dict, on_epoch: Callable | None = None, **kw: Any) -
 def _patch_counters(kt: Any) -> None:
     if getattr(kt, "_counting", False):
         return
-    orig_teacher, orig_imp = kt.get_teacher, kt._importance
+    orig_teacher, orig_imp = kt.get_teacher, kt.teacher_importance
 
     def get_teacher(*a: Any, **k: Any) -> Any:
         _count("teacher")
@@ -115,4 +115,4 @@ def _patch_counters(kt: Any) -> None:
         _count("importance")
         return orig_imp(*a, **k)
 
-    kt.get_teacher, kt._importance, kt._counting = get_teacher, importance, True
+    kt.get_teacher, kt.teacher_importance, kt._counting = get_teacher, importance, True

@@ -42,7 +42,7 @@ def test_trials_of_different_budgets_never_compete():
     assert actions[3] == CONT  # b1 is only compared with its own budget
     assert actions[4] == STOP  # b2 is worse than b1 at the same budget: ASHA still works per budget
     assert per_budget.stopped == {t.trial_id for (t, _), a in zip(seq, actions) if a == STOP}
-    assert set(per_budget._children) == {0.75, 0.25}
+    assert per_budget.budgets == {0.75, 0.25}
 
 
 def test_final_and_error_results_are_not_ranked():
