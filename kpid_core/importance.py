@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError, DataError, SpecError, UnknownNameError
+from kpid_core.files import atomic_save
 from kpid_core.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups
 
 __all__ = [
@@ -280,10 +281,7 @@ class ImportanceScores:
             "scores": {k: v.detach().cpu().to(torch.float64) for k, v in self.scores.items()},
             "meta": {k: v for k, v in self.meta.items() if isinstance(v, (int, float, str, bool))},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # never leave a half-written score file behind
-        return path
+        return atomic_save(payload, path)  # never leave a half-written score file behind
 
     @classmethod
     def load(cls, path: str | Path) -> ImportanceScores:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError, KPIDError, SpecError
+from kpid_core.files import atomic_save, atomic_write_text
 
 if TYPE_CHECKING:
     from kpid_core.prune import PruneResult
@@ -136,11 +137,8 @@ def save_pruned(result: PruneResult, dir: str | os.PathLike, overwrite: bool = F
     if not overwrite and ((out / "spec.json").exists() or (out / "weights.pt").exists()):
         raise ConfigError(f"save_pruned: {str(out)!r} already holds a pruned model; pass overwrite=True")
     out.mkdir(parents=True, exist_ok=True)
-    tmp_w, tmp_s = out / "weights.pt.tmp", out / "spec.json.tmp"
-    torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, tmp_w)
-    tmp_s.write_text(json.dumps(result.spec, indent=1))
-    tmp_w.replace(out / "weights.pt")
-    tmp_s.replace(out / "spec.json")
+    atomic_save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, out / "weights.pt")
+    atomic_write_text(out / "spec.json", json.dumps(result.spec, indent=1))
     return out
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError, SpecError
+from kpid_core.files import atomic_save, atomic_write_text
 from kpid_core.models import build_model
 
 __all__ = [
@@ -168,11 +169,8 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
     model.eval()
     acc = evaluate(model, data.test, dev)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    tmp_meta = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
-    os.replace(tmp_meta, meta_path)  # parallel trials may train the same teacher: last writer wins, whole files
+    # parallel trials may train the same teacher: last writer wins, whole files
+    atomic_save(model.state_dict(), path)
+    atomic_write_text(meta_path, json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
     log.info("teacher: trained, test acc %.4f, cached at %s", acc, path)
     return Teacher(model, acc, path, "train")

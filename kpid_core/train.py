@@ -38,6 +38,7 @@ from kpid_core.distributed import (
     world,
 )
 from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.files import atomic_save
 
 __all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything"]
 
@@ -152,12 +153,6 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-
-
 def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: DistillLoss, cfg: Any,
         on_epoch: EpochCallback | None = None, checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False, *, seed: int = 0, lr: float | None = None, epochs: int | None = None,
@@ -262,7 +257,7 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
         log.info("%s epoch %d/%d loss %.4f val_acc %.4f", desc, epoch + 1, epochs, metrics["loss"],
                  metrics["accuracy"])
         if ckpt_path is not None:
-            _save_atomic({"model": student.state_dict(), "projections": loss.projections.state_dict(),
+            atomic_save({"model": student.state_dict(), "projections": loss.projections.state_dict(),
                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                           "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
                           "history": history}, ckpt_path)

@@ -26,6 +26,7 @@ from kpid_core.config import TrialConfig
 from kpid_core.data import DataBundle, build_data
 from kpid_core.distill import DistillLoss
 from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.files import atomic_save, atomic_write_text
 from kpid_core.models import build_model, default_taps, model_in_channels
 from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
 from kpid_core.train import evaluate, fit, resolve_device, seed_everything
@@ -159,10 +160,8 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
     split = data.save_split(out / "split.json")
     teacher = get_teacher(cfg, data, device=device)
     tpath = out / "teacher.pt"
-    tmp = tpath.with_name("teacher.pt.tmp")
-    torch.save({k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, tmp)
-    os.replace(tmp, tpath)
-    (out / "teacher.json").write_text(json.dumps({
+    atomic_save({k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, tpath)
+    atomic_write_text(out / "teacher.json", json.dumps({
         "accuracy": teacher.accuracy, "model": cfg.model.name,
         "kwargs": model_kwargs(cfg, data.input_shape[0]), "source": teacher.source}))
     imp: dict[str, Path] = {}
@@ -173,7 +172,7 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
             teacher_importance(cfg_m, teacher.model, data, metric, device).save(path)
         imp[metric] = path
     shared = SharedArtifacts(out, split, tpath, float(teacher.accuracy or 0.0), imp)
-    (out / "shared.json").write_text(json.dumps(shared.to_dict(), indent=1))
+    atomic_write_text(out / "shared.json", json.dumps(shared.to_dict(), indent=1))
     return shared
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from kpid_core import results_schema
+from kpid_core.files import atomic_write
 from kpid_core.results_schema import COLUMNS
 from sweeps.space import apply_params
 
@@ -44,10 +45,7 @@ def write_trials(df: pd.DataFrame, exp_dir: Path) -> tuple[Path, Path]:
     exp_dir = Path(exp_dir)
     out = []
     for name, writer in (("trials.parquet", df.to_parquet), ("trials.csv", df.to_csv)):
-        tmp = exp_dir / f".{name}.tmp"
-        writer(tmp, index=False)
-        tmp.replace(exp_dir / name)
-        out.append(exp_dir / name)
+        out.append(atomic_write(exp_dir / name, lambda tmp, w=writer: w(tmp, index=False)))
     return out[0], out[1]
 
 
