@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -29,10 +29,13 @@ __all__ = [
     "TeacherConfig",
     "TrainConfig",
     "TrialConfig",
+    "as_section",
     "default_config_path",
     "load_config",
     "parse_overrides",
 ]
+
+_S = TypeVar("_S")
 
 ALIASES: dict[str, str] = {
     "budget": "prune.budget",
@@ -248,6 +251,24 @@ class TrialConfig:
         if k.taps is not None and not all(isinstance(s, str) for s in k.taps):
             raise ConfigError("distill.taps must be a list of module names (e.g. [layer1, layer2]) or null")
         return self
+
+
+def as_section(kind: type[_S], cfg: _S | Mapping[str, Any] | None) -> _S:
+    """A config section from the dataclass itself or a plain dict of its fields (library callers
+    pass either), so that a missing field takes the config's default and no call site keeps its own.
+
+    Args:
+        kind: the section class, e.g. :class:`TrainConfig` or :class:`DataConfig`.
+        cfg: an instance of ``kind`` (returned as is), a mapping (keys that are no field of ``kind``
+            are ignored) or None (all defaults).
+
+    Returns:
+        An instance of ``kind``.
+    """
+    if isinstance(cfg, kind):
+        return cfg
+    names = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in (cfg or {}).items() if k in names})
 
 
 def _metrics() -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import pickle
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from kpid_core.config import TrainConfig, as_section
 from kpid_core.distill import DistillLoss
 from kpid_core.distributed import (
     average_gradients_and_loss,
@@ -58,10 +59,6 @@ class FitResult:
     @property
     def last(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
 
 
 def seed_everything(seed: int) -> None:
@@ -122,11 +119,11 @@ def _raise_non_finite(desc: str, parts: dict, epoch: int, lr: float) -> None:
                              f"lower the learning rate (lr={lr})")
 
 
-def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
-    wd = float(_get(cfg, "weight_decay", 5e-4))
-    if _get(cfg, "optimizer", "sgd") == "adamw":
+def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    wd = float(cfg.weight_decay)
+    if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, momentum=float(_get(cfg, "momentum", 0.9)), weight_decay=wd,
+    return torch.optim.SGD(params, lr=lr, momentum=float(cfg.momentum), weight_decay=wd,
                            nesterov=False)
 
 
@@ -171,11 +168,12 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
     same weights and metrics).
     """
     t0 = time.perf_counter()
-    device = resolve_device(_get(cfg, "device", "auto"))
-    amp = _flag(_get(cfg, "amp", "auto"), device)
-    cl = _flag(_get(cfg, "channels_last", "auto"), device)
-    epochs = int(epochs if epochs is not None else _get(cfg, "epochs", 1))
-    lr = float(lr if lr is not None else _get(cfg, "lr", 0.05))
+    cfg = as_section(TrainConfig, cfg)
+    device = resolve_device(cfg.device)
+    amp = _flag(cfg.amp, device)
+    cl = _flag(cfg.channels_last, device)
+    epochs = int(epochs if epochs is not None else cfg.epochs)
+    lr = float(lr if lr is not None else cfg.lr)
     student.to(device)
     loss.to(device)
     if teacher is not None:

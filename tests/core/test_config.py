@@ -118,3 +118,13 @@ def test_bad_yaml_file(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_as_section_fills_missing_fields_with_the_configs_defaults():
+    from kpid_core.config import DataConfig, TrainConfig, as_section
+
+    tc = TrainConfig(epochs=3)
+    assert as_section(TrainConfig, tc) is tc
+    from_dict = as_section(TrainConfig, {"lr": 0.1, "not_a_field": 1})
+    assert from_dict == TrainConfig(lr=0.1)  # epochs 8, not some call site's own default
+    assert as_section(DataConfig, None).val_fraction == DataConfig().val_fraction
