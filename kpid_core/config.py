@@ -194,6 +194,7 @@ class TrialConfig:
     # -- validation ------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
         """Check every value once; raise ConfigError naming the field and the allowed values."""
+        from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
         from kpid_core.data import AUGMENTS, DATASETS
         from kpid_core.models import MODEL_NAMES
 
@@ -206,10 +207,10 @@ class TrialConfig:
         _choice("model.name", m.name, MODEL_NAMES, unknown=True)
         _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
         _choice("prune.metric", p.metric, _metrics(), unknown=True)
-        _choice("prune.allocation", p.allocation, ("knapsack", "uniform"))
-        _choice("prune.solver", p.solver, ("dp", "greedy"))
-        _choice("prune.normalize", p.normalize, ("none", "mean", "max"))
-        _choice("prune.linearize", p.linearize, ("current", "uniform"))
+        _choice("prune.allocation", p.allocation, ALLOCATIONS)
+        _choice("prune.solver", p.solver, SOLVERS)
+        _choice("prune.normalize", p.normalize, NORMALIZERS)
+        _choice("prune.linearize", p.linearize, LINEARIZE_AT)
         if p.spread != 0:
             _range("prune.spread", p.spread, 1.0, None, low_open=True)
         _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
