@@ -153,3 +153,34 @@ def test_grey_small_imagefolder_keeps_native_size_and_channels(tmp_path):
     assert rgb.input_shape == (3, 28, 28) and next(iter(rgb.train))[0].shape[1:] == (3, 28, 28)
     with pytest.raises(DataError, match="augment=imagenet is for full-size photos"):
         build_data({"name": "fashion_mnist", "augment": "imagenet"}, seed=0)
+
+
+@pytest.mark.slow
+def test_trial_cli_on_fashion_mnist_reloads_and_refuses_bad_roots(tmp_path, capsys):
+    import json
+
+    from kpid_core.__main__ import main
+    from kpid_core.prune import load_pruned
+
+    write_fashion(tmp_path / "fm")
+    out = tmp_path / "run"
+    base = ["trial", "--set", "dataset=fashion_mnist", "--set", f"data.root={tmp_path / 'fm'}", "--set", "model=resnet20",
+            "--set", "teacher.epochs=1", "--set", "epochs=1", "--set", "budget=0.3", "--set",
+            f"teacher.cache_dir={tmp_path / 'teachers'}", "--quiet"]
+    assert main([*base, "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["macs_ratio"] <= 0.3 and m["config"]["data"]["name"] == "fashion_mnist"
+    capsys.readouterr()
+    model = load_pruned(out / "model").eval()
+    x = torch.randn(4, 1, 28, 28)
+    assert model(x).shape == (4, 10)
+    # bad roots and files: one line, exit 2, nothing left behind
+    bad = [(f"data.root={tmp_path / 'nowhere'}", "nowhere"), (f"data.root={tmp_path / 'cut'}", "t10k-images-idx3-ubyte")]
+    write_fashion(tmp_path / "cut", gz=False)
+    f = tmp_path / "cut" / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-100])
+    for setting, needle in bad:
+        assert main([*base, "--set", setting, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "\n" not in err
+        assert not (tmp_path / "bad").exists()
