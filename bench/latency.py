@@ -43,7 +43,7 @@ if ROOT not in sys.path:
 
 from bench._anchors import tp_global_to_macs, uniform_prune
 from kpid_core.allocation import allocate
-from kpid_core.groups import ChannelGroups, find_groups
+from kpid_core.groups import ChannelGroups, find_groups, is_depthwise
 from kpid_core.importance import compute_importance
 from kpid_core.macs import count_macs
 from kpid_core.models import build_model
@@ -132,7 +132,7 @@ def _input_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...
 def _standalone(m: nn.Module, cin: int, cout: int) -> nn.Module:
     if isinstance(m, nn.Linear):
         return nn.Linear(cin, cout, bias=m.bias is not None)
-    groups = cin if m.groups > 1 and m.groups == m.in_channels else 1
+    groups = cin if is_depthwise(m) else 1
     if groups > 1:
         cout = cin  # depthwise: out channels are the in channels
     return nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None)

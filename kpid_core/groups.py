@@ -24,7 +24,7 @@ from torch import nn
 from kpid_core.errors import ConfigError
 from kpid_core.macs import LayerMACs, trace_layers
 
-__all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups"]
+__all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups", "is_depthwise"]
 
 
 @dataclass
@@ -58,12 +58,22 @@ class ChannelGroup:
         return [m.module for m in self.members if dim is None or m.dim == dim]
 
 
-def _is_depthwise(m: nn.Module) -> bool:
+def is_depthwise(m: nn.Module) -> bool:
+    """Whether ``m`` is a depthwise conv: one filter per input channel, so its input channels are
+    its output channels and a channel removed on one side is removed on both.
+
+    Args:
+        m: any module.
+
+    Returns:
+        True for a conv with ``groups == in_channels > 1``.
+    """
+    # torch's public Conv1d/2d/3d and their transposes share only this private base class
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
 
 
 def _is_grouped(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not is_depthwise(m)
 
 
 def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:

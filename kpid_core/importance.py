@@ -26,7 +26,7 @@ from torch import nn
 
 from kpid_core.errors import ConfigError, DataError, SpecError, UnknownNameError
 from kpid_core.files import atomic_save
-from kpid_core.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups
+from kpid_core.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups, is_depthwise
 
 __all__ = [
     "DATA_METRICS",
@@ -101,7 +101,7 @@ def member_params(module: nn.Module, member: GroupMember) -> list[tuple[str, tor
     """``(param name, param, dim)`` for every parameter of ``module`` indexed by the member's channels."""
     out: list[tuple[str, torch.Tensor, int]] = []
     if isinstance(module, nn.modules.conv._ConvNd):
-        depthwise = module.groups > 1 and module.groups == module.in_channels
+        depthwise = is_depthwise(module)
         if member.dim == "out":
             out.append(("weight", module.weight, 1 if module.transposed else 0))
             if module.bias is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from kpid_core.groups import ChannelGroups
+from kpid_core.groups import ChannelGroups, is_depthwise
 
 __all__ = ["remove_channels"]
 
@@ -65,8 +65,7 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
     modules = dict(model.named_modules())
     dense_sizes = {n: s for n, m in modules.items() if (s := _dim_sizes(m)) is not None}
     tied = {n for n, m in modules.items() if _dim_sizes(m) is not None and (
-        not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or (
-            isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels))}
+        not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or is_depthwise(m))}
     cmap = _channel_map(groups, kept, dense_sizes, tied)
 
     for g in groups:
