@@ -105,23 +105,42 @@ def _final_result(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_single(base: dict, shared: Any, trial_fn: TrialFn, config: dict) -> None:
-    from ray import tune
+def _open_trial(base: dict, config: dict) -> tuple[dict, Path, str | None]:
+    """What every trial does first, single-process or data-parallel.
 
-    from kpid_core.errors import NonFiniteLossError
+    Args:
+        base: the sweep's flat base config.
+        config: the parameters Tune sampled for this trial.
+
+    Returns:
+        ``(cfg, trial_dir, resume_from)``: the trial's nested config, its directory (holding
+        :data:`PID_FILE`), and the checkpoint Tune restarted it from, unpacked into
+        ``trial_dir/resume_from`` (None on a first start).
+    """
+    from ray import tune
 
     cfg = apply_params(base, config)
     trial_dir = Path(tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / PID_FILE).write_text(str(os.getpid()))
-    work = trial_dir / "ckpt_work"
-    work.mkdir(exist_ok=True)
     resume_from = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         resume_dir = trial_dir / "resume_from"
+        # A second restart must not find the first restart's files mixed into its checkpoint.
         shutil.rmtree(resume_dir, ignore_errors=True)
         resume_from = ckpt.to_directory(str(resume_dir))
+    return cfg, trial_dir, resume_from
+
+
+def _run_single(base: dict, shared: Any, trial_fn: TrialFn, config: dict) -> None:
+    from ray import tune
+
+    from kpid_core.errors import NonFiniteLossError
+
+    cfg, trial_dir, resume_from = _open_trial(base, config)
+    work = trial_dir / "ckpt_work"
+    work.mkdir(exist_ok=True)
     placement = _placement()
     last_epoch = [0]
 
@@ -167,19 +186,11 @@ def _train_loop(conf: dict) -> None:
 
 def _run_ddp(base: dict, shared: Any, trial_fn: TrialFn, workers: int, cpw: float, gpw: float,
              config: dict) -> None:
-    from ray import tune
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cfg = apply_params(base, config)
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / PID_FILE).write_text(str(os.getpid()))
-    resume_from = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        resume_from = ckpt.to_directory(str(trial_dir / "resume_from"))
+    cfg, trial_dir, resume_from = _open_trial(base, config)
     use_gpu = gpw > 0
     trainer = TorchTrainer(
         _train_loop,
