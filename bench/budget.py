@@ -15,9 +15,7 @@ Usage: ``python bench/budget.py [--quick] [--md FILE]`` (``--quick``: 64×64 inp
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -27,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._anchors import tp_global_stepped as tp_global  # shared with bench/latency.py, quality.py
+from bench._header import command_line, header_lines
 from kpid_core.allocation import min_keep_floors
 from kpid_core.groups import find_groups
 from kpid_core.importance import ImportanceContext, get_metric
@@ -91,14 +90,12 @@ def main(argv=None) -> int:
     print(summary)
     print(f"({time.time() - t0:.0f} s)")
     if args.md:
-        cmd = "python bench/budget.py" + (" --quick" if args.quick else "") + f" --md {args.md}"
+        cmd = command_line("bench/budget.py", (["--quick"] if args.quick else []) + ["--md", args.md])
+        head = header_lines("Budget landing: asked vs actual MACs", cmd, notes=[
+            f"Setting: input {size}x{size}, random-init weights, L1 scores, min_keep 0.1",
+            "Cells: actual MACs / dense MACs (relative miss vs the asked fraction); MACs = conv+linear, one image."])
         with open(args.md, "w") as f:
-            f.write("# Budget landing: asked vs actual MACs\n\n")
-            f.write(f"- Date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} CPUs "
-                    f"(shared), torch {torch.__version__}, CPU only\n")
-            f.write(f"- Command: `{cmd}` (input {size}x{size}, random-init weights, L1 scores, min_keep 0.1)\n")
-            f.write("- Cells: actual MACs / dense MACs (relative miss vs the asked fraction); MACs = conv+linear, "
-                    "one image.\n\n")
+            f.write("\n".join(head) + "\n")
             f.write("\n".join(lines) + "\n\n" + summary + "\n\n")
             f.write("Meaning: an allocator that prices each channel with the dense network's costs and ignores the "
                     "next layer's input savings (paper_code) lands far under the asked budget, and stepping a "

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._header import command_line, header_lines
 from kpid_core.knapsack import solve_detailed
 
 
@@ -132,10 +133,9 @@ def main(argv=None) -> int:
     repeats = 5 if args.quick else 21
     milp_s = args.milp_seconds if args.milp_seconds is not None else (10.0 if args.quick else 60.0)
 
-    import torch
-
-    print(f"# knapsack bench  {time.strftime('%Y-%m-%d')}  python {platform.python_version()}  "
-          f"torch {torch.__version__}  cpus {len(__import__('os').sched_getaffinity(0))}  repeats {repeats}")
+    cmd = command_line("bench/knapsack.py", list(argv if argv is not None else sys.argv[1:]))
+    setting = f"python {platform.python_version()}, repeats {repeats}, MILP limit {milp_s:g} s"
+    print("\n".join(header_lines("Knapsack solvers against HiGHS", cmd, notes=[setting])))
     v, w, cap, group = resnet50_instance()
     print(f"resnet50 instance: {v.size} channels, {len(set(group))} groups, "
           f"{len(np.unique(w))} distinct weights, total {w.sum() / 1e9:.3f} GMACs, capacity 50 %")

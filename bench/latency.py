@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +40,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._anchors import tp_global_to_macs, uniform_prune
+from bench._header import command_line, header_lines
 from kpid_core.allocation import allocate
 from kpid_core.groups import ChannelGroups, find_groups, is_depthwise
 from kpid_core.importance import compute_importance
@@ -411,15 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summ))
     print(f"({time.perf_counter() - t_all:.0f} s)")
     if args.md:
-        cmd = "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = command_line("bench/latency.py", list(argv if argv is not None else sys.argv[1:]))
+        head = header_lines("Latency: realised speed-up vs MAC speed-up", cmd, device=f"device {args.device}", notes=[
+            (f"Setting: {setting}, {size}x{size} input, {args.threads} thread(s), repeats {repeats}, "
+            "random-init weights, L1 scores"),
+            ("Efficiency = (t_dense / t_pruned) / (MACs_dense / MACs_pruned); speed-up = median over "
+            "interleaved rounds of the paired ratio t_dense / t_pruned.")])
         with open(args.md, "w") as f:
-            f.write("# Latency: realised speed-up vs MAC speed-up\n\n")
-            f.write(f"- Date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} CPUs "
-                    f"(shared with other jobs), torch {torch.__version__}, device {args.device}\n")
-            f.write(f"- Command: `{cmd.strip()}` ({setting} setting: {size}x{size} input, "
-                    f"{args.threads} thread(s), repeats {repeats}, random-init weights, L1 scores)\n")
-            f.write("- Efficiency = (t_dense / t_pruned) / (MACs_dense / MACs_pruned); speed-up = median over "
-                    "interleaved rounds of the paired ratio t_dense / t_pruned.\n\n")
+            f.write("\n".join(head) + "\n")
             f.write("\n".join(lines) + "\n\n" + "\n".join(f"- {s}" for s in summ) + "\n")
     return 0
 
