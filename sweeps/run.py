@@ -9,18 +9,19 @@ Errors a user can cause print one line ``error: ...`` and exit 2 without writing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `sweeps` and `kpid_core` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-__all__ = ["EXIT_USAGE", "build_parser", "main", "run_sweep"]
+__all__ = ["EXIT_USAGE", "ResourceRequest", "RunDescription", "build_parser", "describe_run", "main", "run_sweep"]
 
 EXIT_USAGE = 2
 DEFAULT_NAME = "digits_demo"
@@ -95,20 +96,116 @@ def _exp_exists(exp_dir: str) -> bool:
     return p.is_dir() and any(p.iterdir())
 
 
-def _resources_from(args: argparse.Namespace, spec_res: dict[str, Any], totals: dict[str, float]) -> Any:
+class ResourceRequest(NamedTuple):
+    """What the command line and the sweep file ask of the cluster, before it is checked against
+    the cluster's totals (:func:`sweeps.cluster.plan_resources`). None: decide from the cluster."""
+
+    num_gpus: float | None
+    gpus_per_trial: float | None  # the command line's: it wins
+    sweep_gpus_per_trial: float | None  # the sweep file's: used when GPUs are in use (default 1 then)
+    cpus_per_trial: float
+    workers_per_trial: int
+
+
+class RunDescription(NamedTuple):
+    """One sweep run, resolved once from the command line and the sweep file.
+
+    ``spec`` is the sweep to run (for ``resume``, the one saved in ``exp_dir/sweep.yaml``) with the
+    command line's ``--num-samples``/``--seed``/``--max-concurrent`` applied and ``name`` set;
+    ``exp_dir`` is ``storage/name``.
+    """
+
+    spec: Any  # sweeps.space.SweepSpec
+    storage: str
+    name: str
+    exp_dir: str
+    resume: bool
+    dry_run: bool
+    request: ResourceRequest
+    address: str | None
+    dashboard: bool
+    verbose: bool
+
+
+def _config_error(msg: str) -> Exception:
+    from kpid_core.errors import ConfigError
+
+    return ConfigError(msg)
+
+
+def describe_run(args: argparse.Namespace) -> RunDescription:
+    """Resolve the command line and the sweep file into one run description; nothing is started.
+
+    Args:
+        args: the parsed command line (:func:`build_parser`).
+
+    Returns:
+        The run. Raises ConfigError for a relative or URI ``--storage``, a ``--resume`` without a
+        saved sweep, an existing experiment without ``--resume`` (unless ``--dry-run``), or
+        ``--num-samples`` < 1.
+    """
+    storage = _storage_root(args.storage)
+    spec, name = _resumed_spec(args, storage) if args.resume else _new_spec(args, storage)
+    spec.name = name
+    res = spec.resources
+    request = ResourceRequest(
+        num_gpus=args.num_gpus,
+        gpus_per_trial=args.gpus_per_trial,
+        sweep_gpus_per_trial=float(res["gpus_per_trial"]) if "gpus_per_trial" in res else None,
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else float(res.get("cpus_per_trial", 1.0)),
+        workers_per_trial=args.workers_per_trial if args.workers_per_trial is not None else int(
+            res.get("workers_per_trial", 1)),
+    )
+    return RunDescription(spec, storage, name, _exp_dir(storage, name), bool(args.resume), bool(args.dry_run),
+                          request, args.address, bool(args.dashboard), bool(args.verbose))
+
+
+def _exp_dir(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
+    import yaml
+
+    from sweeps.space import load_sweep, parse_sweep
+
+    name = args.name or (load_sweep(args.config).name if args.config else None) or DEFAULT_NAME
+    saved = Path(_exp_dir(storage, name)) / "sweep.yaml"
+    if not saved.exists():
+        raise _config_error(f"--resume: no sweep to resume at {_exp_dir(storage, name)} (sweep.yaml missing); "
+                            "check --storage and --name")
+    return parse_sweep(yaml.safe_load(saved.read_text()), where=str(saved)), name
+
+
+def _new_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
+    from sweeps.space import load_sweep
+
+    spec = load_sweep(args.config)
+    name = args.name or spec.name or DEFAULT_NAME
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise _config_error("--num-samples must be >= 1")
+        spec.num_samples = args.num_samples
+    if args.seed is not None:
+        spec.seed = args.seed
+    if args.max_concurrent is not None:
+        spec.max_concurrent = args.max_concurrent
+    if not args.dry_run and _exp_exists(_exp_dir(storage, name)):
+        raise _config_error(f"--name: an experiment {name!r} already exists in {storage}; continue it "
+                            f"with --resume, or start a new one with --name NEW_NAME")
+    return spec, name
+
+
+def _resources_from(request: ResourceRequest, totals: dict[str, float]) -> Any:
     from sweeps.cluster import plan_resources
 
-    num_gpus = args.num_gpus
-    have_gpu = (num_gpus if num_gpus is not None else totals.get("GPU", 0.0)) > 0
-    gpt = args.gpus_per_trial
+    have_gpu = (request.num_gpus if request.num_gpus is not None else totals.get("GPU", 0.0)) > 0
+    gpt = request.gpus_per_trial
     if gpt is None:
-        gpt = float(spec_res.get("gpus_per_trial", 1.0 if have_gpu else 0.0))
-        if not have_gpu:
-            gpt = 0.0
-    cpt = args.cpus_per_trial if args.cpus_per_trial is not None else float(spec_res.get("cpus_per_trial", 1.0))
-    wpt = args.workers_per_trial if args.workers_per_trial is not None else int(spec_res.get("workers_per_trial", 1))
-    return plan_resources(totals, num_gpus=num_gpus, gpus_per_trial=gpt, cpus_per_trial=cpt,
-                          workers_per_trial=wpt)
+        sweep_gpt = request.sweep_gpus_per_trial
+        gpt = (sweep_gpt if sweep_gpt is not None else 1.0) if have_gpu else 0.0
+    return plan_resources(totals, num_gpus=request.num_gpus, gpus_per_trial=gpt,
+                          cpus_per_trial=request.cpus_per_trial, workers_per_trial=request.workers_per_trial)
 
 
 def _local_totals() -> dict[str, float]:
@@ -160,92 +257,33 @@ def run_sweep(
 ) -> Path:
     """Validate, start/join Ray, prepare shared artifacts, run (or resume) the sweep, write results.
 
-    ``trial_fn``/``prepare_fn`` replace ``kpid_core.trial.run_trial``/``prepare_shared`` (same
-    signatures, plain-dict config); tests use them. Returns the experiment directory.
-    """
-    import yaml
+    Args:
+        args: the parsed command line (:func:`build_parser`).
+        trial_fn: replaces ``kpid_core.trial.run_trial`` (same signature, plain-dict config); tests use it.
+        prepare_fn: replaces ``kpid_core.trial.prepare_shared`` likewise.
+        out: where progress lines go (default: ``sys.stdout`` at call time).
 
-    from sweeps.cluster import init_ray, quiet_environment
+    Returns:
+        The experiment directory ``STORAGE/NAME``.
+    """
+    from sweeps.cluster import quiet_environment
 
     out = out if out is not None else sys.stdout  # looked up now: notebooks and tests redirect it
-
     quiet_environment(args.verbose)
     if not args.verbose:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from sweeps.space import describe_space, load_sweep, parse_sweep
-
-    storage = _storage_root(args.storage)
-    if args.resume:
-        name = args.name or (load_sweep(args.config).name if args.config else None) or DEFAULT_NAME
-        exp_dir = f"{storage.rstrip('/')}/{name}"
-        saved = Path(exp_dir) / "sweep.yaml"
-        if not saved.exists():
-            from kpid_core.errors import ConfigError
-
-            raise ConfigError(f"--resume: no sweep to resume at {exp_dir} (sweep.yaml missing); "
-                              "check --storage and --name")
-        spec = parse_sweep(yaml.safe_load(saved.read_text()), where=str(saved))
-    else:
-        spec = load_sweep(args.config)
-        name = args.name or spec.name or DEFAULT_NAME
-        exp_dir = f"{storage.rstrip('/')}/{name}"
-        if args.num_samples is not None:
-            if args.num_samples < 1:
-                from kpid_core.errors import ConfigError
-
-                raise ConfigError("--num-samples must be >= 1")
-            spec.num_samples = args.num_samples
-        if args.seed is not None:
-            spec.seed = args.seed
-        if args.max_concurrent is not None:
-            spec.max_concurrent = args.max_concurrent
-        if not args.dry_run and _exp_exists(exp_dir):
-            from kpid_core.errors import ConfigError
-
-            raise ConfigError(f"--name: an experiment {name!r} already exists in {storage}; continue it "
-                              f"with --resume, or start a new one with --name NEW_NAME")
-    spec.name = name
-
-    if args.dry_run and not args.address:
-        import ray
-
-        totals = {k: float(v) for k, v in ray.cluster_resources().items()} if ray.is_initialized() \
-            else _local_totals()
-        started = False
-    else:
-        from sweeps.cluster import cluster_totals, local_gpu_count
-
-        if not args.address and args.num_gpus is not None and args.num_gpus > local_gpu_count():
-            import ray
-
-            if not ray.is_initialized():
-                from kpid_core.errors import ConfigError
-
-                raise ConfigError(f"--num-gpus: {args.num_gpus:g} requested but this machine has "
-                                  f"{local_gpu_count()} GPU(s)")
-        started = init_ray(args.address, dashboard=args.dashboard, verbose=args.verbose,
-                           num_gpus=None)
-        totals = cluster_totals()
+    run = describe_run(args)
+    started, totals = _connect(run)
     try:
-        res = _resources_from(args, spec.resources, totals)
-        if args.dry_run:
-            print(f"experiment: {exp_dir}  (search: {spec.mode}, trials: {spec.num_trials()})", file=out)
-            print("search space:", file=out)
-            for line in describe_space(spec):
-                print(line, file=out)
-            print("resources: " + ", ".join(f"{k}={v:g}" for k, v in res.as_dict().items()), file=out)
-            print(f"cluster: {', '.join(f'{k}={v:g}' for k, v in sorted(totals.items()) if '_' not in k)}",
-                  file=out)
-            if not args.resume and _exp_exists(exp_dir):
-                print(f"note: an experiment {name!r} already exists there: the real run needs --resume or "
-                      "a new --name", file=out)
-            return Path(exp_dir)
-        spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
-                          "workers_per_trial": res.workers}
-        return _execute(spec, exp_dir, res, resume=args.resume, trial_fn=trial_fn,
-                        prepare_fn=prepare_fn, verbose=args.verbose, out=out)
+        res = _resources_from(run.request, totals)
+        if run.dry_run:
+            _print_dry_run(run, res, totals, out)
+            return Path(run.exp_dir)
+        run.spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
+                              "workers_per_trial": res.workers}
+        return _execute(run, res, trial_fn=trial_fn, prepare_fn=prepare_fn, out=out)
     finally:
         if started:
             import ray
@@ -253,81 +291,166 @@ def run_sweep(
             ray.shutdown()
 
 
-def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, prepare_fn: Any,
-             verbose: bool, out: Any) -> Path:
-    import yaml
-    from ray import tune
+def _connect(run: RunDescription) -> tuple[bool, dict[str, float]]:
+    """Start or join Ray (a dry run without ``--address`` starts nothing); returns whether this
+    call started it and the cluster's resource totals."""
+    import ray
+
+    from sweeps.cluster import cluster_totals, init_ray, local_gpu_count
+
+    if run.dry_run and not run.address:
+        return False, (cluster_totals() if ray.is_initialized() else _local_totals())
+    num_gpus = run.request.num_gpus
+    if not run.address and num_gpus is not None and num_gpus > local_gpu_count() and not ray.is_initialized():
+        raise _config_error(f"--num-gpus: {num_gpus:g} requested but this machine has {local_gpu_count()} GPU(s)")
+    started = init_ray(run.address, dashboard=run.dashboard, verbose=run.verbose, num_gpus=None)
+    return started, cluster_totals()
+
+
+def _print_dry_run(run: RunDescription, res: Any, totals: dict[str, float], out: Any) -> None:
+    from sweeps.space import describe_space
+
+    spec = run.spec
+    print(f"experiment: {run.exp_dir}  (search: {spec.mode}, trials: {spec.num_trials()})", file=out)
+    print("search space:", file=out)
+    for line in describe_space(spec):
+        print(line, file=out)
+    print("resources: " + ", ".join(f"{k}={v:g}" for k, v in res.as_dict().items()), file=out)
+    print(f"cluster: {', '.join(f'{k}={v:g}' for k, v in sorted(totals.items()) if '_' not in k)}", file=out)
+    if not run.resume and _exp_exists(run.exp_dir):
+        print(f"note: an experiment {run.name!r} already exists there: the real run needs --resume or "
+              "a new --name", file=out)
+
+
+def _execute(run: RunDescription, res: Any, *, trial_fn: Any, prepare_fn: Any, out: Any) -> Path:
+    """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report."""
+    exp_path = Path(run.exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
+    exp_path.mkdir(parents=True, exist_ok=True)
+    if not run.resume:
+        import yaml
+
+        (exp_path / "sweep.yaml").write_text(yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
+    timings: dict[str, Any] = {}
+    with _timed(timings, "prepare_s"):
+        shared = _prepare(run, res, prepare_fn, out)
+    tuner = _tuner(run, res, shared, trial_fn, out)
+    print(f"running {run.spec.num_trials()} trial(s), up to {res.slots} at once -> {run.exp_dir}", file=out,
+          flush=True)
+    with _timed(timings, "fit_s"):
+        grid = tuner.fit()
+    rows = _trial_rows(grid, run.spec)
+    with _timed(timings, "baselines_s"):
+        if run.spec.baselines:
+            from sweeps.baselines import run_baselines
+
+            rows += run_baselines(run.spec, exp_path, shared, num_cpus=res.cpus_per_worker,
+                                  num_gpus=res.gpus_per_worker, out=out)
+    _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
+    return exp_path
+
+
+@contextlib.contextmanager
+def _timed(into: dict[str, Any], key: str) -> Iterator[None]:
+    """Store the block's wall time in ``into[key]`` (seconds, 3 decimals)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = round(time.perf_counter() - t0, 3)
+
+
+def _prepare(run: RunDescription, res: Any, prepare_fn: Any, out: Any) -> Any:
+    from sweeps.prepare import prepare_shared_artifacts
+    from sweeps.space import apply_params
+
+    print(f"preparing shared artifacts (data, teacher, importance: {', '.join(run.spec.metrics)}) ...",
+          file=out, flush=True)
+    return prepare_shared_artifacts(
+        apply_params(run.spec.base, {}), Path(run.exp_dir), run.spec.metrics, prepare_fn=prepare_fn,
+        num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=run.resume,
+    )
+
+
+def _callbacks(base: dict[str, Any], out: Any) -> list[Any]:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from sweeps.prepare import prepare_shared_artifacts
-    from sweeps.results import summary_lines, trial_row, trials_table, write_trials
-    from sweeps.search import BudgetASHA, make_searcher
-    from sweeps.space import BUDGET_KEY, apply_params, tune_param_space
+    # explicit, so that result.json / progress.csv exist even when a user's environment sets
+    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
+    return [_progress_callback(base, out), JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def _tuner(run: RunDescription, res: Any, shared: Any, trial_fn: Any, out: Any) -> Any:
+    """A new ``tune.Tuner`` for the run, or the interrupted one restored (``run.resume``)."""
+    from ray import tune
+
+    from sweeps.space import tune_param_space
     from sweeps.trainable import make_trainable
 
-    exp_path = Path(exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
-    exp_path.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (exp_path / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    base_nested = apply_params(spec.base, {})
-    print(f"preparing shared artifacts (data, teacher, importance: {', '.join(spec.metrics)}) ...",
-          file=out, flush=True)
-    t_prep = time.perf_counter()
-    shared = prepare_shared_artifacts(
-        base_nested, exp_path, spec.metrics, prepare_fn=prepare_fn,
-        num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=resume,
-    )
-    prepare_s = time.perf_counter() - t_prep
+    spec = run.spec
     trainable = tune.with_resources(
         make_trainable(spec.base, shared, trial_fn=trial_fn, workers=res.workers,
                        cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker),
         res.tune_request(),
     )
-    storage, name = exp_dir.rstrip("/").rsplit("/", 1)
-    if resume:
-        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=False,
+    if run.resume:
+        tuner = tune.Tuner.restore(run.exp_dir, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
-    else:
-        max_epochs = spec.space.get("train.epochs", [spec.base["train.epochs"]])
-        max_t = int(max(max_epochs) if isinstance(max_epochs, list) else max_epochs["high"])
-        scheduler = None
-        if spec.early_stopping:
-            scheduler = BudgetASHA(BUDGET_KEY, metric=spec.objectives[0][0], mode=spec.objectives[0][1],
-                                   max_t=max_t, **spec.early_stopping)
-        searcher = None
-        if spec.mode == "optuna":
-            searcher = make_searcher(spec.objectives, str(exp_path / "optuna.db"), f"kpid-{name}",
-                                     spec.seed)
-        max_conc = spec.max_concurrent or res.slots
-        tuner = tune.Tuner(
-            trainable,
-            param_space=tune_param_space(spec),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-                max_concurrent_trials=min(max_conc, res.slots),
-                trial_dirname_creator=_trial_dirname,
-                # A trial worker costs ~3 s to start (Python + torch import): reuse it across trials.
-                # Data-parallel trials keep fresh actors (their Train workers are per trial anyway).
-                reuse_actors=res.workers == 1,
-                # metric/mode stay off TuneConfig: there they would make the study single-objective
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=1 if verbose else 0,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                # explicit, so that result.json / progress.csv exist even when a user's environment
-                # sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
-                callbacks=[_progress_callback(spec.base, out), JsonLoggerCallback(), CSVLoggerCallback()],
-            ),
-        )
-    if resume:
-        # Callbacks are not restored from tuner.pkl; the restore API takes none, so set them here.
-        run_config = tuner._local_tuner._run_config  # type: ignore[union-attr]
-        run_config.callbacks = [_progress_callback(spec.base, out), JsonLoggerCallback(), CSVLoggerCallback()]
-    print(f"running {spec.num_trials()} trial(s), up to {res.slots} at once -> {exp_dir}", file=out, flush=True)
-    t_fit = time.perf_counter()
-    grid = tuner.fit()
-    fit_s = time.perf_counter() - t_fit
+        # Callbacks are not restored from tuner.pkl and the restore API takes none: Ray has no public
+        # way to set them, so they go into the restored tuner's private run config.
+        tuner._local_tuner._run_config.callbacks = _callbacks(spec.base, out)  # type: ignore[union-attr]
+        return tuner
+    storage, name = _tune_storage(run)
+    return tune.Tuner(
+        trainable,
+        param_space=tune_param_space(spec),
+        tune_config=_tune_config(run, res),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=1 if run.verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=_callbacks(spec.base, out),
+        ),
+    )
+
+
+def _tune_storage(run: RunDescription) -> tuple[str, str]:
+    """Tune's ``(storage_path, name)``: the experiment directory's parent and last component."""
+    storage, name = run.exp_dir.rstrip("/").rsplit("/", 1)
+    return storage, name
+
+
+def _tune_config(run: RunDescription, res: Any) -> Any:
+    from ray import tune
+
+    from sweeps.search import BudgetASHA, make_searcher
+    from sweeps.space import BUDGET_KEY
+
+    spec = run.spec
+    max_epochs = spec.space.get("train.epochs", [spec.base["train.epochs"]])
+    max_t = int(max(max_epochs) if isinstance(max_epochs, list) else max_epochs["high"])
+    scheduler = None
+    if spec.early_stopping:
+        scheduler = BudgetASHA(BUDGET_KEY, metric=spec.objectives[0][0], mode=spec.objectives[0][1],
+                               max_t=max_t, **spec.early_stopping)
+    searcher = None
+    if spec.mode == "optuna":
+        searcher = make_searcher(spec.objectives, str(Path(run.exp_dir) / "optuna.db"),
+                                 f"kpid-{_tune_storage(run)[1]}", spec.seed)
+    max_conc = spec.max_concurrent or res.slots
+    return tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+        max_concurrent_trials=min(max_conc, res.slots),
+        trial_dirname_creator=_trial_dirname,
+        # A trial worker costs ~3 s to start (Python + torch import): reuse it across trials.
+        # Data-parallel trials keep fresh actors (their Train workers are per trial anyway).
+        reuse_actors=res.workers == 1,
+        # metric/mode stay off TuneConfig: there they would make the study single-objective
+    )
+
+
+def _trial_rows(grid: Any, spec: Any) -> list[dict[str, Any]]:
+    """One trials-table row per result of Tune's ``ResultGrid``."""
+    from sweeps.results import trial_row
 
     rows = []
     for r in grid:
@@ -336,30 +459,25 @@ def _execute(spec: Any, exp_dir: str, res: Any, *, resume: bool, trial_fn: Any, 
         err = f"{r.error.__class__.__name__}: {r.error}"[:500] if r.error else None
         ckpt = r.checkpoint.path if r.checkpoint else None
         rows.append(trial_row(trial_id, r.config or {}, spec.base, r.metrics, err, ckpt))
-    baselines_s = 0.0
-    if spec.baselines:
-        from sweeps.baselines import run_baselines
+    return rows
 
-        t_base = time.perf_counter()
-        rows += run_baselines(spec, exp_path, shared, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
-                              out=out)
-        baselines_s = time.perf_counter() - t_base
-    df = trials_table(rows)
-    write_trials(df, exp_path)
-    (exp_path / "timings.json").write_text(json.dumps(
-        {"prepare_s": round(prepare_s, 3), "fit_s": round(fit_s, 3), "baselines_s": round(baselines_s, 3),
-         "resumed": resume}))
-    print("\n".join(summary_lines(df)), file=out)
+
+def _write_results(rows: list[dict[str, Any]], exp_path: Path, timings: dict[str, Any], out: Any) -> None:
+    """``trials.parquet``/``.csv``, ``timings.json``, the summary on ``out`` and the report."""
     from analysis.report import make_report
     from kpid_core.errors import KPIDError
+    from sweeps.results import summary_lines, trials_table, write_trials
 
+    df = trials_table(rows)
+    write_trials(df, exp_path)
+    (exp_path / "timings.json").write_text(json.dumps(timings))
+    print("\n".join(summary_lines(df)), file=out)
     try:
         paths = make_report(exp_path)
     except KPIDError as exc:  # e.g. no finished trial: the table is still written
         print(f"report: skipped ({exc})", file=out)
     else:
         print(f"report: {paths.get('pareto.png', exp_path / 'report')}", file=out)
-    return exp_path
 
 
 def main(argv: Sequence[str] | None = None, *, trial_fn: Any = None, prepare_fn: Any = None) -> int:
