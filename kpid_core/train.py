@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -150,40 +150,59 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+class _Run(NamedTuple):
+    """What one :func:`fit` call trains with, set up once and shared by its epochs."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    epochs: int
+    lr: float
+    seed: int
+    rank: int
+    n_ranks: int
+    desc: str
+
+
 def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: DistillLoss, cfg: Any,
         on_epoch: EpochCallback | None = None, checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False, *, seed: int = 0, lr: float | None = None, epochs: int | None = None,
         desc: str = "train") -> FitResult:
     """Train ``student`` with ``loss`` (already :meth:`~DistillLoss.attach`-ed to the teacher).
 
-    ``loaders``: anything with ``.train`` and ``.val`` loaders (a ``DataBundle``). ``cfg``: a
-    ``TrainConfig`` (or dict); ``lr``/``epochs`` override it (the teacher uses its own).
     After each epoch: validate, write ``checkpoint_dir/train_state.pt`` (if given), then call
-    ``on_epoch(epoch, {"epoch", "accuracy" (val top-1), "loss", "ce", "kd", "inner", "lr"})``.
-    ``resume=True`` continues from that file when it exists. Raises NonFiniteLossError on NaN/Inf.
-
-    Inside an initialised ``torch.distributed`` group of N > 1 ranks (Ray Train, torchrun) every
-    rank calls ``fit`` with the same arguments and it trains data-parallel: see
+    ``on_epoch``. Inside an initialised ``torch.distributed`` group of N > 1 ranks (Ray Train,
+    torchrun) every rank calls ``fit`` with the same arguments and it trains data-parallel: see
     :mod:`kpid_core.distributed` (same global batch, gradients averaged, every rank ends with the
     same weights and metrics).
+
+    Args:
+        student: the model to train (moved to the config's device).
+        teacher: the frozen teacher, or None (plain training, e.g. of the teacher itself).
+        loaders: anything with ``.train`` and ``.val`` loaders (a ``DataBundle``).
+        loss: the distillation loss; its projections are trained too.
+        cfg: a ``TrainConfig`` or a dict of its fields (missing ones take the config's defaults).
+        on_epoch: ``on_epoch(epoch, {"epoch", "accuracy" (val top-1, 0–1), "loss", "ce", "kd",
+            "inner", "lr"})``, called after the epoch's checkpoint is written.
+        checkpoint_dir: where the full training state is written after each epoch, or None.
+        resume: continue from ``checkpoint_dir``'s state when it exists.
+        seed: seeds each epoch's batches and augmentations (with the epoch number).
+        lr: overrides ``cfg.lr``; epochs: overrides ``cfg.epochs`` (the teacher uses its own).
+        desc: names the run in logs and progress bars.
+
+    Returns:
+        The epochs completed, the per-epoch metrics and the seconds spent. Raises
+        NonFiniteLossError on a NaN/Inf loss, SpecError on an unreadable checkpoint.
     """
     t0 = time.perf_counter()
     cfg = as_section(TrainConfig, cfg)
     device = resolve_device(cfg.device)
-    amp = _flag(cfg.amp, device)
-    cl = _flag(cfg.channels_last, device)
-    epochs = int(epochs if epochs is not None else cfg.epochs)
-    lr = float(lr if lr is not None else cfg.lr)
-    student.to(device)
-    loss.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    if cl:
-        student.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
-    params = [p for p in student.parameters() if p.requires_grad] + list(loss.projections.parameters())
     rank, n_ranks = world()
+    run = _Run(device, _flag(cfg.amp, device), _flag(cfg.channels_last, device),
+               int(epochs if epochs is not None else cfg.epochs), float(lr if lr is not None else cfg.lr),
+               seed, rank, n_ranks, desc)
+    _place(student, teacher, loss, run)
+    params = [p for p in student.parameters() if p.requires_grad] + list(loss.projections.parameters())
     broadcast_parameters(student, loss.projections)
     train_loader, dist_sampler = shard_train_loader(loaders.train, seed) if isinstance(
         loaders.train, DataLoader) else (loaders.train, None)
@@ -191,76 +210,100 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
         log.info("%s: data-parallel, rank %d of %d, %d samples per epoch in batches of %d on this rank", desc,
                  rank, n_ranks, len(dist_sampler) if dist_sampler is not None else -1,
                  getattr(train_loader, "batch_size", -1) or -1)
-    opt = _optimizer(params, cfg, lr)
-    steps = max(1, epochs * len(train_loader))
+    opt = _optimizer(params, cfg, run.lr)
+    steps = max(1, run.epochs * len(train_loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=run.amp and device.type == "cuda")
+    state = {"model": student, "projections": loss.projections, "optimizer": opt, "scheduler": sched,
+             "scaler": scaler}
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-
     start, history = 0, []
     if resume and ckpt_path is not None and ckpt_path.exists():
-        try:
-            st = torch.load(ckpt_path, map_location=device, weights_only=True)
-            student.load_state_dict(st["model"])
-            loss.projections.load_state_dict(st["projections"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            scaler.load_state_dict(st["scaler"])
-            _set_rng_state(st["rng"])
-        except (KeyError, ValueError, TypeError, RuntimeError, EOFError, OSError,
-                pickle.UnpicklingError) as exc:
-            raise SpecError(f"cannot resume from {str(ckpt_path)!r}: {exc}") from None
-        start, history = int(st["epoch"]), list(st["history"])
-        log.info("%s: resumed after epoch %d of %d", desc, start, epochs)
+        start, history = _load_checkpoint(ckpt_path, state, device)
+        log.info("%s: resumed after epoch %d of %d", desc, start, run.epochs)
 
     sampler_gen = getattr(getattr(train_loader, "sampler", None), "generator", None)
-    for epoch in range(start, epochs):
+    for epoch in range(start, run.epochs):
         # Reseed per epoch: batches/augmentations of epoch e are a function of (seed, e) only.
         torch.manual_seed(seed * 100_003 + epoch + 7_919 * rank)  # ranks draw different augmentations
         if sampler_gen is not None:
             sampler_gen.manual_seed(seed * 100_003 + epoch)
         if dist_sampler is not None:
             dist_sampler.set_epoch(epoch)
-        student.train()
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "inner": 0.0}
-        n = 0
-        for x, y in _progress(train_loader, f"{desc} {epoch + 1}/{epochs}", disable=rank > 0):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp):
-                total, parts, _ = loss.step(student, x, y)
-            if n_ranks < 2 and not torch.isfinite(total):
-                _raise_non_finite(desc, parts, epoch, lr)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            # average over ranks; the loss rides along so that all ranks stop together
-            if n_ranks > 1 and not torch.isfinite(average_gradients_and_loss(params, total)):
-                _raise_non_finite(desc, parts, epoch, lr)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            b = int(y.shape[0])
-            for k in sums:
-                sums[k] += parts[k] * b
-            n += b
-        metrics = {k: v / max(n, 1) for k, v in sums.items()}
-        sync_buffers(student)
-        metrics = mean_over_ranks(metrics, device)
-        metrics.update(epoch=epoch + 1, accuracy=evaluate(student, loaders.val, device, cl, amp),
-                       lr=opt.param_groups[0]["lr"])
+        metrics = _train_one_epoch(student, train_loader, loss, opt, sched, scaler, params, run, epoch)
+        metrics.update(epoch=epoch + 1, accuracy=_validate(student, loaders.val, run), lr=opt.param_groups[0]["lr"])
         history.append(metrics)
-        log.info("%s epoch %d/%d loss %.4f val_acc %.4f", desc, epoch + 1, epochs, metrics["loss"],
+        log.info("%s epoch %d/%d loss %.4f val_acc %.4f", desc, epoch + 1, run.epochs, metrics["loss"],
                  metrics["accuracy"])
         if ckpt_path is not None:
-            atomic_save({"model": student.state_dict(), "projections": loss.projections.state_dict(),
-                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
-                          "history": history}, ckpt_path)
+            atomic_save({**{k: v.state_dict() for k, v in state.items()}, "rng": _rng_state(),
+                         "epoch": epoch + 1, "history": history}, ckpt_path)
         if on_epoch is not None:
             on_epoch(epoch + 1, dict(metrics))
-    if cl:
+    if run.channels_last:
         student.to(memory_format=torch.contiguous_format)
     return FitResult(epochs_done=len(history), history=history, seconds=time.perf_counter() - t0)
+
+
+def _place(student: nn.Module, teacher: nn.Module | None, loss: DistillLoss, run: _Run) -> None:
+    """Move the models and the loss's projections to the device (and memory format) of the run."""
+    student.to(run.device)
+    loss.to(run.device)
+    if teacher is not None:
+        teacher.to(run.device)
+    if run.channels_last:
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+
+
+def _load_checkpoint(path: Path, state: dict[str, Any], device: torch.device) -> tuple[int, list[dict]]:
+    """Restore ``state``'s objects and the RNGs from ``path``; returns ``(epochs done, history)``."""
+    try:
+        st = torch.load(path, map_location=device, weights_only=True)
+        for key, obj in state.items():
+            obj.load_state_dict(st[key])
+        _set_rng_state(st["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError, EOFError, OSError,
+            pickle.UnpicklingError) as exc:
+        raise SpecError(f"cannot resume from {str(path)!r}: {exc}") from None
+    return int(st["epoch"]), list(st["history"])
+
+
+def _train_one_epoch(student: nn.Module, loader: Any, loss: DistillLoss, opt: torch.optim.Optimizer,
+                    sched: Any, scaler: torch.amp.GradScaler, params: list[torch.Tensor], run: _Run,
+                    epoch: int) -> dict[str, float]:
+    """One pass over ``loader``; returns the sample-weighted mean ``loss``, ``ce``, ``kd``, ``inner``
+    (averaged over ranks). The scheduler steps once per batch."""
+    student.train()
+    sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "inner": 0.0}
+    n = 0
+    for x, y in _progress(loader, f"{run.desc} {epoch + 1}/{run.epochs}", disable=run.rank > 0):
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, enabled=run.amp):
+            total, parts, _ = loss.step(student, x, y)
+        if run.n_ranks < 2 and not torch.isfinite(total):
+            _raise_non_finite(run.desc, parts, epoch, run.lr)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        # average over ranks; the loss rides along so that all ranks stop together
+        if run.n_ranks > 1 and not torch.isfinite(average_gradients_and_loss(params, total)):
+            _raise_non_finite(run.desc, parts, epoch, run.lr)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        b = int(y.shape[0])
+        for k in sums:
+            sums[k] += parts[k] * b
+        n += b
+    sync_buffers(student)
+    return mean_over_ranks({k: v / max(n, 1) for k, v in sums.items()}, run.device)
+
+
+def _validate(student: nn.Module, loader: Any, run: _Run) -> float:
+    """Top-1 accuracy on ``loader`` (0–1) on the run's device, memory format and autocast."""
+    return evaluate(student, loader, run.device, run.channels_last, run.amp)
