@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,13 +27,40 @@ from analysis.plots import FORMATS, axis_spec, plot_kd_grid, plot_metric_vs_budg
 from analysis.tables import best_per_budget, gains_over_baselines, kd_grid, metric_vs_budget, teacher_point
 from kpid_core.errors import KPIDError
 
-__all__ = ["ALLOWED_FORMATS", "PUBLISHED_MODES", "build_parser", "main", "make_report"]
+__all__ = ["ALLOWED_FORMATS", "PUBLISHED_MODES", "ReportInfo", "build_parser", "main", "make_report", "report_info"]
 
 ALLOWED_FORMATS = ("png", "svg", "pdf")
 PUBLISHED_MODES = ("auto", "always", "never")
 _FRONT_COLUMNS = ("trial_id", "arch", "metric", "budget", "kd_weight", "inner_weight", "temperature", "match",
                   "lr", "epochs", "macs", "macs_ratio", "params", "accuracy", "val_accuracy", "latency_ms",
                   "checkpoint_path")
+
+
+class ReportInfo(NamedTuple):
+    """Everything the report draws and writes, computed and checked before any file is written.
+
+    ``df``: the whole trials table; ``front``: the Pareto front of the pruned trials on ``x``
+    (minimised) and ``y`` (maximised); ``teacher``: the dense teacher's point or None;
+    ``same_data``: the same-data baseline rows; ``published``: the published reference rows to
+    draw and compare with, or None; ``note``: one sentence on which baselines are shown and why;
+    ``metric_vs_budget``: the best setting per (metric, budget), mean ± std over repeats.
+    """
+
+    df: pd.DataFrame
+    x: str
+    y: str
+    front: ParetoInfo
+    teacher: dict[str, float] | None
+    same_data: pd.DataFrame
+    published: pd.DataFrame | None
+    note: str
+    metric_vs_budget: pd.DataFrame
+
+    def axes(self) -> tuple[str, float, str, float]:
+        """``(x label, x scale, y label, y scale)`` as the plots print them."""
+        xlabel, xs = axis_spec(self.x, self.front.considered[self.x])
+        ylabel, ys = axis_spec(self.y)
+        return xlabel, xs, ylabel, ys
 
 
 def make_report(
@@ -45,63 +72,31 @@ def make_report(
     formats: Sequence[str] = FORMATS,
     published: str = "auto",
 ) -> dict[str, Path]:
-    """Write the report of the sweep in ``results_dir`` into ``out_dir`` (default
-    ``RESULTS_DIR/report``); returns ``{file name: path}`` of everything written.
+    """Write the report of the sweep in ``results_dir``.
 
-    ``x``/``y``: the two columns of the front (``x`` minimised, ``y`` maximised). ``published``:
-    ``auto`` draws the published ImageNet points only for ImageNet-like results at 224 px,
-    ``always``/``never`` force it. Raises :class:`AnalysisError` (one line) for bad input.
+    Args:
+        results_dir: the experiment directory, or a ``trials.parquet``/``.csv`` file.
+        out_dir: where to write (default ``RESULTS_DIR/report``); created if missing.
+        x: the column minimised on the front (e.g. ``macs``, ``params``, ``latency_ms``).
+        y: the column maximised on the front (e.g. ``accuracy``).
+        formats: figure formats out of :data:`ALLOWED_FORMATS`.
+        published: ``auto`` draws the published ImageNet points only for ImageNet-like results
+            at 224 px; ``always``/``never`` force it.
+
+    Returns:
+        ``{file name: path}`` of everything written. Raises :class:`AnalysisError` (one line) for
+        bad input, before anything is written.
     """
     formats = _check_formats(formats)
     if published not in PUBLISHED_MODES:
         raise AnalysisError(f"published must be one of {', '.join(PUBLISHED_MODES)}, got {published!r}")
     results_path = Path(results_dir)
-    df = load_results(results_path)
     base_dir = results_path if results_path.is_dir() else results_path.parent
     out = Path(out_dir) if out_dir is not None else base_dir / "report"
-    finished = (df["status"].astype("string") == FINISHED) & (df["kind"].astype("string") == "pruned")
-    if not finished.any():
-        raise AnalysisError(
-            f"no finished pruning trial in {df.attrs.get('source', results_path)} ({_status_counts(df)}): "
-            "nothing to put on a Pareto front"
-        )
-    for col, flag in ((x, "--x"), (y, "--y")):
-        _check_numeric_column(df, col, flag)
-
-    pruned = df[df["kind"].astype("string") == "pruned"]
-    info = pareto_front(pruned, x=x, y=y)
-    if info.front.empty:
-        counts = _status_counts(df)
-        raise AnalysisError(
-            f"no finished pruning trial with {x} and {y} in {df.attrs.get('source', results_path)} "
-            f"({counts}): nothing to put on a Pareto front"
-        )
-    teacher = teacher_point(df)
-    same = same_data_baselines(df)
-    applies, why = published_applies(df)
-    draw_published = published == "always" or (published == "auto" and applies)
-    if published == "always" and not applies:
-        why = "published ImageNet points drawn on request (--published always); " + why.split(":")[0] + \
-            ": compare with care"
-    elif published == "never":
-        why = "published ImageNet points not drawn (--published never)"
-    pub = load_baselines()
-    if draw_published and (x != "macs" or y not in ("accuracy", "val_accuracy")):
-        draw_published, why = False, f"published points have MACs and top-1 only: not drawn on a {x}/{y} plot"
-
-    figures = {
-        "pareto": plot_pareto(info, same_data=same if _has_xy(same, x, y) else None,
-                              published=pub[pub["plot"]] if draw_published else None, teacher=teacher,
-                              title=_title(df, x, y), note=why),
-    }
-    mvb = metric_vs_budget(df, y=y)
-    if len(mvb):
-        figures["metric_vs_budget"] = plot_metric_vs_budget(mvb, y=y, teacher=teacher)
-    grids = kd_grid(df, y=y)
-    if grids:
-        figures["kd_weights"] = plot_kd_grid(grids, y=y)
-    front_table = info.front[[c for c in _FRONT_COLUMNS if c in info.front.columns]]
-    summary = _summary(df, info, teacher, same, pub if draw_published else None, why, mvb, x, y)
+    info = report_info(results_path, x=x, y=y, published=published)
+    figures = _figures(info)
+    front_table = info.front.front[[c for c in _FRONT_COLUMNS if c in info.front.front.columns]]
+    summary = _summary(info)
 
     # Only now write: nothing above touched the output directory.
     written: dict[str, Path] = {}
@@ -113,6 +108,70 @@ def make_report(
     (out / "summary.md").write_text(summary)
     written["summary.md"] = out / "summary.md"
     return written
+
+
+def report_info(results_path: str | Path, *, x: str = "macs", y: str = "accuracy",
+                published: str = "auto") -> ReportInfo:
+    """Load the results and compute what the report shows (Optuna's pattern: validate and compute
+    here, draw and write elsewhere).
+
+    Args:
+        results_path: as ``results_dir`` of :func:`make_report`.
+        x: the column minimised on the front.
+        y: the column maximised on the front.
+        published: as for :func:`make_report`.
+
+    Returns:
+        The report's :class:`ReportInfo`. Raises :class:`AnalysisError` when no finished pruning
+        trial has both values or a column is not numeric.
+    """
+    df = load_results(Path(results_path))
+    finished = (df["status"].astype("string") == FINISHED) & (df["kind"].astype("string") == "pruned")
+    if not finished.any():
+        raise AnalysisError(
+            f"no finished pruning trial in {df.attrs.get('source', results_path)} ({_status_counts(df)}): "
+            "nothing to put on a Pareto front"
+        )
+    for col, flag in ((x, "--x"), (y, "--y")):
+        _check_numeric_column(df, col, flag)
+    front = pareto_front(df[df["kind"].astype("string") == "pruned"], x=x, y=y)
+    if front.front.empty:
+        raise AnalysisError(
+            f"no finished pruning trial with {x} and {y} in {df.attrs.get('source', results_path)} "
+            f"({_status_counts(df)}): nothing to put on a Pareto front"
+        )
+    pub, note = _published(df, x, y, published)
+    return ReportInfo(df, x, y, front, teacher_point(df), same_data_baselines(df), pub, note,
+                      metric_vs_budget(df, y=y))
+
+
+def _published(df: pd.DataFrame, x: str, y: str, mode: str) -> tuple[pd.DataFrame | None, str]:
+    """The published reference rows to draw (or None) and the sentence saying why (not)."""
+    applies, why = published_applies(df)
+    draw = mode == "always" or (mode == "auto" and applies)
+    if mode == "always" and not applies:
+        why = "published ImageNet points drawn on request (--published always); " + why.split(":")[0] + \
+            ": compare with care"
+    elif mode == "never":
+        why = "published ImageNet points not drawn (--published never)"
+    if draw and (x != "macs" or y not in ("accuracy", "val_accuracy")):
+        draw, why = False, f"published points have MACs and top-1 only: not drawn on a {x}/{y} plot"
+    return (load_baselines() if draw else None), why
+
+
+def _figures(r: ReportInfo) -> dict[str, Any]:
+    pub = r.published
+    figures = {
+        "pareto": plot_pareto(r.front, same_data=r.same_data if _has_xy(r.same_data, r.x, r.y) else None,
+                              published=pub[pub["plot"]] if pub is not None else None, teacher=r.teacher,
+                              title=_title(r.df, r.x, r.y), note=r.note),
+    }
+    if len(r.metric_vs_budget):
+        figures["metric_vs_budget"] = plot_metric_vs_budget(r.metric_vs_budget, y=r.y, teacher=r.teacher)
+    grids = kd_grid(r.df, y=r.y)
+    if grids:
+        figures["kd_weights"] = plot_kd_grid(grids, y=r.y)
+    return figures
 
 
 def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -184,85 +243,116 @@ def _normalised_hypervolume(info: ParetoInfo, teacher: dict[str, float] | None, 
     return hypervolume(pts, ref), f"raw units, reference ({x}={ref[0]:.4g}, {y}={ref[1]:.4g})"
 
 
-def _summary(df, info, teacher, same, pub, why, mvb, x, y) -> str:
-    xlabel, xs = axis_spec(x, info.considered[x])
-    ylabel, ys = axis_spec(y)
-    counts = _status_counts(df)
-    out = [f"# Sweep report\n\nSource: `{df.attrs.get('source', '?')}` — {len(df)} trials ({counts}).\n"]
+def _summary(r: ReportInfo) -> str:
+    """``summary.md``: the head, then one section each."""
+    parts = [_summary_head(r), _front_section(r), _best_section(r), _metric_section(r), _gains_section(r),
+             _off_front_section(r)]
+    return "".join(parts)
+
+
+def _summary_head(r: ReportInfo) -> str:
+    xlabel, xs, _, _ = r.axes()
+    df, teacher, x = r.df, r.teacher, r.x
+    out = [f"# Sweep report\n\nSource: `{df.attrs.get('source', '?')}` — {len(df)} trials ({_status_counts(df)}).\n"]
     if teacher:
         unit = xlabel.split("(")[1].rstrip(")") if x == "macs" else "M"
         t_m = f"{teacher['macs'] * (xs if x == 'macs' else 1e-6):.4g} {unit}" if "macs" in teacher else "–"
         out.append(f"Dense teacher: {t_m} MACs, {_fmt(teacher.get('accuracy'), 100, 2)} % top-1.\n")
-    out.append(f"Baselines: {why}.\n")
+    out.append(f"Baselines: {r.note}.\n")
     out.append("Only finished trials compete: early-stopped trials report partial accuracies and errored "
                "ones none, so they are listed below but never on the front.\n")
+    return "".join(out)
 
-    hv, hv_desc = _normalised_hypervolume(info, teacher, x, y)
-    out.append(f"\n## Pareto front ({ylabel} vs {xlabel}, {len(info.front)} trial{'' if len(info.front) == 1 else 's'})\n\n")
-    rows = [[r.trial_id, _fmt(r.metric), _fmt(r.budget, 100, 0) + " %", _fmt(r.kd_weight, 1, 2),
-             _fmt(r.inner_weight, 1, 2), _fmt(getattr(r, x), xs, 3), _fmt(getattr(r, y), ys, 2)]
-            for r in info.front.itertuples()]
+
+def _front_section(r: ReportInfo) -> str:
+    xlabel, xs, ylabel, ys = r.axes()
+    x, y, info = r.x, r.y, r.front
+    hv, hv_desc = _normalised_hypervolume(info, r.teacher, x, y)
+    out = [f"\n## Pareto front ({ylabel} vs {xlabel}, {len(info.front)} trial{'' if len(info.front) == 1 else 's'})\n\n"]
+    rows = [[t.trial_id, _fmt(t.metric), _fmt(t.budget, 100, 0) + " %", _fmt(t.kd_weight, 1, 2),
+             _fmt(t.inner_weight, 1, 2), _fmt(getattr(t, x), xs, 3), _fmt(getattr(t, y), ys, 2)]
+            for t in info.front.itertuples()]
     out.append(_md_table(["trial", "metric", "budget", "KD weight", "γ", xlabel, ylabel], rows))
     out.append(f"\nHypervolume of the front: {hv:.4f} ({hv_desc}).\n")
     by_metric = {}
-    for metric, group in df[df["kind"].astype("string") == "pruned"].groupby("metric", observed=True):
+    for metric, group in r.df[r.df["kind"].astype("string") == "pruned"].groupby("metric", observed=True):
         sub = pareto_front(group, x=x, y=y)
         if len(sub.front):
-            by_metric[metric] = _normalised_hypervolume(sub, teacher, x, y)[0]
+            by_metric[metric] = _normalised_hypervolume(sub, r.teacher, x, y)[0]
     if by_metric:
         out.append("Per importance metric (higher is better): "
                    + ", ".join(f"{m} {v:.4f}" for m, v in sorted(by_metric.items(), key=lambda kv: -kv[1])) + ".\n")
+    return "".join(out)
 
-    best = best_per_budget(df, y=y)
-    if len(best):
-        out.append("\n## Best trial per budget\n\n")
-        t_acc = teacher.get("accuracy") if teacher else None
-        rows = [[_fmt(r.budget, 100, 0) + " %", r.trial_id, _fmt(r.metric), _fmt(r.kd_weight), _fmt(r.inner_weight),
-                 _fmt(getattr(r, x), xs, 3), _fmt(getattr(r, y), ys, 2),
-                 _fmt((getattr(r, y) - t_acc) if t_acc is not None and y == "accuracy" else None, 100, 2)]
-                for r in best.itertuples()]
-        out.append(_md_table(["budget", "trial", "metric", "KD weight", "γ", xlabel, ylabel, "Δ vs teacher (pp)"], rows))
 
-    if len(mvb) and "metric" in mvb.columns:
-        out.append("\n## Importance metric by budget (best setting: mean ± std over repeats, n)\n\n")
-        metrics = sorted(mvb["metric"].astype(str).unique())
-        rows = []
-        for b, group in mvb.groupby("budget"):
-            cells = {str(r.metric): f"{r.mean * ys:.2f} ± {_fmt(r.std, ys, 2)} ({r.n})" for r in group.itertuples()}
-            winner = group.loc[group["mean"].idxmax(), "metric"]
-            rows.append([_fmt(b, 100, 0) + " %", *[cells.get(m, "–") for m in metrics], str(winner)])
-        out.append(_md_table(["budget", *metrics, "best"], rows))
+def _best_section(r: ReportInfo) -> str:
+    xlabel, xs, ylabel, ys = r.axes()
+    x, y = r.x, r.y
+    best = best_per_budget(r.df, y=y)
+    if not len(best):
+        return ""
+    t_acc = r.teacher.get("accuracy") if r.teacher else None
+    rows = [[_fmt(t.budget, 100, 0) + " %", t.trial_id, _fmt(t.metric), _fmt(t.kd_weight), _fmt(t.inner_weight),
+             _fmt(getattr(t, x), xs, 3), _fmt(getattr(t, y), ys, 2),
+             _fmt((getattr(t, y) - t_acc) if t_acc is not None and y == "accuracy" else None, 100, 2)]
+            for t in best.itertuples()]
+    return "\n## Best trial per budget\n\n" + _md_table(
+        ["budget", "trial", "metric", "KD weight", "γ", xlabel, ylabel, "Δ vs teacher (pp)"], rows)
 
-    out.append("\n## Gain over baselines at matched MACs\n\n")
-    out.append(f"For each baseline: the best front {ylabel.split(' (')[0]} at ≤ its {x}, minus its own "
-               "(pp = percentage points; – = no front point that cheap). A same-data baseline matched to a "
-               "budget is compared with the front at that budget.\n\n")
+
+def _metric_section(r: ReportInfo) -> str:
+    mvb = r.metric_vs_budget
+    if not (len(mvb) and "metric" in mvb.columns):
+        return ""
+    ys = r.axes()[3]
+    metrics = sorted(mvb["metric"].astype(str).unique())
+    rows = []
+    for b, group in mvb.groupby("budget"):
+        cells = {str(t.metric): f"{t.mean * ys:.2f} ± {_fmt(t.std, ys, 2)} ({t.n})" for t in group.itertuples()}
+        winner = group.loc[group["mean"].idxmax(), "metric"]
+        rows.append([_fmt(b, 100, 0) + " %", *[cells.get(m, "–") for m in metrics], str(winner)])
+    return ("\n## Importance metric by budget (best setting: mean ± std over repeats, n)\n\n"
+            + _md_table(["budget", *metrics, "best"], rows))
+
+
+def _gains_section(r: ReportInfo) -> str:
+    xlabel, xs, ylabel, ys = r.axes()
+    x, y = r.x, r.y
+    out = ["\n## Gain over baselines at matched MACs\n\n",
+           (f"For each baseline: the best front {ylabel.split(' (')[0]} at ≤ its {x}, minus its own "
+           "(pp = percentage points; – = no front point that cheap). A same-data baseline matched to a "
+           "budget is compared with the front at that budget.\n\n")]
     tables = []
-    if _has_xy(same, x, y):
-        tables.append(("same data", same))
-    if pub is not None:
-        tables.append(("published, ImageNet", pub))
+    if _has_xy(r.same_data, x, y):
+        tables.append(("same data", r.same_data))
+    if r.published is not None:
+        tables.append(("published, ImageNet", r.published))
     if not tables:
         out.append("No baseline to compare with.\n")
     for name, rows_df in tables:
-        g = gains_over_baselines(info.front, rows_df, x=x, y=y)
-        rows = [[f"{r['baseline']} ({name})", _fmt(r[f'baseline_{x}'], xs, 3), _fmt(r[f'baseline_{y}'], ys, 2),
-                 _fmt(r['trial_id']), _fmt(r[x], xs, 3), _fmt(r[y], ys, 2),
-                 ("+" if np.isfinite(r["gain"]) and r["gain"] >= 0 else "") + _fmt(r["gain"], ys, 2)]
-                for _, r in g.iterrows()]
+        g = gains_over_baselines(r.front.front, rows_df, x=x, y=y)
+        rows = [[f"{t['baseline']} ({name})", _fmt(t[f'baseline_{x}'], xs, 3), _fmt(t[f'baseline_{y}'], ys, 2),
+                 _fmt(t['trial_id']), _fmt(t[x], xs, 3), _fmt(t[y], ys, 2),
+                 ("+" if np.isfinite(t["gain"]) and t["gain"] >= 0 else "") + _fmt(t["gain"], ys, 2)]
+                for _, t in g.iterrows()]
         out.append(_md_table(["baseline", xlabel, ylabel, "front trial", f"its {xlabel}", f"its {ylabel}",
                               "gain (pp)" if y.endswith("accuracy") else "gain"], rows))
         out.append("\n")
+    return "".join(out)
 
+
+def _off_front_section(r: ReportInfo) -> str:
+    df = r.df
     off = df[df["status"].astype("string") != FINISHED]
-    if len(off):
-        out.append("\n## Trials not on the front\n\n")
-        for status, group in off.groupby(off["status"].astype("string")):
-            out.append(f"- {status}: {len(group)} ({', '.join(group['trial_id'].astype(str).head(8))}"
-                       f"{', …' if len(group) > 8 else ''})\n")
-        errors = off[off["error"].astype(str).str.len() > 0]["error"].astype(str).value_counts().head(5)
-        for msg, n in errors.items():
-            out.append(f"  - error ×{n}: `{msg}`\n")
+    if not len(off):
+        return ""
+    out = ["\n## Trials not on the front\n\n"]
+    for status, group in off.groupby(off["status"].astype("string")):
+        out.append(f"- {status}: {len(group)} ({', '.join(group['trial_id'].astype(str).head(8))}"
+                   f"{', …' if len(group) > 8 else ''})\n")
+    errors = off[off["error"].astype(str).str.len() > 0]["error"].astype(str).value_counts().head(5)
+    for msg, n in errors.items():
+        out.append(f"  - error ×{n}: `{msg}`\n")
     return "".join(out)
 
 
