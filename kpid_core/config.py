@@ -378,7 +378,15 @@ def default_config_path() -> Path:
 
 def load_config(path: str | os.PathLike | None = None,
                 overrides: Mapping[str, Any] | Iterable[str] | None = ()) -> TrialConfig:
-    """Load a YAML trial config (None = the bundled default), apply overrides, validate once."""
+    """Load a YAML trial config, apply overrides, validate once.
+
+    Args:
+        path: a YAML file of nested sections, or None for the bundled default.
+        overrides: ``["train.lr=0.1", "budget=0.3"]`` or ``{"train.lr": 0.1}`` (dotted keys or aliases).
+
+    Returns:
+        The validated config. Raises ConfigError naming the field and what is allowed.
+    """
     p = Path(path) if path is not None else default_config_path()
     raw: Any = {}
     if path is not None or p.exists():

@@ -148,9 +148,17 @@ def teacher_importance(cfg: TrialConfig, teacher: nn.Module, data: DataBundle, m
 
 
 def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | None = None) -> SharedArtifacts:
-    """Write the data split, teacher weights + test accuracy and importance scores (one file per
-    metric in ``metrics``, default ``[cfg.prune.metric]``) under ``out_dir``; existing importance
-    files are reused. Returns their paths (also recorded in ``out_dir/shared.json``)."""
+    """Compute once what every trial of a sweep shares, as files under ``out_dir``.
+
+    Args:
+        cfg: the sweep's base trial config (a TrialConfig or a nested dict).
+        out_dir: the directory to write (created); importance files already there are reused.
+        metrics: importance metrics to score (one file each); default ``[cfg.prune.metric]``.
+
+    Returns:
+        The paths of the data split, the teacher's weights and each importance file, with the
+        teacher's test accuracy (also recorded in ``out_dir/shared.json``).
+    """
     cfg = TrialConfig.coerce(cfg)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -226,13 +234,24 @@ def run_trial(cfg: Any, on_epoch: Callable[[int, dict], None] | None = None, *,
               out_dir: str | os.PathLike | None = None, shared: Any = None,
               checkpoint_dir: str | os.PathLike | None = None,
               resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Run one trial; see the module docstring and docs/CONTRACTS.md for the returned fields.
+    """Run one trial: teacher, importance, allocation, prune, fine-tune under the teacher, test.
 
-    ``checkpoint_dir``: after each epoch the full training state is written there (before
-    ``on_epoch`` is called). ``resume_from``: such a directory; the trial continues from it (it is
-    copied into ``checkpoint_dir`` first when both are given). ``out_dir``: write
-    ``metrics.json``, ``model/`` (``save_pruned``) and ``trial.log``. Raises NonFiniteLossError on
-    a NaN/Inf loss (``metrics.json`` then records ``status: "non_finite_loss"``).
+    Args:
+        cfg: the trial config (a TrialConfig or a nested dict).
+        on_epoch: ``on_epoch(epoch, metrics)`` after each fine-tuning epoch (see docs/CONTRACTS.md).
+        out_dir: where to write ``metrics.json``, ``model/`` (``save_pruned``) and ``trial.log``, or None.
+        shared: :func:`prepare_shared`'s artifacts (an instance, its dict, or its directory); with
+            them the trial neither trains a teacher nor computes importance.
+        checkpoint_dir: after each epoch the full training state is written there (before
+            ``on_epoch`` is called).
+        resume_from: such a directory; the trial continues from it (copied into ``checkpoint_dir``
+            first when both are given) and ends with the metrics of an uninterrupted run.
+
+    Returns:
+        The trial's metrics: test ``accuracy`` (0–1), ``val_accuracy``, ``teacher_accuracy``, MACs and
+        params before/after, ``budget``, ``metric``, ``status``, ``epochs_done``, ``times`` (seconds),
+        ``config``. Raises NonFiniteLossError on a NaN/Inf loss (``metrics.json`` then records
+        ``status: "non_finite_loss"``).
     """
     cfg = TrialConfig.coerce(cfg)
     shared = SharedArtifacts.coerce(shared)
