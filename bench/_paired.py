@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -112,6 +112,7 @@ def _tp(kd: bool) -> Callable[[Ctx], dict]:
 
         from bench._anchors import tp_global_to_macs
         from kpid_core.distill import DistillLoss
+        from kpid_core.errors import ConfigError
         from kpid_core.models import default_taps
         from kpid_core.train import evaluate, fit, seed_everything
 
@@ -119,6 +120,8 @@ def _tp(kd: bool) -> Callable[[Ctx], dict]:
         cfg = ctx.cfg
         seed_everything(cfg.seed)
         student, ratio = tp_global_to_macs(teacher, torch.zeros(1, *data.input_shape), ctx.budget)
+        if ratio > ctx.budget * 1.01:
+            raise ConfigError(f"torch-pruning reaches {ratio:.4f} of the MACs at most, not {ctx.budget:g}")
         student, teacher = student.to(device), teacher.to(device)
         k = cfg.distill
         if kd:
@@ -151,6 +154,7 @@ def _scratch(arch: str) -> Callable[[Ctx], dict]:
 
 
 _NO_KD = {"kd_weight": 0.0, "inner_weight": 0.0}
+SCRATCH = ("effnet_b0", "mnv3_small", "mnv3_large")
 METHODS: dict[str, tuple[Callable[[Ctx], dict], str]] = {
     "ours": (_trial({}), "knapsack allocation (product defaults) + CE + logits KD + inner KD"),
     "logits_kd": (_trial({"inner_weight": 0.0}), "knapsack + CE + logits KD"),
@@ -191,10 +195,14 @@ def _seed_config(job: Job):
 
 
 def _prepare(job: Job):
-    from kpid_core.trial import prepare_shared
+    """The seed's config and shared artifacts: prepared by the seed's own job, read by the others."""
+    from kpid_core.trial import SharedArtifacts, prepare_shared
 
     cfg = _seed_config(job)
-    return cfg, prepare_shared(cfg, _seed_dir(job) / "shared", sorted({cfg.prune.metric, "l1", "taylor_abs"}))
+    root = _seed_dir(job) / "shared"
+    if job.budget is not None and (root / "shared.json").is_file():
+        return cfg, SharedArtifacts.load(root)
+    return cfg, prepare_shared(cfg, root, sorted({cfg.prune.metric, "l1", "taylor_abs"}))
 
 
 def result_path(job: Job, method: str) -> Path:
@@ -203,6 +211,9 @@ def result_path(job: Job, method: str) -> Path:
 
 def _run_job(job: Job) -> list[str]:
     import torch
+
+    from kpid_core.errors import KPIDError
+    from kpid_core.files import atomic_write_text
 
     torch.set_num_threads(job.threads)
     cfg, shared = _prepare(job)
@@ -218,17 +229,21 @@ def _run_job(job: Job) -> list[str]:
             continue
         t0 = time.perf_counter()
         cfg_v = cfg.with_overrides(extra) if extra else cfg
-        row = fn(Ctx(cfg_v, shared, job.budget))
+        try:
+            row = fn(Ctx(cfg_v, shared, job.budget))
+        except KPIDError as exc:  # e.g. a width range that cannot reach the budget: recorded, not retried
+            row = {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one failed training must not end the other jobs
+            lines.append(f"seed {job.seed} budget {job.budget:g} {name}: FAILED {type(exc).__name__}: {exc}")
+            continue
         row.update(seed=job.seed, budget=job.budget, method=name, teacher=shared.teacher_accuracy,
                    seconds=round(time.perf_counter() - t0, 1), overrides=list(job.setting.overrides + job.extra)
                    + [f"{k}={v}" for k, v in extra.items()])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=1))
-        os.replace(tmp, path)
-        lines.append(f"seed {job.seed} budget {job.budget:g} {name:<14} test {row['accuracy']:.4f} "
-                     f"val {row['val_accuracy']:.4f} MACs {row['macs_ratio']:.4f} ({row['seconds']:.0f} s)")
-        print(lines[-1], file=sys.stderr, flush=True)
+        atomic_write_text(path, json.dumps(row, indent=1))
+        lines.append(f"seed {job.seed} budget {job.budget:g} {name:<14} " + (
+            f"not run: {row['error']}" if "error" in row else
+            f"test {row['accuracy']:.4f} val {row['val_accuracy']:.4f} MACs {row['macs_ratio']:.4f} ({row['seconds']:.0f} s)"))
     return lines
 
 
@@ -236,11 +251,18 @@ def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: 
              extra: list[str] = (), variants: dict[str, list[str]] | None = None, jobs: int = 1,
              log: Callable[[str], None] = print) -> None:
     """Run every method (and variant of ``ours``) at every (seed, budget) not yet in the cache.
-    Teachers first (one job per seed), then one job per (seed, budget), ``jobs`` at a time."""
+    Teachers first (one job per seed); then with ``jobs`` = 1 one job per (seed, budget), else one
+    per (seed, budget, method), the long from-scratch trainings first, ``jobs`` at a time."""
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     var = tuple((k, tuple(v)) for k, v in (variants or {}).items())
     mk = [Job(setting, tuple(extra), s, None, (), (), cache, threads) for s in seeds]
-    work = [Job(setting, tuple(extra), s, b, tuple(methods), var, cache, threads) for s in seeds for b in budgets]
+    if jobs <= 1:
+        work = [Job(setting, tuple(extra), s, b, tuple(methods), var, cache, threads) for s in seeds for b in budgets]
+    else:
+        order = [m for m in methods if m in SCRATCH] + [m for m in methods if m not in SCRATCH]
+        work = [Job(setting, tuple(extra), s, b, (m,), (), cache, threads) for m in order for s in seeds for b in budgets]
+        work += [Job(setting, tuple(extra), s, b, (), (v,), cache, threads) for v in var for s in seeds for b in budgets]
+        work = [j for j in work if not all(result_path(j, n).is_file() for n in (*j.methods, *(v[0] for v in j.variants)))]
     for phase in (mk, work):
         if jobs <= 1:
             for j in phase:
@@ -248,15 +270,16 @@ def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: 
                     log(line)
             continue
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
-            for lines in ex.map(_run_job, phase):
-                for line in lines:
+            for fut in as_completed([ex.submit(_run_job, j) for j in phase]):
+                for line in fut.result():
                     log(line)
 
 
 def load_results(setting: Setting, cache: str, extra: list[str] = ()) -> list[dict]:
     """Every cached result row of ``setting`` (with these extra overrides)."""
     root = Path(cache) / setting.key(tuple(extra))
-    return [json.loads(p.read_text()) for p in sorted(root.glob("seed*/b*/*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(root.glob("seed*/b*/*.json"))]
+    return [r for r in rows if "error" not in r]
 
 
 # ---- statistics -----------------------------------------------------------------------------------

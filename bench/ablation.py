@@ -23,7 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._paired import load_results, paired, run_jobs
-from bench.quality import build_parser, header, resolve, table
+from bench.quality import build_parser, header, resolve, table, winner_variants
 
 __all__ = ["ORDER", "VARIANTS", "main", "order_checks"]
 
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
     if not args.no_run:
-        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra, jobs=args.jobs,
+        plain, variants = winner_variants(args.winner, methods)
+        run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
                  log=lambda s: print(s, file=sys.stderr, flush=True))
     rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
     lines = header("KPID ablation on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,

@@ -50,6 +50,10 @@ CANDIDATES: dict[str, list[str]] = {
     "spread_1.5": _one(prune__spread="1.5"),
     "inner_weight_0.3": _one(distill__inner_weight="0.3"),
     "inner_weight_3": _one(distill__inner_weight="3"),
+    # pairs of the single changes that the allocation analysis (docs/knapsack.md) expects to help
+    "taylor_abs+spread_1.5": _one(prune__metric="taylor_abs", prune__spread="1.5"),
+    "taylor_abs+min_keep_0.25": _one(prune__metric="taylor_abs", prune__min_keep="0.25"),
+    "spread_1.5+linearize_uniform": _one(prune__spread="1.5", prune__linearize="uniform"),
 }
 REFERENCES = ["uniform_kd", "tp_kd"]
 

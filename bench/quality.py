@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -91,13 +92,14 @@ def goals(rows: list[dict], budgets: list[float]) -> list[str]:
     def sig(d):
         return d["n"] > 1 and d["p"] < 0.05
 
-    if 0.25 in budgets:
+    if 0.25 in budgets and paired(rows, "ours", "tp_plain", 0.25)["n"]:
         ours, _ = _drop(rows, "ours", 0.25)
         tp, _ = _drop(rows, "tp_plain", 0.25)
         d = paired(rows, "ours", "tp_plain", 0.25)
         ok = ours <= 0.5 * tp and d["mean"] > 0 and sig(d)
         out.append(f"budget 0.25: drop from teacher, ours {ours * 100:.2f} vs tp_plain {tp * 100:.2f} points "
                    f"(goal ours <= 0.5 x tp_plain, paired p={d['p']:.3g}): {'met' if ok else 'MISSED'}")
+    if 0.25 in budgets and paired(rows, "ours", "tp_kd", 0.25)["n"]:
         d = paired(rows, "ours", "tp_kd", 0.25)
         out.append(f"budget 0.25: ours − tp_kd {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points (p={d['p']:.3g}; "
                    f"goal: not below): {'met' if d['mean'] >= 0 else 'MISSED'}")
@@ -146,7 +148,21 @@ def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParse
                     help="extra trial-config override for every method (changes the cache key)")
     ap.add_argument("--md", default=None, help="also write the markdown report to this file")
     ap.add_argument("--no-run", action="store_true", help="only summarise what the cache holds")
+    ap.add_argument("--winner", default=None, metavar="JSON",
+                    help="bench/allocation_search.py --json output: run ours / no_kd / logits_kd with the chosen "
+                    "candidate's overrides instead of the product defaults (recorded in each result)")
     return ap
+
+
+def winner_variants(path: str | None, methods: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``methods`` into (plain methods, knapsack variants carrying the search winner's overrides)."""
+    if not path:
+        return methods, {}
+    import json
+
+    ov = list(json.loads(Path(path).read_text())["overrides"])
+    kd = {"ours": [], "no_kd": ["distill.kd_weight=0", "distill.inner_weight=0"], "logits_kd": ["distill.inner_weight=0"]}
+    return [m for m in methods if m not in kd], {m: ov + kd[m] for m in methods if m in kd}
 
 
 def resolve(args, ap) -> tuple:
@@ -190,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
     if not args.no_run:
-        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra, jobs=args.jobs,
+        plain, variants = winner_variants(args.winner, methods)
+        run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
                  log=lambda s: print(s, file=sys.stderr, flush=True))
     rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
     lines = header("Pruning quality on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
