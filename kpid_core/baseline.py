@@ -23,12 +23,13 @@ from typing import Any
 
 from torch import nn
 
+from kpid_core.data import SMALL_MODEL_INPUT
 from kpid_core.errors import ConfigError
 
 __all__ = ["SMALL_INPUT", "build_compact", "has_width", "match_width", "run_baseline"]
 
 log = logging.getLogger("kpid_core.baseline")
-SMALL_INPUT = 64
+SMALL_INPUT = SMALL_MODEL_INPUT  # one rule: below this side an image counts as small
 
 
 def has_width(arch: str) -> bool:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from kpid_core.config import DataConfig, as_section
 from kpid_core.errors import DataError, UnknownNameError
 
 __all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "load_split"]
@@ -76,12 +77,6 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
     return split
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 def _tts(idx: np.ndarray, frac: float, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` (fraction ``frac`` to the second part), stratified by label when every class
     has two members and the second part can hold one of each; a plain seeded split otherwise."""
@@ -134,8 +129,8 @@ class _Transformed(Dataset):
 
 
 def _loaders(train_ds, val_ds, test_ds, cfg, seed: int):
-    bs = int(_get(cfg, "batch_size", 64))
-    nw = int(_get(cfg, "num_workers", 0))
+    bs = int(cfg.batch_size)
+    nw = int(cfg.num_workers)
     g = torch.Generator()
     g.manual_seed(seed)
     pin = torch.cuda.is_available()
@@ -154,12 +149,12 @@ def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> Data
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
     y = torch.tensor(d.target, dtype=torch.long)
-    size = int(_get(cfg, "image_size") or 16)
+    size = int(cfg.image_size or 16)
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     n = len(y)
     if split is None:
-        tr, va, te = _split_indices(d.target, (_get(cfg, "val_fraction", 0.15), _get(cfg, "test_fraction", 0.2)), seed)
+        tr, va, te = _split_indices(d.target, (cfg.val_fraction, cfg.test_fraction), seed)
         split = {"dataset": "digits", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
     _check_split(split, "digits", n)
     tr = torch.tensor(split["train"], dtype=torch.long)
@@ -179,14 +174,14 @@ def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> Data
 def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
     """Random images whose class shifts the mean of one channel-row band: learnable, but only just."""
     n, k = _SYNTHETIC_SIZE
-    c, size = channels or 3, int(_get(cfg, "image_size") or 16)
+    c, size = channels or 3, int(cfg.image_size or 16)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, k, (n,), generator=g)
     x = torch.randn(n, c, size, size, generator=g)
     band = torch.linspace(0, k, size).floor().clamp(max=k - 1).long()  # row -> class it signals
     x += 1.5 * (band.view(1, 1, size, 1) == y.view(n, 1, 1, 1)).float()
     if split is None:
-        tr, va, te = _split_indices(y.numpy(), (_get(cfg, "val_fraction", 0.15), _get(cfg, "test_fraction", 0.2)), seed)
+        tr, va, te = _split_indices(y.numpy(), (cfg.val_fraction, cfg.test_fraction), seed)
         split = {"dataset": "synthetic", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
     _check_split(split, "synthetic", n)
     ds = TensorDataset(x, y)
@@ -198,7 +193,7 @@ def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> D
 # --- Fashion-MNIST ---------------------------------------------------------------------------------
 def _limit_train(split: dict, labels: np.ndarray, cfg, seed: int) -> dict:
     """Keep at most ``data.train_size`` training images (stratified by label, seeded)."""
-    n = _get(cfg, "train_size")
+    n = cfg.train_size
     if n is None or int(n) >= len(split["train"]):
         return split
     tr = np.asarray(split["train"])
@@ -214,9 +209,9 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
     from kpid_core.idx import find_fashion_mnist, read_idx
     from kpid_core.tensor_images import InMemoryImages
 
-    if _get(cfg, "augment") == "imagenet":
+    if cfg.augment == "imagenet":
         raise DataError("data.augment=imagenet is for full-size photos; fashion_mnist takes small or none")
-    files = find_fashion_mnist(_get(cfg, "root"))
+    files = find_fashion_mnist(cfg.root)
     arrays = {k: read_idx(p) for k, p in files.items()}
     for part in ("train", "test"):
         xi, yi = arrays[f"{part}_images"], arrays[f"{part}_labels"]
@@ -226,16 +221,16 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
     ytr = arrays["train_labels"].astype(np.int64)
     n = len(ytr)
     if split is None:
-        tr, va, _ = _split_indices(ytr, (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
+        tr, va, _ = _split_indices(ytr, (float(cfg.val_fraction), 0.0), seed)
         split = _limit_train({"dataset": "fashion_mnist", "seed": seed, "n": n, "train": tr, "val": va, "test": []},
                              ytr, cfg, seed)
     _check_split(split, "fashion_mnist", n)
     xtr = torch.from_numpy(arrays["train_images"].copy())
     train_px = xtr[torch.as_tensor(split["train"], dtype=torch.long)].double().div_(255.0)
     mean, std = (float(train_px.mean()),), (float(train_px.std()),)
-    c = channels or int(_get(cfg, "channels") or 1)
+    c = channels or int(cfg.channels or 1)
     native = xtr.shape[-1]
-    size = int(_get(cfg, "image_size") or (SMALL_MODEL_INPUT if c == 3 else native))
+    size = int(cfg.image_size or (SMALL_MODEL_INPUT if c == 3 else native))
     labels = torch.from_numpy(ytr)
 
     def view(images, lab, augment):
@@ -243,7 +238,7 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
 
     xte = torch.from_numpy(arrays["test_images"].copy())
     yte = torch.from_numpy(arrays["test_labels"].astype(np.int64))
-    train_ds = Subset(view(xtr, labels, _get(cfg, "augment") != "none"), split["train"])
+    train_ds = Subset(view(xtr, labels, cfg.augment != "none"), split["train"])
     val_ds = Subset(view(xtr, labels, False), split["val"])
     train, val, test = _loaders(train_ds, val_ds, view(xte, yte, False), cfg, seed)
     return DataBundle(train, val, test, 10, (c, size, size), mean * c, std * c, "fashion_mnist", dict(split))
@@ -251,7 +246,7 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
 
 # --- CIFAR -----------------------------------------------------------------------------------------
 def _require_root(name: str, cfg, expect: str) -> Path:
-    root = _get(cfg, "root")
+    root = cfg.root
     if not root:
         raise DataError(f"data.root is required for dataset {name!r}; {name} expects {expect}")
     root = Path(os.path.expanduser(str(root)))
@@ -300,7 +295,7 @@ def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | Non
     xtr, ytr = read(train_files)
     xte, yte = read(test_files)
     num_classes = len(classes) or int(max(ytr.max(), yte.max()) + 1)
-    size = int(_get(cfg, "image_size", 32) or 32)
+    size = int(cfg.image_size or 32)
     norm = T.Normalize(_CIFAR_MEAN, _CIFAR_STD)
     base = [T.ToTensor()] + ([T.Resize(size, antialias=True)] if size != 32 else [])
     train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *base, norm])
@@ -320,7 +315,7 @@ def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | Non
 
     n = len(ytr)
     if split is None:
-        tr, va, _ = _split_indices(ytr, (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
+        tr, va, _ = _split_indices(ytr, (float(cfg.val_fraction), 0.0), seed)
         split = {"dataset": name, "seed": seed, "n": n, "train": tr, "val": va, "test": []}
     _check_split(split, name, n)
     src = _Arr(xtr, ytr)
@@ -380,8 +375,8 @@ def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) ->
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
             raise DataError(f"imagefolder: missing {str(root / sub)!r}; imagefolder expects {expect}")
-    augment = _get(cfg, "augment") or "imagenet"
-    c = channels or int(_get(cfg, "channels") or 3)
+    augment = cfg.augment or "imagenet"
+    c = channels or int(cfg.channels or 3)
     loader = _pil_loader("L" if c == 1 else "RGB")
     try:
         src = torchvision.datasets.ImageFolder(str(root / "train"), loader=loader)
@@ -390,12 +385,12 @@ def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) ->
         raise DataError(f"imagefolder: {exc}; imagefolder expects {expect}") from None
     if test_src.classes != src.classes:
         raise DataError(f"imagefolder: ROOT/val class folders differ from ROOT/train; imagefolder expects {expect}")
-    size = int(_get(cfg, "image_size") or (224 if augment == "imagenet" else _native_size(src)))
+    size = int(cfg.image_size or (224 if augment == "imagenet" else _native_size(src)))
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else (_GREY_MEAN, _GREY_STD)
     train_tf, eval_tf = _folder_transforms(augment, size, mean, std)
     n = len(src)
     if split is None:
-        tr, va, _ = _split_indices(np.asarray(src.targets), (float(_get(cfg, "val_fraction", 0.15)), 0.0), seed)
+        tr, va, _ = _split_indices(np.asarray(src.targets), (float(cfg.val_fraction), 0.0), seed)
         split = _limit_train({"dataset": "imagefolder", "seed": seed, "n": n, "train": tr, "val": va, "test": []},
                              np.asarray(src.targets), cfg, seed)
     _check_split(split, "imagefolder", n)
@@ -427,7 +422,8 @@ def build_data(data_cfg: Any, seed: int = 0, *, split: Mapping | str | os.PathLi
     for torchvision models; None = the data's own, ``data.channels``). Grey data (digits,
     fashion_mnist, synthetic, imagefolder) is replicated to it; CIFAR has 3 only.
     """
-    name = _get(data_cfg, "name", "digits")
+    data_cfg = as_section(DataConfig, data_cfg)
+    name = data_cfg.name
     if name not in DATASETS:
         raise UnknownNameError(f"unknown dataset data.name={name!r}; valid datasets: {', '.join(DATASETS)}")
     if split is not None and not isinstance(split, Mapping):
