@@ -212,7 +212,7 @@ def _uniform_counts(groups: ChannelGroups, floors: np.ndarray, budget_macs: int)
 
 def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: float, *, min_keep: float = 0.1,
              allocation: str = "knapsack", solver: str = "dp", normalize: str = "none",
-             linearize: str = "current", spread: float = 0.0) -> dict[str, list[int]]:
+             linearize: str = "current", spread: float = 1.5) -> dict[str, list[int]]:
     """Choose the channels to keep so that the MACs are ≤ ``budget`` × the dense MACs.
 
     Args:
@@ -226,10 +226,11 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
         linearize: where the knapsack linearises the coupled MAC model: ``current`` re-linearises at
             its own last counts for a few rounds (starting from the dense model); ``uniform`` once, at
             the uniform allocation of the same budget.
-        spread: 0 = any count between the ``min_keep`` floor and the group's size (the paper);
-            ``s > 1`` keeps every group between 1/s and s times its uniform-allocation count, so
-            the knapsack moves channels between groups without emptying any (its linear values
-            otherwise drive the coupled MAC model to corner solutions).
+        spread: ``s > 1`` keeps every group between 1/s and s times its uniform-allocation count,
+            so the knapsack moves channels between groups by value per MAC without emptying any
+            (its linear values otherwise drive the coupled MAC model to corner solutions; chosen
+            on Fashion-MNIST, see docs/knapsack.md); 0 = any count between the ``min_keep`` floor
+            and the group's size (the paper).
 
     Returns:
         ``group_key -> sorted kept channel indices`` (a group keeps its highest-scored channels).

@@ -93,7 +93,7 @@ class PruneConfig:
     solver: str = "dp"
     normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.allocation)
     linearize: str = "current"  # current | uniform: where the knapsack linearises the MAC model
-    spread: float = 0.0  # 0 = unbounded; s > 1: each group within [1/s, s] x its uniform count
+    spread: float = 1.5  # s > 1: each group within [1/s, s] x its uniform count; 0 = unbounded (the paper)
 
 
 @dataclass
