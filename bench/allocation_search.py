@@ -54,6 +54,8 @@ CANDIDATES: dict[str, list[str]] = {
     "taylor_abs+spread_1.5": _one(prune__metric="taylor_abs", prune__spread="1.5"),
     "taylor_abs+min_keep_0.25": _one(prune__metric="taylor_abs", prune__min_keep="0.25"),
     "spread_1.5+linearize_uniform": _one(prune__spread="1.5", prune__linearize="uniform"),
+    "spread_1.25": _one(prune__spread="1.25"),
+    "spread_1.5+metric_l1": _one(prune__spread="1.5", prune__metric="l1"),
 }
 REFERENCES = ["uniform_kd", "tp_kd"]
 
@@ -73,15 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = build_parser(__doc__, REFERENCES)
     ap.add_argument("--json", default=None, help="write the ranking and the winner's overrides to this file")
+    ap.add_argument("--candidates", default=None, help=f"comma list of candidates to run (default all: {', '.join(CANDIDATES)})")
     args = ap.parse_args(argv)
     if not args.budgets:
         args.budgets = "0.25,0.1"
     if not args.seeds:
         args.seeds = "0-2"
     setting, seeds, budgets, methods, extra = resolve(args, ap)
+    chosen = [c for c in (args.candidates or ",".join(CANDIDATES)).split(",") if c]
+    if any(c not in CANDIDATES for c in chosen):
+        ap.error(f"--candidates: unknown {', '.join(c for c in chosen if c not in CANDIDATES)}; "
+                 f"allowed: {', '.join(CANDIDATES)}")
     t0 = time.perf_counter()
     if not args.no_run:
-        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra, variants=CANDIDATES,
+        run_jobs(setting, seeds, budgets, methods, cache=args.cache, extra=extra,
+                 variants={c: CANDIDATES[c] for c in chosen},
                  jobs=args.jobs, log=lambda s: print(s, file=sys.stderr, flush=True))
     rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds]
     lines = header("Allocation search on Fashion-MNIST (ResNet-20 teacher): one change at a time", setting,
