@@ -149,6 +149,14 @@ def test_grey_small_imagefolder_keeps_native_size_and_channels(tmp_path):
     xt, _ = next(iter(b.test))
     img = np.asarray(Image.open(tmp_path / "val" / "shirt" / "0.png"), dtype=np.float32) / 255.0
     assert torch.allclose(xt[0, 0], torch.tensor((img - 0.449) / 0.226), atol=1e-5)  # no crop in eval
+    # it trains at that size and channel count (a flexible-input model sized by the data)
+    from kpid_core.distill import DistillLoss
+    from kpid_core.models import build_model
+    from kpid_core.train import fit
+
+    model = build_model("digits_resnet", num_classes=b.num_classes, in_channels=b.input_shape[0])
+    res = fit(model, None, b, DistillLoss(kd_weight=0.0, inner_weight=0.0), {"epochs": 1, "device": "cpu"})
+    assert res.epochs_done == 1 and model(x).shape == (4, 2)
     rgb = build_data({**cfg, "augment": "none"}, seed=0, channels=3)  # an RGB model on grey files
     assert rgb.input_shape == (3, 28, 28) and next(iter(rgb.train))[0].shape[1:] == (3, 28, 28)
     with pytest.raises(DataError, match="augment=imagenet is for full-size photos"):
