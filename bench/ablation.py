@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench._paired import load_results, paired, run_jobs
-from bench.quality import build_parser, header, resolve, table, winner_variants
+from bench._paired import paired
+from bench.quality import build_parser, header, resolve, run_and_load, table
 
 __all__ = ["ORDER", "VARIANTS", "main", "order_checks"]
 
@@ -55,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         args.budgets = "0.25" if args.quick or args.setting == "quick" else "0.25,0.1"
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
-    if not args.no_run:
-        plain, variants = winner_variants(args.winner, methods)
-        run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
-    rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+    rows = run_and_load(args, setting, seeds, budgets, methods, extra)
     lines = header("KPID ablation on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
                    ["bench/ablation.py", *argv])
     lines += table(rows, budgets, methods) + [""] + [f"- {c}" for c in order_checks(rows, budgets)]

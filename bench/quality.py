@@ -184,6 +184,15 @@ def resolve(args, ap) -> tuple:
     return setting, seeds, budgets, methods, extra
 
 
+def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
+    """Run what the cache lacks (unless ``--no-run``), then every cached row of these seeds and methods."""
+    if not args.no_run:
+        plain, variants = winner_variants(args.winner, methods)
+        run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+
+
 def header(title: str, setting, seeds, extra, argv) -> list[str]:
     import torch
 
@@ -205,11 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
-    if not args.no_run:
-        plain, variants = winner_variants(args.winner, methods)
-        run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
-    rows = [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+    rows = run_and_load(args, setting, seeds, budgets, methods, extra)
     lines = header("Pruning quality on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
                    ["bench/quality.py", *argv])
     lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]
