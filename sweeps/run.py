@@ -278,6 +278,9 @@ def run_sweep(
     started, totals = _connect(run)
     try:
         res = _resources_from(run.request, totals)
+        if res.gpus_per_trial > 0 and run.spec.gpu:
+            applied = run.spec.use_gpu_settings()
+            print("gpu: " + ", ".join(f"{k}={v}" for k, v in applied.items()), file=out)
         if run.dry_run:
             _print_dry_run(run, res, totals, out)
             return Path(run.exp_dir)

@@ -48,7 +48,7 @@ METRIC_KEY = "prune.metric"
 #: The bundled default sweep (digits, ~2-3 minutes on 2 CPU cores).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits_demo.yaml"
 
-_TOP_KEYS = {"name", "base", "space", "search", "resources", "baselines"}
+_TOP_KEYS = {"name", "base", "gpu", "space", "search", "resources", "baselines"}
 _BASELINE_KEYS = {"model", "width", "budgets", "epochs"}
 _SEARCH_KEYS = {
     "mode", "num_samples", "seed", "early_stopping", "max_failures", "max_concurrent",
@@ -109,6 +109,13 @@ class SweepSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     baselines: list[dict[str, Any]] = field(default_factory=list)  # validated ``baselines:`` entries
     raw: dict[str, Any] = field(default_factory=dict)
+    gpu: dict[str, Any] = field(default_factory=dict)  # flat base overrides for runs with GPUs (``gpu:``)
+
+    def use_gpu_settings(self) -> dict[str, Any]:
+        """Apply the ``gpu:`` section to the base config (a run that has GPUs: full-size data and
+        schedules from the same file). Returns the overrides applied."""
+        self.base.update(self.gpu)
+        return dict(self.gpu)
 
     def baseline_runs(self) -> list[dict[str, Any]]:
         """One run per (entry, budget) for ``width: match`` (``budgets`` of the entry, default the
@@ -154,6 +161,7 @@ class SweepSpec:
                 "max_concurrent": self.max_concurrent,
                 "objectives": [list(o) for o in self.objectives],
             },
+            **({"gpu": unflatten(self.gpu)} if self.gpu else {}),
             "resources": self.resources,
             **({"baselines": self.baselines} if self.baselines else {}),
         }
@@ -208,6 +216,7 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     for k, v in flatten(raw.get("base") or {}).items():
         base[canonical_key(k, valid, f"{where}: base")] = v
 
+    gpu = {canonical_key(k, valid, f"{where}: gpu"): v for k, v in flatten(raw.get("gpu") or {}).items()}
     space: dict[str, Any] = {}
     for k, v in (raw.get("space") or {}).items():
         key = canonical_key(k, valid, f"{where}: space")
@@ -249,6 +258,8 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     if BUDGET_KEY in space:
         space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
     _validate_trial(base, space, where)
+    if gpu:
+        _validate_trial({**base, **gpu}, space, f"{where}: gpu")
     if not space:
         raise ConfigError(
             f"{where}: space: empty search space; list at least one key with two or more values "
@@ -277,6 +288,7 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     spec = SweepSpec(
         name=raw.get("name"),
         base=base,
+        gpu=gpu,
         space=space,
         mode=mode,
         num_samples=num_samples,

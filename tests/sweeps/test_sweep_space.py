@@ -136,3 +136,21 @@ def test_every_bundled_sweep_config_is_valid():
     for f in files:
         spec = load_sweep(f)
         assert spec.name == f.stem and spec.num_trials() >= 1 and spec.budgets
+
+
+def test_gpu_section_is_validated_and_applied_only_on_request():
+    import yaml
+
+    spec = load_sweep("sweeps/configs/fashion_mnist.yaml")
+    assert spec.base["data.train_size"] == 5000 and spec.base["train.epochs"] == 3
+    assert spec.gpu == {"data.train_size": None, "data.val_fraction": 0.15, "data.num_workers": 4,
+                        "teacher.epochs": 30, "train.epochs": 15}
+    assert spec.use_gpu_settings() == spec.gpu
+    assert spec.base["data.train_size"] is None and spec.base["train.epochs"] == 15
+    again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())))  # sweep.yaml round trip (resume)
+    assert again.gpu == spec.gpu
+    raw = {"base": {"dataset": "digits"}, "space": {"budget": [0.3, 0.5]}}
+    with pytest.raises(ConfigError, match="gpu"):
+        parse_sweep({**raw, "gpu": {"train": {"epochz": 3}}})
+    with pytest.raises(ConfigError, match="gpu"):
+        parse_sweep({**raw, "gpu": {"epochs": -1}})
