@@ -91,16 +91,15 @@ def _trial(overrides: dict) -> Callable[[Ctx], dict]:
 
 
 def _teacher_and_data(ctx: Ctx):
-    from kpid_core.data import build_data
-    from kpid_core.models import build_model, model_in_channels
-    from kpid_core.teacher import load_state_dict_file, model_kwargs
-    from kpid_core.train import resolve_device
+    """The seed's data and shared teacher (on the CPU, where torch-pruning traces it) and the device."""
+    import torch
 
-    cfg = ctx.cfg
-    data = build_data(cfg.data, cfg.seed, split=ctx.shared.split, channels=model_in_channels(cfg.model.name))
-    teacher = build_model(cfg.model.name, num_classes=data.num_classes, **model_kwargs(cfg, data.input_shape[0]))
-    load_state_dict_file(ctx.shared.teacher, teacher, what="shared teacher")
-    return teacher.eval(), data, resolve_device(cfg.train.device)
+    from kpid_core.train import resolve_device
+    from kpid_core.trial import load_teacher, trial_data
+
+    data = trial_data(ctx.cfg, ctx.shared.split)
+    teacher = load_teacher(ctx.cfg, data, ctx.shared, torch.device("cpu")).model
+    return teacher, data, resolve_device(ctx.cfg.train.device)
 
 
 def _tp(kd: bool) -> Callable[[Ctx], dict]:

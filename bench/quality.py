@@ -26,6 +26,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,6 @@ def table(rows: list[dict], budgets: list[float], methods: list[str]) -> list[st
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     t = sorted({(r["seed"], r["teacher"]) for r in rows})
     if t:
-        import statistics
-
         tv = [a for _, a in t]
         out.append(f"| teacher (1.0) | {statistics.fmean(tv) * 100:.2f} ± "
                    f"{(statistics.stdev(tv) if len(tv) > 1 else 0) * 100:.2f} (n={len(tv)}) |" + " |" * (len(budgets) - 1))
@@ -80,8 +79,6 @@ def comparisons(rows: list[dict], budgets: list[float], methods: list[str]) -> l
 def _drop(rows: list[dict], m: str, b: float) -> tuple[float, dict]:
     teacher = {r["seed"]: r["teacher"] for r in rows}
     drops = {r["seed"]: teacher[r["seed"]] - r["accuracy"] for r in rows if r["method"] == m and r["budget"] == b}
-    import statistics
-
     return (statistics.fmean(drops.values()) if drops else float("nan")), drops
 
 
