@@ -202,7 +202,9 @@ def _prepare(job: Job):
     root = _seed_dir(job) / "shared"
     if job.budget is not None and (root / "shared.json").is_file():
         return cfg, SharedArtifacts.load(root)
-    return cfg, prepare_shared(cfg, root, sorted({cfg.prune.metric, "l1", "taylor_abs"}))
+    metrics = {cfg.prune.metric, "l1", "taylor_abs"}
+    metrics |= {kv.split("=", 1)[1] for _, ov in job.variants for kv in ov if kv.startswith("prune.metric=")}
+    return cfg, prepare_shared(cfg, root, sorted(metrics))
 
 
 def result_path(job: Job, method: str) -> Path:
@@ -255,7 +257,7 @@ def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: 
     per (seed, budget, method), the long from-scratch trainings first, ``jobs`` at a time."""
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     var = tuple((k, tuple(v)) for k, v in (variants or {}).items())
-    mk = [Job(setting, tuple(extra), s, None, (), (), cache, threads) for s in seeds]
+    mk = [Job(setting, tuple(extra), s, None, (), var, cache, threads) for s in seeds]
     if jobs <= 1:
         work = [Job(setting, tuple(extra), s, b, tuple(methods), var, cache, threads) for s in seeds for b in budgets]
     else:

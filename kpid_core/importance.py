@@ -9,6 +9,8 @@ Metrics: ``taylor`` — the paper's |Σ_batches Σ_params w·∂L/∂w| (gradien
 batches, absolute value taken once); ``taylor_abs`` — Σ_batches |Σ_params w·∂L/∂w| (Molchanov et
 al.); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all of the channel's parameters; ``bn_gamma`` —
 Σ|γ| of the group's batch norms (0 for groups without one); ``random`` — seeded uniform noise.
+``sensitivity`` (:mod:`kpid_core.sensitivity`) — each group's measured loss curve, Taylor-ranked
+within the group, as per-channel values with diminishing returns.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "Importance",
     "ImportanceContext",
     "ImportanceScores",
+    "batches",
     "compute_importance",
     "get_metric",
     "member_params",
@@ -189,7 +192,8 @@ class RandomImportance(Importance):
         return torch.rand(group.size, generator=gen, dtype=torch.float64)
 
 
-def _batches(ctx: ImportanceContext):
+def batches(ctx: ImportanceContext):
+    """Up to ``ctx.n_batches`` ``(inputs, targets)`` batches of ``ctx.loader``, on ``ctx.device``."""
     n = 0
     for batch in ctx.loader:
         if n >= ctx.n_batches:
@@ -222,7 +226,7 @@ class _TaylorBase(Importance):
             p.requires_grad_(True)
             p.grad = None
         acc = [torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups]
-        for x, y in _batches(ctx):
+        for x, y in batches(ctx):
             if self.per_batch_abs:
                 for p in params:
                     p.grad = None
@@ -256,6 +260,8 @@ class TaylorAbsImportance(_TaylorBase):
 
     per_batch_abs = True
 
+
+from kpid_core import sensitivity as _sensitivity  # noqa: F401  (registers "sensitivity")
 
 METRICS: list[str] = list(_REGISTRY)
 DATA_METRICS: list[str] = [n for n, c in _REGISTRY.items() if c.needs_data]
