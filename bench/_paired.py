@@ -44,9 +44,18 @@ class Setting:
     note: str
 
     def key(self, extra: tuple[str, ...] = ()) -> str:
-        """Cache folder name: the setting's name and a hash of every override."""
-        h = hashlib.sha1("\n".join(self.overrides + extra).encode()).hexdigest()[:8]
+        """Cache folder name: the setting's name and a hash of every override and of the product's
+        defaults (a changed default must not be answered from results of the old one)."""
+        h = hashlib.sha1("\n".join(self.overrides + extra + (_defaults(),)).encode()).hexdigest()[:8]
         return f"{self.name}-{h}"
+
+
+def _defaults() -> str:
+    from dataclasses import asdict
+
+    from kpid_core.config import TrialConfig
+
+    return json.dumps(asdict(TrialConfig()), sort_keys=True)
 
 
 _COMMON = ("dataset=fashion_mnist", "model=resnet20", "data.batch_size=128")
