@@ -98,70 +98,18 @@ def solve_detailed(
     """
     t0 = time.perf_counter()
     v, w, cap, req = _validate(values, weights, capacity, method, required)
-    n = v.size
     is_int = w.dtype.kind == "i"
     mask = req | (w == 0)  # weightless items (e.g. a zero linearised cost) are kept for free
-
-    # Capacity left for the free items, in the weights' own units, never overstated.
-    if is_int:
-        req_w = _exact_int_sum(w[req])
-        cap_int = math.floor(cap)
-        if req_w > cap_int:
-            raise InfeasibleBudgetError(_infeasible_msg(req_w, cap), min_budget=req_w)
-        residual: float | int = cap_int - req_w
-    else:
-        # Shrink so that any float summation order of <= n terms stays <= capacity.
-        cap_eff = cap * (1.0 - (n + 2) * 2.0**-53)
-        req_w = _exact_float_sum(w[req])
-        if req_w > cap:
-            raise InfeasibleBudgetError(_infeasible_msg(float(req_w), cap), min_budget=float(req_w))
-        residual = max(0.0, _round_down(Fraction(cap_eff) - req_w))
-
+    residual = _residual_capacity(w, req, cap, is_int)
     free = np.flatnonzero(~mask)
     units, cap_units = _to_units(w[free], residual, is_int)
     fits = units <= cap_units
     free, units = free[fits], units[fits]
-    fv = v[free]
-
-    lp = greedy_value = 0.0
-    chosen = np.zeros(free.size, dtype=bool)
-    states = 0
-    optimal = True
-    ub_free = 0.0
-    if free.size:
-        # ratio desc, then value desc (keeps each equal-weight class a top-k prefix), then index
-        order = np.lexsort((np.arange(free.size), -fv, -(fv / units)))
-        cw = np.cumsum(units[order])
-        b = int(np.searchsorted(cw, cap_units, side="right"))  # items order[:b] fit
-        if b == free.size:
-            chosen[:] = True
-            ub_free = lp = float(fv.sum())
-        else:
-            chosen = _greedy_fill(units, order, b, cap_units - (int(cw[b - 1]) if b else 0))
-            lam = fv[order[b]] / units[order[b]]
-            lp = float(fv[order[:b]].sum() + (cap_units - (int(cw[b - 1]) if b else 0)) * lam)
-            greedy_value = float(fv[chosen].sum())
-            ub_free, optimal = lp, greedy_value >= lp - _REL_TOL * max(lp, 1.0)
-            if method == "dp" and not optimal:
-                chosen, ub_free, optimal, states = _exact_search(
-                    fv, units, cap_units, order, b, lam, lp, chosen, greedy_value, max_states,
-                    math.inf if time_limit is None else t0 + time_limit,
-                )
-            elif optimal:
-                ub_free = greedy_value
+    deadline = math.inf if time_limit is None else t0 + time_limit
+    chosen, lp, ub_free, optimal, states = _solve_free(v[free], units, cap_units, method, max_states, deadline)
     mask[free[chosen]] = True
 
-    # Final guard: the mask is feasible in exact arithmetic (a failure here is a bug, not input).
-    chosen_w = w[mask]
-    if is_int:
-        weight: float | int = _exact_int_sum(chosen_w)
-        if weight > cap:
-            raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
-    else:
-        total = _exact_float_sum(chosen_w)
-        if total > Fraction(cap):
-            raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
-        weight = float(total)
+    weight = _checked_weight(w[mask], cap, is_int)
     value = math.fsum(v[mask].tolist())
     req_value = math.fsum(v[req | (w == 0)].tolist())
     upper = max(value, req_value + ub_free) if not optimal else value
@@ -172,6 +120,69 @@ def solve_detailed(
         seconds=time.perf_counter() - t0, optimal=bool(optimal), lp_bound=max(lp_bound, value),
         states=states,
     )
+
+
+def _residual_capacity(w: np.ndarray, req: np.ndarray, cap: float, is_int: bool) -> float | int:
+    """Capacity left for the free items once the required ones are in, in the weights' own units,
+    never overstated; raises :class:`InfeasibleBudgetError` when the required items do not fit."""
+    if is_int:
+        req_w = _exact_int_sum(w[req])
+        cap_int = math.floor(cap)
+        if req_w > cap_int:
+            raise InfeasibleBudgetError(_infeasible_msg(req_w, cap), min_budget=req_w)
+        return cap_int - req_w
+    # Shrink so that any float summation order of <= n terms stays <= capacity.
+    cap_eff = cap * (1.0 - (w.size + 2) * 2.0**-53)
+    req_w = _exact_float_sum(w[req])
+    if req_w > cap:
+        raise InfeasibleBudgetError(_infeasible_msg(float(req_w), cap), min_budget=float(req_w))
+    return max(0.0, _round_down(Fraction(cap_eff) - req_w))
+
+
+def _solve_free(fv: np.ndarray, units: np.ndarray, cap_units: int, method: str, max_states: int,
+                deadline: float) -> tuple[np.ndarray, float, float, bool, int]:
+    """The knapsack over the free items (integer weights ``units``, each ≤ ``cap_units``).
+
+    Returns ``(chosen, lp, upper bound, optimal, states)``: the chosen mask, the Dantzig bound, a
+    certified bound on the optimum, whether ``chosen`` is proven optimal, and the exact search's
+    largest state list (0 when it did not run)."""
+    chosen = np.zeros(fv.size, dtype=bool)
+    if not fv.size:
+        return chosen, 0.0, 0.0, True, 0
+    # ratio desc, then value desc (keeps each equal-weight class a top-k prefix), then index
+    order = np.lexsort((np.arange(fv.size), -fv, -(fv / units)))
+    cw = np.cumsum(units[order])
+    b = int(np.searchsorted(cw, cap_units, side="right"))  # items order[:b] fit
+    if b == fv.size:
+        chosen[:] = True
+        lp = float(fv.sum())
+        return chosen, lp, lp, True, 0
+    room = cap_units - (int(cw[b - 1]) if b else 0)
+    chosen = _greedy_fill(units, order, b, room)
+    lam = fv[order[b]] / units[order[b]]
+    lp = float(fv[order[:b]].sum() + room * lam)
+    greedy_value = float(fv[chosen].sum())
+    optimal = greedy_value >= lp - _REL_TOL * max(lp, 1.0)
+    if optimal:
+        return chosen, lp, greedy_value, True, 0
+    if method != "dp":
+        return chosen, lp, lp, False, 0
+    chosen, ub, optimal, states = _exact_search(fv, units, cap_units, order, b, lam, lp, chosen, greedy_value,
+                                                max_states, deadline)
+    return chosen, lp, ub, optimal, states
+
+
+def _checked_weight(chosen_w: np.ndarray, cap: float, is_int: bool) -> float | int:
+    """The chosen items' total weight, checked in exact arithmetic (a failure here is a bug)."""
+    if is_int:
+        weight = _exact_int_sum(chosen_w)
+        if weight > cap:
+            raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
+        return weight
+    total = _exact_float_sum(chosen_w)
+    if total > Fraction(cap):
+        raise RuntimeError("knapsack produced an infeasible mask (a bug; please report)")
+    return float(total)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,7 +377,7 @@ def _segmented_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_states, deadline):
     """Exact search over per-class deviations from x*; returns (chosen, upper bound, optimal, states)."""
-    st = _build_steps(v, units, order, b, lam)
+    steps = _build_steps(v, units, order, b, lam)
     room = cap - int(units[order[:b]].sum())  # slack of x* (>= 0)
     tol = _REL_TOL * max(lp, 1.0)
     best_loss = lp - inc_value  # loss of the incumbent (greedy) w.r.t. the LP bound
@@ -379,7 +390,7 @@ def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_st
             continue
         if time.perf_counter() > deadline:
             break
-        found, loss, states, truncated = _search_round(st, lam, room, target, tol, max_states, deadline)
+        found, loss, states, truncated = _search_round(steps, lam, room, target, tol, max_states, deadline)
         max_seen = max(max_seen, states)
         if found is not None and loss < best_loss:
             best, best_loss = found, loss
@@ -393,38 +404,32 @@ def _exact_search(v, units, cap, order, b, lam, lp, incumbent, inc_value, max_st
     return best, lp - certified, best_loss <= certified + tol, max_seen
 
 
+class _FutureItems(NamedTuple):
+    """The allowed steps of the classes still to come, as fractional LP items sorted by rate."""
+
+    w: np.ndarray
+    pen: np.ndarray
+    rate: np.ndarray
+    stage: np.ndarray
+    side: np.ndarray
+
+
 def _search_round(
-    st: _Steps, lam: float, room: int, target: float, tol: float, max_states: int, deadline: float
+    steps: _Steps, lam: float, room: int, target: float, tol: float, max_states: int, deadline: float
 ):
-    """Enumerate (Pareto-pruned) every choice of per-class deviations with total loss < target."""
-    allowed = st.cum_pen < target + tol
+    """Enumerate (Pareto-pruned) every choice of per-class deviations with total loss < target.
+
+    Returns ``(chosen mask or None, its loss, largest state list, truncated)``."""
+    allowed = steps.cum_pen < target + tol
     # Moves per class (allowed steps form a prefix of each (class, side) since cum_pen is sorted).
-    r = np.bincount(st.step_cls[allowed & (st.step_side == 0)], minlength=st.cls_w.size)
-    s = np.bincount(st.step_cls[allowed & (st.step_side == 1)], minlength=st.cls_w.size)
-    active = np.flatnonzero(r + s > 0)
+    n_remove = np.bincount(steps.step_cls[allowed & (steps.step_side == 0)], minlength=steps.cls_w.size)
+    n_add = np.bincount(steps.step_cls[allowed & (steps.step_side == 1)], minlength=steps.cls_w.size)
+    active = _stage_order(steps, n_remove, n_add)
     if active.size == 0:
         return None, math.inf, 1, False
-    # Classes with the costliest first moves first: their options die early against the bound.
-    first_pen = np.minimum(
-        np.where(r[active] > 0, st.cum_pen[st.start[active]], np.inf),
-        np.where(s[active] > 0, st.cum_pen[np.minimum(st.start[active] + st.kstar[active],
-                                                      st.step_pen.size - 1)], np.inf),
-    )
-    active = active[np.argsort(-first_pen, kind="stable")]
-    stage_of = np.full(st.cls_w.size, -1, dtype=np.int64)
-    stage_of[active] = np.arange(active.size)
+    future = _future_items(steps, allowed, active)
 
-    # LP of the classes still to come: each allowed step is a fractional item (weight, penalty).
-    a_idx = np.flatnonzero(allowed)
-    a_w = st.cls_w[st.step_cls[a_idx]].astype(np.float64)
-    a_rate = st.step_pen[a_idx] / a_w
-    a_stage = stage_of[st.step_cls[a_idx]]
-    a_side = st.step_side[a_idx]
-    rate_order = np.lexsort((a_rate,))
-    a_w, a_rate, a_stage, a_side = a_w[rate_order], a_rate[rate_order], a_stage[rate_order], a_side[rate_order]
-    a_pen = a_rate * a_w
-
-    dw = np.zeros(1, dtype=np.int64)
+    dw = np.zeros(1, dtype=np.int64)  # weight change of each state w.r.t. x*
     pen = np.zeros(1)
     val = np.zeros(1)
     prev_bound = np.zeros(1)
@@ -432,23 +437,10 @@ def _search_round(
     moves: list[np.ndarray] = []
     max_seen, truncated = 1, False
     for k, c in enumerate(active.tolist()):
-        base = int(st.start[c])
-        ks = int(st.kstar[c])
-        ri, si = int(r[c]), int(s[c])
-        # options: delta = -ri..si
-        d = np.arange(-ri, si + 1)
-        opt_pen = np.zeros(d.size)
-        opt_val = np.zeros(d.size)
-        if ri:
-            opt_pen[:ri] = st.cum_pen[base : base + ri][::-1]
-            opt_val[:ri] = st.cum_val[base : base + ri][::-1]
-        if si:
-            opt_pen[ri + 1 :] = st.cum_pen[base + ks : base + ks + si]
-            opt_val[ri + 1 :] = st.cum_val[base + ks : base + ks + si]
-        opt_w = d.astype(np.int64) * int(st.cls_w[c])
+        deltas, opt_pen, opt_val, opt_w = _class_options(steps, c, int(n_remove[c]), int(n_add[c]))
         if time.perf_counter() > deadline:  # out of time: finish this round as a narrow beam
             max_states = min(max_states, _LATE_STATES)
-        cap_in = max(1, (_EXPANSION * max_states) // d.size)
+        cap_in = max(1, (_EXPANSION * max_states) // deltas.size)
         if dw.size > cap_in:  # bound the expansion's memory: keep the most promising states
             truncated = True
             o = np.sort(np.argsort(prev_bound, kind="stable")[:cap_in])
@@ -457,25 +449,15 @@ def _search_round(
         ndw = (dw[:, None] + opt_w[None, :]).ravel()
         npen = (pen[:, None] + opt_pen[None, :]).ravel()
         nval = (val[:, None] + opt_val[None, :]).ravel()
-        idx = np.arange(ndw.size)
-        bound = npen + _future_cost(ndw, room, lam, a_w, a_pen, a_rate, a_stage, a_side, k)
-        keep = bound < target + tol
-        ndw, npen, nval, idx, bound = ndw[keep], npen[keep], nval[keep], idx[keep], bound[keep]
-        if ndw.size:
-            # Pareto filter: a state is kept only if no lighter-or-equal state has at least its value.
-            o = np.lexsort((idx, -nval, ndw))
-            ndw, npen, nval, idx, bound = ndw[o], npen[o], nval[o], idx[o], bound[o]
-            run = np.maximum.accumulate(nval)
-            keep = np.ones(ndw.size, dtype=bool)
-            keep[1:] = nval[1:] > run[:-1]
-            ndw, npen, nval, idx, bound = ndw[keep], npen[keep], nval[keep], idx[keep], bound[keep]
+        bound = npen + _future_cost(ndw, room, lam, future.w, future.pen, future.rate, future.stage, future.side, k)
+        ndw, npen, nval, idx, bound = _prune_states(ndw, npen, nval, bound, target + tol)
         if ndw.size > max_states:
             truncated = True
             o = np.sort(np.argsort(bound, kind="stable")[:max_states])
             ndw, npen, nval, idx, bound = ndw[o], npen[o], nval[o], idx[o], bound[o]
         max_seen = max(max_seen, int(ndw.size))
-        parents.append(idx // d.size)
-        moves.append(d[idx % d.size])
+        parents.append(idx // deltas.size)
+        moves.append(deltas[idx % deltas.size])
         dw, pen, val, prev_bound = ndw, npen, nval, bound
         if dw.size == 0:
             return None, math.inf, max_seen, truncated
@@ -484,16 +466,76 @@ def _search_round(
         return None, math.inf, max_seen, truncated
     loss = np.where(feasible, pen + lam * (room - dw).astype(np.float64), np.inf)
     j = int(np.argmin(loss))
-    best_loss = float(loss[j])
-    # Walk back through the stages to the per-class deviations.
-    counts = st.kstar.copy()
+    return _walk_back(steps, active, parents, moves, j), float(loss[j]), max_seen, truncated
+
+
+def _stage_order(steps: _Steps, n_remove: np.ndarray, n_add: np.ndarray) -> np.ndarray:
+    """The classes with any allowed move, costliest first move first (their options die early
+    against the bound)."""
+    active = np.flatnonzero(n_remove + n_add > 0)
+    first_pen = np.minimum(
+        np.where(n_remove[active] > 0, steps.cum_pen[steps.start[active]], np.inf),
+        np.where(n_add[active] > 0, steps.cum_pen[np.minimum(steps.start[active] + steps.kstar[active],
+                                                             steps.step_pen.size - 1)], np.inf),
+    )
+    return active[np.argsort(-first_pen, kind="stable")]
+
+
+def _future_items(steps: _Steps, allowed: np.ndarray, active: np.ndarray) -> _FutureItems:
+    """LP of the classes still to come: each allowed step is a fractional item (weight, penalty),
+    tagged with its class's stage in ``active`` and its side (0 remove, 1 add)."""
+    stage_of = np.full(steps.cls_w.size, -1, dtype=np.int64)
+    stage_of[active] = np.arange(active.size)
+    a_idx = np.flatnonzero(allowed)
+    w = steps.cls_w[steps.step_cls[a_idx]].astype(np.float64)
+    rate = steps.step_pen[a_idx] / w
+    o = np.lexsort((rate,))
+    w, rate = w[o], rate[o]
+    return _FutureItems(w, rate * w, rate, stage_of[steps.step_cls[a_idx]][o], steps.step_side[a_idx][o])
+
+
+def _class_options(steps: _Steps, c: int, n_remove: int, n_add: int):
+    """Class ``c``'s options: deviations ``-n_remove .. n_add`` from its count in x*, with the
+    penalty, value and weight change of each."""
+    base, kstar = int(steps.start[c]), int(steps.kstar[c])
+    deltas = np.arange(-n_remove, n_add + 1)
+    opt_pen = np.zeros(deltas.size)
+    opt_val = np.zeros(deltas.size)
+    if n_remove:
+        opt_pen[:n_remove] = steps.cum_pen[base : base + n_remove][::-1]
+        opt_val[:n_remove] = steps.cum_val[base : base + n_remove][::-1]
+    if n_add:
+        opt_pen[n_remove + 1 :] = steps.cum_pen[base + kstar : base + kstar + n_add]
+        opt_val[n_remove + 1 :] = steps.cum_val[base + kstar : base + kstar + n_add]
+    return deltas, opt_pen, opt_val, deltas.astype(np.int64) * int(steps.cls_w[c])
+
+
+def _prune_states(dw, pen, val, bound, limit):
+    """Drop states whose bound reaches ``limit``, then Pareto-filter: a state is kept only if no
+    lighter-or-equal state has at least its value. Returns the survivors and their indices."""
+    idx = np.arange(dw.size)
+    keep = bound < limit
+    dw, pen, val, idx, bound = dw[keep], pen[keep], val[keep], idx[keep], bound[keep]
+    if dw.size:
+        o = np.lexsort((idx, -val, dw))
+        dw, pen, val, idx, bound = dw[o], pen[o], val[o], idx[o], bound[o]
+        run = np.maximum.accumulate(val)
+        keep = np.ones(dw.size, dtype=bool)
+        keep[1:] = val[1:] > run[:-1]
+        dw, pen, val, idx, bound = dw[keep], pen[keep], val[keep], idx[keep], bound[keep]
+    return dw, pen, val, idx, bound
+
+
+def _walk_back(steps: _Steps, active: np.ndarray, parents: list, moves: list, j: int) -> np.ndarray:
+    """The item mask of final state ``j``: walk back through the stages to the per-class counts."""
+    counts = steps.kstar.copy()
     for k in range(active.size - 1, -1, -1):
         counts[active[k]] += int(moves[k][j])
         j = int(parents[k][j])
-    chosen = np.zeros(st.srt.size, dtype=bool)
-    keep_sorted = (np.arange(st.srt.size) - np.repeat(st.start, st.count)) < np.repeat(counts, st.count)
-    chosen[st.srt[keep_sorted]] = True
-    return chosen, best_loss, max_seen, truncated
+    chosen = np.zeros(steps.srt.size, dtype=bool)
+    keep_sorted = (np.arange(steps.srt.size) - np.repeat(steps.start, steps.count)) < np.repeat(counts, steps.count)
+    chosen[steps.srt[keep_sorted]] = True
+    return chosen
 
 
 def _future_cost(dw, room, lam, a_w, a_pen, a_rate, a_stage, a_side, k):
