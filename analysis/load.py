@@ -52,11 +52,17 @@ _RAY_RUNNING = ("RUNNING", "PAUSED")
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read a sweep's results (directory, ``trials.parquet`` or ``trials.csv``) into a typed table.
+    """Read a sweep's results into a typed table (the columns of ``kpid_core.results_schema``).
 
-    ``df.attrs["source"]`` names the file or directory read. Raises :class:`AnalysisError` with one
-    line naming the problem for a missing path, a directory that is not a sweep result, an
-    unreadable file, an empty sweep or missing required columns.
+    Args:
+        path: a sweep directory, or its ``trials.parquet`` or ``trials.csv``.
+
+    Returns:
+        One row per trial (and same-data baseline); ``df.attrs["source"]`` names what was read.
+
+    Raises:
+        AnalysisError: one line naming the problem for a missing path, a directory that is not a
+            sweep result, an unreadable file, an empty sweep or missing required columns.
     """
     path = Path(path).expanduser()
     if not path.exists():

@@ -102,10 +102,21 @@ def pareto_front(
     finished_only: bool = True,
 ) -> ParetoInfo:
     """Split a trials table into its Pareto front over columns ``x`` and ``y``, the dominated rows and
-    the excluded ones (see :class:`ParetoInfo`). Any two numeric columns work, e.g. ``latency_ms``.
+    the excluded ones. Any two numeric columns work, e.g. ``latency_ms``.
 
-    Early-stopped trials report partial accuracies; with ``finished_only`` (the default) they never
-    reach the front, whatever their values.
+    Args:
+        df: a trials table (:func:`analysis.load.load_results`).
+        x, y: the two columns.
+        minimize_x, maximize_y: the direction in which each column is better.
+        finished_only: leave out rows whose status is not finished (early-stopped trials report
+            partial accuracies; they never reach the front, whatever their values).
+
+    Returns:
+        A :class:`ParetoInfo`: the front sorted by ``x`` (ties: the better ``y`` first), the
+        dominated rows and the rows left out (missing values, unfinished).
+
+    Raises:
+        AnalysisError: ``x`` or ``y`` is not a column of ``df``.
     """
     for col in (x, y):
         if col not in df.columns:
@@ -147,11 +158,18 @@ def hypervolume(
 ) -> float:
     """Exact 2-D hypervolume (area) dominated by ``points`` and bounded by ``reference``.
 
-    ``directions`` say per column whether smaller or larger is better (default: x minimised, y
-    maximised, as for MACs vs accuracy). The area is in the product of the columns' units. Points
-    that do not dominate-or-equal the reference contribute nothing (they are ignored rather than
-    rejected, unlike Optuna's ``compute_hypervolume``). Example reference for accuracy vs MACs:
-    ``(macs_dense, 0.0)``.
+    Args:
+        points: n×2 values, e.g. (MACs, accuracy) of each trial.
+        reference: the bounding point, e.g. ``(macs_dense, 0.0)`` for accuracy vs MACs.
+        directions: per column ``"minimize"`` or ``"maximize"`` (default: x minimised, y maximised).
+
+    Returns:
+        The area, in the product of the columns' units. Points that do not dominate-or-equal the
+        reference contribute nothing (ignored rather than rejected, unlike Optuna's
+        ``compute_hypervolume``); no points give 0.
+
+    Raises:
+        ValueError: not two objectives, or a non-finite reference.
     """
     pts = np.asarray(points, dtype=float).reshape(-1, len(directions)) if len(points) else np.zeros((0, 2))
     ref = np.asarray(reference, dtype=float)

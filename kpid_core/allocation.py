@@ -21,11 +21,12 @@ from torch import nn
 
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
 from kpid_core.groups import ChannelGroups
+from kpid_core.knapsack import METHODS as KNAPSACK_METHODS
 
 __all__ = ["ALLOCATIONS", "LINEARIZE_AT", "NORMALIZERS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "normalize_scores", "score_vectors"]
 
 ALLOCATIONS = ("knapsack", "uniform")
-SOLVERS = ("dp", "greedy")
+SOLVERS = KNAPSACK_METHODS  # the knapsack's own list
 NORMALIZERS = ("none", "mean", "max")
 LINEARIZE_AT = ("current", "uniform")
 _KNAPSACK_ROUNDS = 6

@@ -426,12 +426,23 @@ class _Untransformed(Dataset):
 
 def build_data(data_cfg: Any, seed: int = 0, *, split: Mapping | str | os.PathLike | None = None,
                channels: int | None = None) -> DataBundle:
-    """Build the loaders of ``data_cfg.name`` (a ``DataConfig`` or a dict with the same keys).
+    """Build the loaders of ``data_cfg.name``.
 
-    ``split``: a split dict or a JSON file from :meth:`DataBundle.save_split` (the sweep's shared
-    split); None = derive it from ``seed``. ``channels``: the channel count the model needs (e.g. 3
-    for torchvision models; None = the data's own, ``data.channels``). Grey data (digits,
-    fashion_mnist, synthetic, imagefolder) is replicated to it; CIFAR has 3 only.
+    Args:
+        data_cfg: a ``DataConfig`` or a dict with the same keys.
+        seed: draws the validation split (when ``split`` is None) and the loaders' shuffling.
+        split: a split dict or a JSON file from :meth:`DataBundle.save_split` (the sweep's shared
+            split); None = derive it from ``seed``.
+        channels: the channel count the model needs (e.g. 3 for torchvision models; None = the
+            data's own, ``data.channels``). Grey data (digits, fashion_mnist, synthetic,
+            imagefolder) is replicated to it; CIFAR has 3 only.
+
+    Returns:
+        The train/val/test loaders with the data's facts (classes, input shape, split).
+
+    Raises:
+        UnknownNameError: an unknown ``data.name``.
+        DataError: data that is missing, corrupt or does not fit the request (one line each).
     """
     data_cfg = as_section(DataConfig, data_cfg)
     name = data_cfg.name

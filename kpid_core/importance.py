@@ -315,8 +315,22 @@ def compute_importance(model: nn.Module, example_input: Any, metric: str, loader
                        device: str | torch.device | None = None) -> ImportanceScores:
     """Score every channel group of ``model`` with ``metric``. The model itself is not modified.
 
-    Data-driven metrics (``DATA_METRICS``) need ``loader`` yielding ``(inputs, targets)``; ``loss_fn``
-    defaults to cross-entropy; at most ``n_batches`` batches are used.
+    Args:
+        model: the dense model.
+        example_input: a (1, C, H, W) tensor or a (C, H, W) shape to trace the groups with.
+        metric: a name from :data:`METRICS`.
+        loader: ``(inputs, targets)`` batches; needed by the data-driven metrics (:data:`DATA_METRICS`).
+        loss_fn: the loss the Taylor metrics differentiate (default cross-entropy).
+        n_batches: at most this many batches are used.
+        seed: seeds ``random`` and the torch generator.
+        device: where to score (default: the model's device).
+
+    Returns:
+        :class:`ImportanceScores` with one float64 score per channel of every group (higher = keep).
+
+    Raises:
+        UnknownNameError: an unknown ``metric``.
+        ConfigError: a data-driven metric without ``loader``, or ``n_batches`` < 1.
     """
     imp = get_metric(metric)
     if imp.needs_data and loader is None:

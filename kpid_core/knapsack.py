@@ -75,8 +75,19 @@ class KnapsackResult(NamedTuple):
 def solve(values, weights, capacity, method: str = "dp", required=None) -> np.ndarray:
     """Bool mask of the items to keep: max sum(values) s.t. sum(weights) <= capacity.
 
-    ``required``: optional bool mask of items that must be kept. Raises
-    :class:`InfeasibleBudgetError` when the required items alone exceed ``capacity``.
+    Args:
+        values: one finite value per item (1-D).
+        weights: one non-negative weight per item, integers or floats (1-D, same length).
+        capacity: the largest total weight allowed (≥ 0).
+        method: ``dp`` (certified exact, see :func:`solve_detailed`) or ``greedy`` (by value per weight).
+        required: optional bool mask of items that must be kept.
+
+    Returns:
+        A bool array, True for the kept items; their weights sum to at most ``capacity``.
+
+    Raises:
+        InfeasibleBudgetError: the required items alone exceed ``capacity``.
+        ConfigError, UnknownNameError: malformed inputs or an unknown ``method``.
     """
     return solve_detailed(values, weights, capacity, method=method, required=required).mask
 
@@ -93,8 +104,17 @@ def solve_detailed(
 ) -> KnapsackResult:
     """Like :func:`solve` but returns a :class:`KnapsackResult` with bound, gap and timing.
 
-    ``max_states`` / ``time_limit`` (seconds, None = no limit) bound the exact search; past either
-    the answer is the best mask found with ``optimal=False`` and an honest ``gap``.
+    Args:
+        values, weights, capacity, method, required: as for :func:`solve`.
+        max_states: states kept per class by the exact search before it turns into a beam.
+        time_limit: seconds of exact search (None = no limit).
+
+    Returns:
+        The mask with its value, weight and a certified upper bound; past either limit the answer
+        is the best mask found with ``optimal=False`` and an honest ``gap``.
+
+    Raises:
+        As :func:`solve`.
     """
     t0 = time.perf_counter()
     v, w, cap, req = _validate(values, weights, capacity, method, required)
