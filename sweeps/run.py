@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials to sample (optuna) or repeats of the grid (default from the config)")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster (host:port or 'auto'); default: start a local one "
-                   "on 127.0.0.1")
+                   "whose servers listen on 127.0.0.1 only, with Ray's token authentication on")
     p.add_argument("--storage", default=None,
                    help="absolute path for results (default ./results, made absolute); on a "
                    "multi-node cluster it must be shared storage that every node mounts at the same path")
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="search seed (default from the config, else 0)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved search space and resources; start nothing, write nothing")
-    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (off by default)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard on 127.0.0.1 (local cluster; off by default)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and tables")
     return p
 
