@@ -3,7 +3,9 @@
 The default sweeps the bundled digits demo on this machine's CPUs/GPUs, writes
 ``results/digits_demo/{trials.parquet,trials.csv,sweep.yaml,optuna.db,shared/,report/}`` and prints
 the best trial per budget. A second run with the same name refuses (use ``--resume`` or ``--name``).
-Errors a user can cause print one line ``error: ...`` and exit 2 without writing anything.
+Errors a user can cause print one line ``error: ...`` and exit 2 without writing anything. The first
+Ctrl-C (SIGINT) or SIGTERM stops the sweep in whatever phase it is, with one line saying how to
+continue it (``--resume``), exit code 130.
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ def run_sweep(
     *,
     trial_fn: Any = None,
     prepare_fn: Any = None,
+    baseline_fn: Any = None,
     out=None,
 ) -> Path:
     """Validate, start/join Ray, prepare shared artifacts, run (or resume) the sweep, write results.
@@ -262,12 +265,15 @@ def run_sweep(
         args: the parsed command line (:func:`build_parser`).
         trial_fn: replaces ``kpid_core.trial.run_trial`` (same signature, plain-dict config); tests use it.
         prepare_fn: replaces ``kpid_core.trial.prepare_shared`` likewise.
+        baseline_fn: replaces ``kpid_core.baseline.run_baseline`` likewise.
         out: where progress lines go (default: ``sys.stdout`` at call time).
 
     Returns:
-        The experiment directory ``STORAGE/NAME``.
+        The experiment directory ``STORAGE/NAME``. Raises :class:`sweeps.interrupt.SweepInterrupted`
+        (its message says how to continue) when a SIGINT/SIGTERM stopped the sweep.
     """
     from sweeps.cluster import quiet_environment
+    from sweeps.interrupt import StopGuard
 
     out = out if out is not None else sys.stdout  # looked up now: notebooks and tests redirect it
     quiet_environment(args.verbose)
@@ -276,6 +282,15 @@ def run_sweep(
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = describe_run(args)
+    with StopGuard() as guard:
+        try:
+            return _started_run(run, guard, out, trial_fn=trial_fn, prepare_fn=prepare_fn, baseline_fn=baseline_fn)
+        except KeyboardInterrupt:
+            raise _interrupted(run, guard) from None
+
+
+def _started_run(run: RunDescription, guard: Any, out: Any, **fns: Any) -> Path:
+    """Connect to Ray, size the trials and run (or dry-run) the sweep; shuts down what it started."""
     started, totals = _connect(run)
     try:
         res = _resources_from(run.request, totals)
@@ -287,12 +302,28 @@ def run_sweep(
             return Path(run.exp_dir)
         run.spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                               "workers_per_trial": res.workers}
-        return _execute(run, res, trial_fn=trial_fn, prepare_fn=prepare_fn, out=out)
+        return _execute(run, res, guard, out=out, **fns)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def _interrupted(run: RunDescription, guard: Any) -> Exception:
+    """The one-line :class:`~sweeps.interrupt.SweepInterrupted` for a stop in ``guard.phase``."""
+    import signal
+
+    from sweeps.interrupt import SweepInterrupted
+
+    sig = signal.Signals(guard.signum).name if guard.signum else "SIGINT"
+    if not (Path(run.exp_dir) / "sweep.yaml").is_file():
+        return SweepInterrupted(f"interrupted ({sig}) while {guard.phase}: nothing was written; run the same "
+                                "command again")
+    return SweepInterrupted(
+        f"interrupted ({sig}) while {guard.phase}: finished trials are kept; continue with: python "
+        f"sweeps/run.py --resume --storage {run.storage} --name {run.name}"
+    )
 
 
 def _connect(run: RunDescription) -> tuple[bool, dict[str, float]]:
@@ -326,29 +357,40 @@ def _print_dry_run(run: RunDescription, res: Any, totals: dict[str, float], out:
               "a new --name", file=out)
 
 
-def _execute(run: RunDescription, res: Any, *, trial_fn: Any, prepare_fn: Any, out: Any) -> Path:
-    """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report."""
+def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepare_fn: Any, baseline_fn: Any,
+             out: Any) -> Path:
+    """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report.
+    ``guard`` (:class:`sweeps.interrupt.StopGuard`) learns the phase and watches the trials."""
+    from kpid_core.files import atomic_write_text
+
     exp_path = Path(run.exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
     exp_path.mkdir(parents=True, exist_ok=True)
     if not run.resume:
         import yaml
 
-        (exp_path / "sweep.yaml").write_text(yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
+        atomic_write_text(exp_path / "sweep.yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
     timings: dict[str, Any] = {}
+    guard.phase = "preparing shared artifacts"
     with _timed(timings, "prepare_s"):
         shared = _prepare(run, res, prepare_fn, out)
     tuner = _tuner(run, res, shared, trial_fn, out)
     print(f"running {run.spec.num_trials()} trial(s), up to {res.slots} at once -> {run.exp_dir}", file=out,
           flush=True)
+    guard.phase = "running trials"
     with _timed(timings, "fit_s"):
-        grid = tuner.fit()
+        grid = guard.run_fit(tuner.fit)
+    if guard.fit_was_interrupted(grid, run.spec.num_trials()):
+        raise KeyboardInterrupt
     rows = _trial_rows(grid, run.spec)
+    guard.phase = "training baselines"
     with _timed(timings, "baselines_s"):
         if run.spec.baselines:
             from sweeps.baselines import run_baselines
 
             rows += run_baselines(run.spec, exp_path, shared, num_cpus=res.cpus_per_worker,
-                                  num_gpus=res.gpus_per_worker, out=out)
+                                  num_gpus=res.gpus_per_worker, out=out, baseline_fn=baseline_fn)
+    guard.phase = "writing results and the report"
+    print("writing results and the report ...", file=out, flush=True)
     _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
     return exp_path
 
@@ -396,7 +438,7 @@ def _tuner(run: RunDescription, res: Any, shared: Any, trial_fn: Any, out: Any) 
                        cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker),
         res.tune_request(),
     )
-    if run.resume:
+    if run.resume and tune.Tuner.can_restore(run.exp_dir):
         tuner = tune.Tuner.restore(run.exp_dir, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         # Callbacks are not restored from tuner.pkl and the restore API takes none: Ray has no public
@@ -470,11 +512,12 @@ def _write_results(rows: list[dict[str, Any]], exp_path: Path, timings: dict[str
     """``trials.parquet``/``.csv``, ``timings.json``, the summary on ``out`` and the report."""
     from analysis.report import make_report
     from kpid_core.errors import KPIDError
+    from kpid_core.files import atomic_write_text
     from sweeps.results import summary_lines, trials_table, write_trials
 
     df = trials_table(rows)
     write_trials(df, exp_path)
-    (exp_path / "timings.json").write_text(json.dumps(timings))
+    atomic_write_text(exp_path / "timings.json", json.dumps(timings))
     print("\n".join(summary_lines(df)), file=out)
     try:
         paths = make_report(exp_path)
@@ -484,17 +527,32 @@ def _write_results(rows: list[dict[str, Any]], exp_path: Path, timings: dict[str
         print(f"report: {paths.get('pareto.png', exp_path / 'report')}", file=out)
 
 
-def main(argv: Sequence[str] | None = None, *, trial_fn: Any = None, prepare_fn: Any = None) -> int:
-    """CLI entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+def main(argv: Sequence[str] | None = None, *, trial_fn: Any = None, prepare_fn: Any = None,
+         baseline_fn: Any = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+        trial_fn: see :func:`run_sweep`.
+        prepare_fn: see :func:`run_sweep`.
+        baseline_fn: see :func:`run_sweep`.
+
+    Returns:
+        The exit code.
+    """
     args = build_parser().parse_args(argv)
     from kpid_core.errors import KPIDError
+    from sweeps.interrupt import SweepInterrupted
 
     try:
-        run_sweep(args, trial_fn=trial_fn, prepare_fn=prepare_fn)
+        run_sweep(args, trial_fn=trial_fn, prepare_fn=prepare_fn, baseline_fn=baseline_fn)
     except KPIDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except SweepInterrupted as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:  # a second signal while the first one's stop was under way
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130
     return 0
