@@ -65,8 +65,14 @@ class StopGuard:
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._old[s] = signal.getsignal(s)
-                signal.signal(s, self._handler)
+            self.reinstall()
         return self
+
+    def reinstall(self) -> None:
+        """Put this guard's handlers back: ``ray.init`` installs a SIGTERM handler of its own (it exits
+        with code 15, skipping the stop and its message). Call it after connecting to Ray."""
+        for s in self._old:
+            signal.signal(s, self._handler)
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():

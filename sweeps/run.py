@@ -68,8 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the resolved search space and resources; start nothing, write nothing")
     p.add_argument("--dashboard", action="store_true",
                    help="start Ray's dashboard on 127.0.0.1 (local cluster; off by default)")
+    p.add_argument("--start-timeout", type=_seconds, default=600.0, metavar="S",
+                   help="the shared preparation and each baseline must start within S seconds of being "
+                   "submitted (their resources may be held by other work), else the sweep stops with an error")
+    p.add_argument("--stall-timeout", type=_seconds, default=600.0, metavar="S",
+                   help="a running preparation or baseline whose process stops responding (no heartbeat) "
+                   "for S seconds is cancelled and the sweep stops with an error")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and tables")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds > 0") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds > 0")
+    return v
 
 
 def _storage_root(arg: str | None) -> str:
@@ -128,6 +144,7 @@ class RunDescription(NamedTuple):
     address: str | None
     dashboard: bool
     verbose: bool
+    waits: Any = None  # sweeps.waits.TaskWaits
 
 
 def _config_error(msg: str) -> Exception:
@@ -159,8 +176,12 @@ def describe_run(args: argparse.Namespace) -> RunDescription:
         workers_per_trial=args.workers_per_trial if args.workers_per_trial is not None else int(
             res.get("workers_per_trial", 1)),
     )
+    from sweeps.waits import TaskWaits
+
+    waits = TaskWaits(start_s=float(getattr(args, "start_timeout", 600.0)),
+                      stall_s=float(getattr(args, "stall_timeout", 600.0)))
     return RunDescription(spec, storage, name, _exp_dir(storage, name), bool(args.resume), bool(args.dry_run),
-                          request, args.address, bool(args.dashboard), bool(args.verbose))
+                          request, args.address, bool(args.dashboard), bool(args.verbose), waits)
 
 
 def _exp_dir(storage: str, name: str) -> str:
@@ -292,6 +313,7 @@ def run_sweep(
 def _started_run(run: RunDescription, guard: Any, out: Any, **fns: Any) -> Path:
     """Connect to Ray, size the trials and run (or dry-run) the sweep; shuts down what it started."""
     started, totals = _connect(run)
+    guard.reinstall()
     try:
         res = _resources_from(run.request, totals)
         if res.gpus_per_trial > 0 and run.spec.gpu:
@@ -388,7 +410,8 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
             from sweeps.baselines import run_baselines
 
             rows += run_baselines(run.spec, exp_path, shared, num_cpus=res.cpus_per_worker,
-                                  num_gpus=res.gpus_per_worker, out=out, baseline_fn=baseline_fn)
+                                  num_gpus=res.gpus_per_worker, out=out, baseline_fn=baseline_fn,
+                                  waits=run.waits)
     guard.phase = "writing results and the report"
     print("writing results and the report ...", file=out, flush=True)
     _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
@@ -414,6 +437,7 @@ def _prepare(run: RunDescription, res: Any, prepare_fn: Any, out: Any) -> Any:
     return prepare_shared_artifacts(
         apply_params(run.spec.base, {}), Path(run.exp_dir), run.spec.metrics, prepare_fn=prepare_fn,
         num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=run.resume,
+        waits=run.waits,
     )
 
 
