@@ -49,7 +49,7 @@ def _sweep(path: Path, root: Path) -> Path:
         "name": "sig",
         "base": {"data.root": str(root), "epochs": 3},
         "space": {"budget": [0.3, 0.6], "metric": ["taylor", "l1"], "kd_weight": {"low": 0.0, "high": 2.0}},
-        "search": {"mode": "optuna", "num_samples": 6, "early_stopping": None, "max_failures": 1},
+        "search": {"mode": "optuna", "num_samples": 8, "early_stopping": None, "max_failures": 1},
         "baselines": [{"model": "mobilenet_v3_small", "width": 1.0}],
     }))
     return path
@@ -113,11 +113,14 @@ def test_first_signal_stops_every_phase_and_resume_finishes(ray_2_cpus, tmp_path
     _resume_line(err, "running trials", "SIGTERM")
     assert not (exp / "trials.parquet").exists()
     saved_done = _terminated_in_saved_state(exp)
-    assert 1 <= len(saved_done) < 6, saved_done
+    assert 1 <= len(saved_done) <= 5, saved_done  # at least 3 of 8 left: 2 at a time, 1.5 s or more each
 
-    # 3. trials, SIGINT: Tune's own handler stops it; the driver must notice and stop too
+    # 3. trials, SIGINT: Tune's own handler stops it; the driver must notice and stop too. Signalled
+    # when this leg has started a trial: the others left keep the sweep in its trials phase meanwhile.
+    behaviour(sleep=1.0)
+    started = len(_lines(root, "trial"))
     leg = _Leg(tmp_path, resume)
-    rc, err, waited["trials (SIGINT)"] = leg.interrupt(lambda: len(_terminated_in_saved_state(exp)) > len(saved_done))
+    rc, err, waited["trials (SIGINT)"] = leg.interrupt(lambda: len(_lines(root, "trial")) > started)
     assert rc == 130
     _resume_line(err, "running trials", "SIGINT")
     assert not (exp / "trials.parquet").exists()
@@ -144,7 +147,7 @@ def test_first_signal_stops_every_phase_and_resume_finishes(ray_2_cpus, tmp_path
     assert main(resume, trial_fn=fake_run_trial, prepare_fn=fake_prepare, baseline_fn=fake_baseline) == 0
     df = pd.read_parquet(exp / "trials.parquet")
     trials = df[df["kind"] != "baseline"]
-    assert len(trials) == 6 and df["trial_id"].is_unique and (df["status"] == "finished").all()
+    assert len(trials) == 8 and df["trial_id"].is_unique and (df["status"] == "finished").all()
     assert df[df["kind"] == "baseline"]["trial_id"].tolist() == ["baseline-mobilenet_v3_small-w1"]
     done = Counter(line.split()[-1] for line in _lines(root, "done"))
     assert set(done) == {f"trial_{t}" for t in trials["trial_id"]}
