@@ -77,6 +77,20 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
                       "total_s": 0.0}, "config": cfg}
 
 
+def hold(seconds: float) -> None:
+    """A task that only holds its resources (another job on the cluster)."""
+    time.sleep(seconds)
+
+
+def freezing_prepare(cfg: dict, out_dir: Path, metrics: list[str]) -> dict:
+    """A preparation whose process freezes (SIGSTOP) once its heartbeat has started: a hung task."""
+    import signal
+
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return {}
+
+
 def fake_baseline(cfg: dict, arch: str, width: float | None = None, on_epoch: Callable | None = None, *,
                   out_dir: Any = None, shared: Any = None, epochs: int | None = None) -> dict:
     """Stand-in for ``kpid_core.baseline.run_baseline``: marks its start and end, sleeps as told."""
