@@ -390,9 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 for bad input, one ``error:`` line on stderr)."""
     args = build_parser().parse_args(argv)
+    from kpid_core.files import storage_errors
+
     try:
-        written = make_report(args.results_dir, args.out, x=args.x, y=args.y, formats=args.format,
-                              published=args.published)
+        with storage_errors("--out", args.out or Path(args.results_dir) / "report"):
+            written = make_report(args.results_dir, args.out, x=args.x, y=args.y, formats=args.format,
+                                  published=args.published)
     except KPIDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

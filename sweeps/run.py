@@ -383,14 +383,14 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
              out: Any) -> Path:
     """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report.
     ``guard`` (:class:`sweeps.interrupt.StopGuard`) learns the phase and watches the trials."""
-    from kpid_core.files import atomic_write_text
+    from kpid_core.files import atomic_write_text, output_dir
 
-    exp_path = Path(run.exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
-    exp_path.mkdir(parents=True, exist_ok=True)
+    exp_path = output_dir(run.exp_dir, "--storage")  # a local (mounted) path: _storage_root refuses URIs
     if not run.resume:
         import yaml
 
-        atomic_write_text(exp_path / "sweep.yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
+        with _results_errors(run):
+            atomic_write_text(exp_path / "sweep.yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
     timings: dict[str, Any] = {}
     guard.phase = "preparing shared artifacts"
     with _timed(timings, "prepare_s"):
@@ -405,7 +405,7 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
         raise KeyboardInterrupt
     rows = _trial_rows(grid, run.spec)
     guard.phase = "training baselines"
-    with _timed(timings, "baselines_s"):
+    with _timed(timings, "baselines_s"), _results_errors(run):
         if run.spec.baselines:
             from sweeps.baselines import run_baselines
 
@@ -414,8 +414,25 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
                                   waits=run.waits)
     guard.phase = "writing results and the report"
     print("writing results and the report ...", file=out, flush=True)
-    _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
+    with _results_errors(run):
+        _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
     return exp_path
+
+
+@contextlib.contextmanager
+def _results_errors(run: RunDescription) -> Iterator[None]:
+    """A write into the experiment directory that fails (full disk, read-only, quota) ends the sweep
+    with one line; what finished is on disk already, and ``--resume`` picks it up."""
+    from kpid_core.errors import StorageError
+
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(
+            f"--storage: cannot write {str(exc.filename or run.exp_dir)!r}: {exc.strerror or exc.__class__.__name__}; "
+            f"finished trials are kept: make room, then continue with: python sweeps/run.py --resume --storage "
+            f"{run.storage} --name {run.name}"
+        ) from None
 
 
 @contextlib.contextmanager
