@@ -251,8 +251,16 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
     class _Progress(Callback):
         """One line per trial that ends (finished / stopped early / error)."""
 
-        def __init__(self) -> None:
+        def __init__(self, stream: Any) -> None:  # a parameter, not a closure: see __getstate__
             self.done = 0
+            self.out = stream
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its callbacks into tuner.pkl; a notebook's or pytest's stream cannot be pickled
+            return {"done": self.done}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.done, self.out = state["done"], sys.stdout
 
         def _line(self, trial: Any, error: str | None = None) -> None:
             self.done += 1
@@ -261,7 +269,7 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
             macs = f"{int(r['macs']):,d}" if r["macs"] is not None else "-"
             extra = f"  {r['error'][:80]}" if r["error"] else ""
             print(f"[{self.done:>3}] {r['status']:<13} budget={r['budget']:.3f} metric={r['metric']:<10} "
-                  f"acc={acc:.4f} MACs={macs}{extra}", file=out, flush=True)
+                  f"acc={acc:.4f} MACs={macs}{extra}", file=self.out, flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial)
@@ -269,7 +277,7 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, error="crashed (see the trial's error.txt)")
 
-    return _Progress()
+    return _Progress(out)
 
 
 def run_sweep(
@@ -392,9 +400,17 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
         with _results_errors(run):
             atomic_write_text(exp_path / "sweep.yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
     timings: dict[str, Any] = {}
+    if run.resume:
+        from sweeps.resume_checks import check_resumable
+
+        check_resumable(exp_path)
     guard.phase = "preparing shared artifacts"
     with _timed(timings, "prepare_s"):
         shared = _prepare(run, res, prepare_fn, out)
+    if run.resume:
+        from sweeps.resume_checks import check_shared
+
+        check_shared(shared)
     tuner = _tuner(run, res, shared, trial_fn, out)
     print(f"running {run.spec.num_trials()} trial(s), up to {res.slots} at once -> {run.exp_dir}", file=out,
           flush=True)
