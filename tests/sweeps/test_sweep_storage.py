@@ -55,7 +55,7 @@ def test_disk_full_mid_sweep_then_resume_and_corrupt_state(ray_2_cpus, tmp_path,
     assert set(Counter(ln.split()[-1] for ln in _lines(root, "done")).values()) == {1}  # none run again
 
     for name, damage in (("optuna.db", b"this is not a database" * 100), ("experiment_state", None)):
-        f = exp / name if name == "optuna.db" else sorted(exp.glob("experiment_state-*.json"))[-1]
+        f = exp / name if name == "optuna.db" else max(exp.glob("experiment_state-*.json"))
         good = f.read_bytes()
         f.write_bytes(damage if damage is not None else good[: len(good) // 2])
         assert main([*args, "--resume"], trial_fn=fake_run_trial, prepare_fn=fake_prepare) == 2
