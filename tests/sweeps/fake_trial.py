@@ -77,6 +77,17 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
                       "total_s": 0.0}, "config": cfg}
 
 
+def thread_probe(cfg: dict) -> tuple[int, int | None, int, str, dict]:
+    """(torch threads before, what use_allotted_threads set, torch threads after, OMP_NUM_THREADS, cfg)."""
+    import torch
+
+    from sweeps.threads import cap_loader_workers, use_allotted_threads
+
+    before = torch.get_num_threads()
+    n = use_allotted_threads()
+    return before, n, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), cap_loader_workers(cfg, n)
+
+
 def hold(seconds: float) -> None:
     """A task that only holds its resources (another job on the cluster)."""
     time.sleep(seconds)
