@@ -330,6 +330,11 @@ def _started_run(run: RunDescription, guard: Any, out: Any, **fns: Any) -> Path:
         if run.dry_run:
             _print_dry_run(run, res, totals, out)
             return Path(run.exp_dir)
+        from sweeps.waits import check_placeable
+
+        # Tune would keep such a trial pending forever: every trial (or Train worker) must fit one node
+        check_placeable("each trial" if res.workers == 1 else "each data-parallel worker",
+                        {"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker})
         run.spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                               "workers_per_trial": res.workers}
         return _execute(run, res, guard, out=out, **fns)

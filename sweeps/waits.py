@@ -20,7 +20,10 @@ from typing import Any
 
 from kpid_core.errors import KPIDError
 
-__all__ = ["HEARTBEAT_FILE", "HEARTBEAT_S", "TaskWaitError", "TaskWaits", "heartbeat", "submit", "wait_any"]
+__all__ = [
+    "HEARTBEAT_FILE", "HEARTBEAT_S", "TaskWaitError", "TaskWaits", "check_placeable", "heartbeat", "submit",
+    "wait_any",
+]
 
 HEARTBEAT_FILE = ".heartbeat"
 HEARTBEAT_S = 2.0
@@ -83,7 +86,13 @@ def _have_text(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU")) or "nothing"
 
 
-def _check_placeable(what: str, ask: dict[str, float]) -> None:
+def check_placeable(what: str, ask: dict[str, float]) -> None:
+    """Raise :class:`TaskWaitError` unless some alive node of the cluster has every resource of ``ask``.
+
+    Args:
+        what: the task's name in the message.
+        ask: its resources, ``{"CPU": c, "GPU": g}``.
+    """
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -107,7 +116,7 @@ def submit(task: Any, args: tuple, *, what: str, ask: dict[str, float], out_dir:
     Returns:
         The pending task, for :func:`wait_any`.
     """
-    _check_placeable(what, ask)
+    check_placeable(what, ask)
     beat = Path(out_dir) / HEARTBEAT_FILE
     beat.unlink(missing_ok=True)  # a previous run's heartbeat must not count as this one's start
     return _Pending(task.remote(*args), what, ask, beat, time.monotonic())
