@@ -20,6 +20,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.pareto import ParetoInfo
+from kpid_core.files import atomic_write
 
 __all__ = [
     "FORMATS",
@@ -390,6 +391,7 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[s
     with _style():
         for fmt in formats:
             path = out_dir / f"{stem}.{fmt}"
-            fig.savefig(path, format=fmt, bbox_inches="tight")
+            # whole or not at all: a sweep stopped by Ctrl-C mid-report leaves no half-drawn figure
+            atomic_write(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, bbox_inches="tight"))
             paths.append(path)
     return paths

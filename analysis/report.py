@@ -26,6 +26,7 @@ from analysis.pareto import ParetoInfo, hypervolume, pareto_front
 from analysis.plots import FORMATS, axis_spec, plot_kd_grid, plot_metric_vs_budget, plot_pareto, save_figure
 from analysis.tables import best_per_budget, gains_over_baselines, kd_grid, metric_vs_budget, teacher_point
 from kpid_core.errors import KPIDError
+from kpid_core.files import atomic_write, atomic_write_text
 
 __all__ = ["ALLOWED_FORMATS", "PUBLISHED_MODES", "ReportInfo", "build_parser", "main", "make_report", "report_info"]
 
@@ -103,9 +104,9 @@ def make_report(
     for stem, fig in figures.items():
         for path in save_figure(fig, out, stem, formats):
             written[path.name] = path
-    front_table.to_csv(out / "pareto.csv", index=False)
+    atomic_write(out / "pareto.csv", lambda tmp: front_table.to_csv(tmp, index=False))
     written["pareto.csv"] = out / "pareto.csv"
-    (out / "summary.md").write_text(summary)
+    atomic_write_text(out / "summary.md", summary)
     written["summary.md"] = out / "summary.md"
     return written
 
@@ -390,9 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 for bad input, one ``error:`` line on stderr)."""
     args = build_parser().parse_args(argv)
+    from kpid_core.files import storage_errors
+
     try:
-        written = make_report(args.results_dir, args.out, x=args.x, y=args.y, formats=args.format,
-                              published=args.published)
+        with storage_errors("--out", args.out or Path(args.results_dir) / "report"):
+            written = make_report(args.results_dir, args.out, x=args.x, y=args.y, formats=args.format,
+                                  published=args.published)
     except KPIDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

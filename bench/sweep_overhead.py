@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     import yaml
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster for the benchmark
-    from sweeps.cluster import TRIAL_SLOT, quiet_environment
+    from sweeps.cluster import init_ray, quiet_environment
 
     quiet_environment(False)
     import ray
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         "search": {"mode": "grid", "early_stopping": None, "max_failures": 0},
     }))
     t0 = time.perf_counter()
-    ray.init(num_cpus=args.cpus, num_gpus=0, resources={TRIAL_SLOT: 100}, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="ERROR")
+    init_ray(None, num_cpus=args.cpus, num_gpus=0)  # loopback only, as the product's local cluster
     ray_s = time.perf_counter() - t0
     try:
         t1 = time.perf_counter()

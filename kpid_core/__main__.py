@@ -52,13 +52,12 @@ def _cmd_macs(args) -> int:
 
 
 def _cmd_prune(args) -> int:
-    import torch
+    import shutil
 
     from kpid_core.allocation import check_fraction
-    from kpid_core.errors import ConfigError, SpecError
-    from kpid_core.importance import DATA_METRICS, METRICS, compute_importance, get_metric
-    from kpid_core.macs import format_count
-    from kpid_core.prune import prune_to_budget, save_pruned
+    from kpid_core.errors import ConfigError, KPIDError
+    from kpid_core.files import output_dir
+    from kpid_core.importance import DATA_METRICS, METRICS, get_metric
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -70,6 +69,25 @@ def _cmd_prune(args) -> int:
         raise ConfigError(f"--metric {args.metric!r} needs training data, which this command does not load; "
                           f"use a data-free metric ({', '.join(m for m in METRICS if m not in DATA_METRICS)}) "
                           f"or compute scores with kpid_core.compute_importance")
+    created = not out.exists()
+    output_dir(out, "--out")  # an uncreatable or read-only --out fails before the model is built
+    try:
+        return _prune(args, out)
+    except KPIDError:
+        if created:  # bad input leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _prune(args, out: Path) -> int:
+    import torch
+
+    from kpid_core.errors import SpecError
+    from kpid_core.files import storage_errors
+    from kpid_core.importance import compute_importance
+    from kpid_core.macs import format_count
+    from kpid_core.prune import prune_to_budget, save_pruned
+
     model, kwargs = _build(args)
     _check_runs(model, args)  # one forward before importance and pruning, so --input fails fast
     if args.checkpoint:
@@ -93,7 +111,8 @@ def _cmd_prune(args) -> int:
     scores = compute_importance(model, x, args.metric, seed=args.seed)
     res = prune_to_budget(model, x, args.budget, scores, min_keep=args.min_keep, allocation=args.allocation,
                           model_name=args.model, model_kwargs=kwargs)
-    save_pruned(res, out)
+    with storage_errors("--out", out):
+        save_pruned(res, out)
     if args.json:
         print(json.dumps({"model": args.model, "budget": res.budget, "metric": args.metric, "out": str(out),
                           "macs_before": res.macs_before, "macs_after": res.macs_after,

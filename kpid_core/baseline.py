@@ -122,6 +122,7 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
 
     from kpid_core.config import TrialConfig
     from kpid_core.distill import DistillLoss
+    from kpid_core.files import atomic_write_text
     from kpid_core.macs import count_macs
     from kpid_core.train import evaluate, fit, resolve_device, seed_everything
     from kpid_core.trial import SharedArtifacts, load_teacher, trial_data
@@ -165,5 +166,5 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

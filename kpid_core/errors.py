@@ -10,6 +10,7 @@ __all__ = [
     "KPIDError",
     "NonFiniteLossError",
     "SpecError",
+    "StorageError",
     "UnknownNameError",
 ]
 
@@ -47,3 +48,8 @@ class DataError(KPIDError):
 
 class NonFiniteLossError(KPIDError, FloatingPointError):
     """Training produced a NaN/Inf loss; the trial stops with this status."""
+
+
+class StorageError(KPIDError):
+    """An output path cannot be created or written: permissions, a read-only or full disk, a quota.
+    The message names the path and the option it came from; what was written before stays."""

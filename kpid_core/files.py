@@ -9,12 +9,13 @@ last writer wins, with a whole file.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_text"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "output_dir", "storage_errors"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -65,3 +66,47 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch  # here: the text helpers serve callers that need no torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _storage_error(what: str, path: str | os.PathLike, exc: OSError) -> Exception:
+    from kpid_core.errors import StorageError
+
+    why = exc.strerror or exc.__class__.__name__
+    return StorageError(f"{what}: cannot write {str(path)!r}: {why}")
+
+
+def output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Create the output directory ``path`` (and its parents) and check that a file can be written in it.
+
+    Args:
+        path: the directory.
+        what: the option or field it came from, named in the error (``--out``).
+
+    Returns:
+        ``path`` as a Path. Raises :class:`~kpid_core.errors.StorageError` (one line naming ``what``
+        and the path) when it cannot be created or written; nothing in it is touched.
+    """
+    out = Path(path)
+    probe = out / f".write-test.{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _storage_error(what, out, exc) from None
+    return out
+
+
+@contextlib.contextmanager
+def storage_errors(what: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing under ``path`` (full disk, read-only, quota, permissions)
+    into a one-line :class:`~kpid_core.errors.StorageError`.
+
+    Args:
+        what: the option or field ``path`` came from, named in the error.
+        path: the output directory, named in the error when the error does not name a file.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise _storage_error(what, exc.filename or path, exc) from None

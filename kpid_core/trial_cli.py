@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"--out {str(out)!r} exists and is not empty; refusing to overwrite it")
         cfg = load_config(args.config, args.overrides)
+        from kpid_core.files import output_dir, storage_errors
         from kpid_core.trial import run_trial
+
+        output_dir(out, "--out")
 
         handler = None
         if not getattr(args, "quiet", False):
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             handler.setFormatter(logging.Formatter("%(message)s"))
             logging.getLogger("kpid_core").addHandler(handler)
         try:
-            metrics = run_trial(cfg, out_dir=out)
+            with storage_errors("--out", out):
+                metrics = run_trial(cfg, out_dir=out)
         finally:
             if handler is not None:
                 logging.getLogger("kpid_core").removeHandler(handler)

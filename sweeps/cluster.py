@@ -1,4 +1,13 @@
-"""Ray start-up: a local cluster bound to 127.0.0.1, or joining an existing one; resource checks.
+"""Ray start-up: a local cluster bound to loopback, or joining an existing one; resource checks.
+
+What a local cluster exposes (Ray 2.60): every server Ray starts for it (GCS, raylet, object
+manager, workers' gRPC ports, runtime-env agent) listens on 127.0.0.1 only, because
+:func:`init_ray` sets Ray's own switch ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (:data:`LOCAL_ONLY_ENV`)
+before Ray starts. Without it Ray rewrites ``_node_ip_address="127.0.0.1"`` to the machine's
+external address (``ray._private.services.resolve_ip_for_localhost``) and its gRPC servers listen
+on all interfaces. Ray's token authentication (a token under ``~/.ray``, on by default) is left on
+as a second lock: a client on this machine without the token is refused too. The dashboard is off
+unless asked for, and then bound to 127.0.0.1.
 
 Everything here raises :class:`kpid_core.errors.ConfigError` for user-fixable problems (an address
 that does not answer, more GPUs asked for than exist) so that ``run.py`` prints one line and exits 2.
@@ -15,6 +24,7 @@ from dataclasses import dataclass
 from kpid_core.errors import ConfigError
 
 __all__ = [
+    "LOCAL_ONLY_ENV",
     "TRIAL_SLOT",
     "Resources",
     "check_address",
@@ -28,6 +38,12 @@ __all__ = [
 #: Custom resource that the outer (coordinating) function of a data-parallel trial holds instead of
 #: a CPU: Ray refuses ``{"cpu": 0}`` alone, and a CPU held there would starve the Train workers.
 TRIAL_SLOT = "kpid_trial_slot"
+
+#: Ray's switch for single-machine clusters (the default on macOS and Windows). Set to ``0``, Ray takes
+#: 127.0.0.1 as the node's address instead of the external one and binds its servers there; the
+#: processes Ray starts inherit it from the environment.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
 
 
 def quiet_environment(verbose: bool) -> None:
@@ -91,8 +107,22 @@ def init_ray(
 ) -> bool:
     """Start or join Ray; returns True when this call started it (and so must shut it down).
 
-    A local cluster listens on 127.0.0.1 only and has no dashboard unless ``dashboard``. When Ray is
-    already initialised in this process (tests, notebooks) that cluster is used as it is.
+    A local cluster listens on 127.0.0.1 only (see the module docstring) with Ray's token
+    authentication as Ray configures it (on by default), and has no dashboard unless ``dashboard``
+    (then on 127.0.0.1). When Ray is already initialised in this process (tests, notebooks) that
+    cluster is used as it is.
+
+    Args:
+        address: ``host:port`` or ``auto`` of an existing cluster; None starts a local one.
+        num_cpus: CPUs of a local cluster (default: all of the machine).
+        num_gpus: GPUs of a local cluster (default: what torch sees).
+        dashboard: start Ray's dashboard (local cluster: bound to 127.0.0.1).
+        verbose: show Ray's logs.
+        temp_dir: Ray's temp dir for a local cluster (default Ray's, ``/tmp/ray``).
+
+    Returns:
+        Whether this call connected (and so must call ``ray.shutdown()``). Raises ConfigError when
+        ``address`` does not answer, or when a local cluster could not be bound to loopback.
     """
     import ray
 
@@ -113,15 +143,35 @@ def init_ray(
         except (ConnectionError, RuntimeError) as exc:
             raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {exc}") from None
         return True
+    _local_only()
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus if num_gpus is not None else local_gpu_count(),
         resources={TRIAL_SLOT: 10_000},
-        _node_ip_address="127.0.0.1",
+        _node_ip_address=LOOPBACK,
         _temp_dir=temp_dir,
+        dashboard_host=LOOPBACK,
         **common,
     )
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:  # fail closed: never run a sweep on a cluster open to the network
+        ray.shutdown()
+        raise ConfigError(
+            f"local cluster: Ray chose the address {node_ip} instead of {LOOPBACK}; set "
+            f"{LOCAL_ONLY_ENV}=0 in the environment before starting Python, or start a cluster yourself "
+            "and pass --address"
+        )
     return True
+
+
+def _local_only() -> None:
+    """Make the next ``ray.init`` start a loopback-only cluster (see :data:`LOCAL_ONLY_ENV`)."""
+    os.environ[LOCAL_ONLY_ENV] = "0"  # for the processes Ray starts
+    # Ray reads the switch into a constant when it is first imported; a process that imported Ray
+    # before this call (a notebook) still has the old value, which decides the node's address.
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def cluster_totals() -> dict[str, float]:

@@ -3,7 +3,9 @@
 The default sweeps the bundled digits demo on this machine's CPUs/GPUs, writes
 ``results/digits_demo/{trials.parquet,trials.csv,sweep.yaml,optuna.db,shared/,report/}`` and prints
 the best trial per budget. A second run with the same name refuses (use ``--resume`` or ``--name``).
-Errors a user can cause print one line ``error: ...`` and exit 2 without writing anything.
+Errors a user can cause print one line ``error: ...`` and exit 2 without writing anything. The first
+Ctrl-C (SIGINT) or SIGTERM stops the sweep in whatever phase it is, with one line saying how to
+continue it (``--resume``), exit code 130.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials to sample (optuna) or repeats of the grid (default from the config)")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster (host:port or 'auto'); default: start a local one "
-                   "on 127.0.0.1")
+                   "whose servers listen on 127.0.0.1 only, with Ray's token authentication on")
     p.add_argument("--storage", default=None,
                    help="absolute path for results (default ./results, made absolute); on a "
                    "multi-node cluster it must be shared storage that every node mounts at the same path")
@@ -64,9 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="search seed (default from the config, else 0)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved search space and resources; start nothing, write nothing")
-    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (off by default)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard on 127.0.0.1 (local cluster; off by default)")
+    p.add_argument("--start-timeout", type=_seconds, default=600.0, metavar="S",
+                   help="the shared preparation and each baseline must start within S seconds of being "
+                   "submitted (their resources may be held by other work), else the sweep stops with an error")
+    p.add_argument("--stall-timeout", type=_seconds, default=600.0, metavar="S",
+                   help="a running preparation or baseline whose process stops responding (no heartbeat) "
+                   "for S seconds is cancelled and the sweep stops with an error")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and tables")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds > 0") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds > 0")
+    return v
 
 
 def _storage_root(arg: str | None) -> str:
@@ -125,6 +144,7 @@ class RunDescription(NamedTuple):
     address: str | None
     dashboard: bool
     verbose: bool
+    waits: Any = None  # sweeps.waits.TaskWaits
 
 
 def _config_error(msg: str) -> Exception:
@@ -156,8 +176,12 @@ def describe_run(args: argparse.Namespace) -> RunDescription:
         workers_per_trial=args.workers_per_trial if args.workers_per_trial is not None else int(
             res.get("workers_per_trial", 1)),
     )
+    from sweeps.waits import TaskWaits
+
+    waits = TaskWaits(start_s=float(getattr(args, "start_timeout", 600.0)),
+                      stall_s=float(getattr(args, "stall_timeout", 600.0)))
     return RunDescription(spec, storage, name, _exp_dir(storage, name), bool(args.resume), bool(args.dry_run),
-                          request, args.address, bool(args.dashboard), bool(args.verbose))
+                          request, args.address, bool(args.dashboard), bool(args.verbose), waits)
 
 
 def _exp_dir(storage: str, name: str) -> str:
@@ -227,8 +251,16 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
     class _Progress(Callback):
         """One line per trial that ends (finished / stopped early / error)."""
 
-        def __init__(self) -> None:
+        def __init__(self, stream: Any) -> None:  # a parameter, not a closure: see __getstate__
             self.done = 0
+            self.out = stream
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its callbacks into tuner.pkl; a notebook's or pytest's stream cannot be pickled
+            return {"done": self.done}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.done, self.out = state["done"], sys.stdout
 
         def _line(self, trial: Any, error: str | None = None) -> None:
             self.done += 1
@@ -237,7 +269,7 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
             macs = f"{int(r['macs']):,d}" if r["macs"] is not None else "-"
             extra = f"  {r['error'][:80]}" if r["error"] else ""
             print(f"[{self.done:>3}] {r['status']:<13} budget={r['budget']:.3f} metric={r['metric']:<10} "
-                  f"acc={acc:.4f} MACs={macs}{extra}", file=out, flush=True)
+                  f"acc={acc:.4f} MACs={macs}{extra}", file=self.out, flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial)
@@ -245,7 +277,7 @@ def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, error="crashed (see the trial's error.txt)")
 
-    return _Progress()
+    return _Progress(out)
 
 
 def run_sweep(
@@ -253,6 +285,7 @@ def run_sweep(
     *,
     trial_fn: Any = None,
     prepare_fn: Any = None,
+    baseline_fn: Any = None,
     out=None,
 ) -> Path:
     """Validate, start/join Ray, prepare shared artifacts, run (or resume) the sweep, write results.
@@ -261,12 +294,15 @@ def run_sweep(
         args: the parsed command line (:func:`build_parser`).
         trial_fn: replaces ``kpid_core.trial.run_trial`` (same signature, plain-dict config); tests use it.
         prepare_fn: replaces ``kpid_core.trial.prepare_shared`` likewise.
+        baseline_fn: replaces ``kpid_core.baseline.run_baseline`` likewise.
         out: where progress lines go (default: ``sys.stdout`` at call time).
 
     Returns:
-        The experiment directory ``STORAGE/NAME``.
+        The experiment directory ``STORAGE/NAME``. Raises :class:`sweeps.interrupt.SweepInterrupted`
+        (its message says how to continue) when a SIGINT/SIGTERM stopped the sweep.
     """
     from sweeps.cluster import quiet_environment
+    from sweeps.interrupt import StopGuard
 
     out = out if out is not None else sys.stdout  # looked up now: notebooks and tests redirect it
     quiet_environment(args.verbose)
@@ -275,7 +311,17 @@ def run_sweep(
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = describe_run(args)
+    with StopGuard() as guard:
+        try:
+            return _started_run(run, guard, out, trial_fn=trial_fn, prepare_fn=prepare_fn, baseline_fn=baseline_fn)
+        except KeyboardInterrupt:
+            raise _interrupted(run, guard) from None
+
+
+def _started_run(run: RunDescription, guard: Any, out: Any, **fns: Any) -> Path:
+    """Connect to Ray, size the trials and run (or dry-run) the sweep; shuts down what it started."""
     started, totals = _connect(run)
+    guard.reinstall()
     try:
         res = _resources_from(run.request, totals)
         if res.gpus_per_trial > 0 and run.spec.gpu:
@@ -284,14 +330,35 @@ def run_sweep(
         if run.dry_run:
             _print_dry_run(run, res, totals, out)
             return Path(run.exp_dir)
+        from sweeps.waits import check_placeable
+
+        # Tune would keep such a trial pending forever: every trial (or Train worker) must fit one node
+        check_placeable("each trial" if res.workers == 1 else "each data-parallel worker",
+                        {"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker})
         run.spec.resources = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                               "workers_per_trial": res.workers}
-        return _execute(run, res, trial_fn=trial_fn, prepare_fn=prepare_fn, out=out)
+        return _execute(run, res, guard, out=out, **fns)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def _interrupted(run: RunDescription, guard: Any) -> Exception:
+    """The one-line :class:`~sweeps.interrupt.SweepInterrupted` for a stop in ``guard.phase``."""
+    import signal
+
+    from sweeps.interrupt import SweepInterrupted
+
+    sig = signal.Signals(guard.signum).name if guard.signum else "SIGINT"
+    if not (Path(run.exp_dir) / "sweep.yaml").is_file():
+        return SweepInterrupted(f"interrupted ({sig}) while {guard.phase}: nothing was written; run the same "
+                                "command again")
+    return SweepInterrupted(
+        f"interrupted ({sig}) while {guard.phase}: finished trials are kept; continue with: python "
+        f"sweeps/run.py --resume --storage {run.storage} --name {run.name}"
+    )
 
 
 def _connect(run: RunDescription) -> tuple[bool, dict[str, float]]:
@@ -325,31 +392,68 @@ def _print_dry_run(run: RunDescription, res: Any, totals: dict[str, float], out:
               "a new --name", file=out)
 
 
-def _execute(run: RunDescription, res: Any, *, trial_fn: Any, prepare_fn: Any, out: Any) -> Path:
-    """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report."""
-    exp_path = Path(run.exp_dir)  # always a local (mounted) path: _storage_root refuses URIs
-    exp_path.mkdir(parents=True, exist_ok=True)
+def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepare_fn: Any, baseline_fn: Any,
+             out: Any) -> Path:
+    """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report.
+    ``guard`` (:class:`sweeps.interrupt.StopGuard`) learns the phase and watches the trials."""
+    from kpid_core.files import atomic_write_text, output_dir
+
+    exp_path = output_dir(run.exp_dir, "--storage")  # a local (mounted) path: _storage_root refuses URIs
     if not run.resume:
         import yaml
 
-        (exp_path / "sweep.yaml").write_text(yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
+        with _results_errors(run):
+            atomic_write_text(exp_path / "sweep.yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False))
     timings: dict[str, Any] = {}
+    if run.resume:
+        from sweeps.resume_checks import check_resumable
+
+        check_resumable(exp_path)
+    guard.phase = "preparing shared artifacts"
     with _timed(timings, "prepare_s"):
         shared = _prepare(run, res, prepare_fn, out)
+    if run.resume:
+        from sweeps.resume_checks import check_shared
+
+        check_shared(shared)
     tuner = _tuner(run, res, shared, trial_fn, out)
     print(f"running {run.spec.num_trials()} trial(s), up to {res.slots} at once -> {run.exp_dir}", file=out,
           flush=True)
+    guard.phase = "running trials"
     with _timed(timings, "fit_s"):
-        grid = tuner.fit()
+        grid = guard.run_fit(tuner.fit)
+    if guard.fit_was_interrupted(grid, run.spec.num_trials()):
+        raise KeyboardInterrupt
     rows = _trial_rows(grid, run.spec)
-    with _timed(timings, "baselines_s"):
+    guard.phase = "training baselines"
+    with _timed(timings, "baselines_s"), _results_errors(run):
         if run.spec.baselines:
             from sweeps.baselines import run_baselines
 
             rows += run_baselines(run.spec, exp_path, shared, num_cpus=res.cpus_per_worker,
-                                  num_gpus=res.gpus_per_worker, out=out)
-    _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
+                                  num_gpus=res.gpus_per_worker, out=out, baseline_fn=baseline_fn,
+                                  waits=run.waits)
+    guard.phase = "writing results and the report"
+    print("writing results and the report ...", file=out, flush=True)
+    with _results_errors(run):
+        _write_results(rows, exp_path, {**timings, "resumed": run.resume}, out)
     return exp_path
+
+
+@contextlib.contextmanager
+def _results_errors(run: RunDescription) -> Iterator[None]:
+    """A write into the experiment directory that fails (full disk, read-only, quota) ends the sweep
+    with one line; what finished is on disk already, and ``--resume`` picks it up."""
+    from kpid_core.errors import StorageError
+
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(
+            f"--storage: cannot write {str(exc.filename or run.exp_dir)!r}: {exc.strerror or exc.__class__.__name__}; "
+            f"finished trials are kept: make room, then continue with: python sweeps/run.py --resume --storage "
+            f"{run.storage} --name {run.name}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -371,6 +475,7 @@ def _prepare(run: RunDescription, res: Any, prepare_fn: Any, out: Any) -> Any:
     return prepare_shared_artifacts(
         apply_params(run.spec.base, {}), Path(run.exp_dir), run.spec.metrics, prepare_fn=prepare_fn,
         num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=run.resume,
+        waits=run.waits,
     )
 
 
@@ -395,7 +500,7 @@ def _tuner(run: RunDescription, res: Any, shared: Any, trial_fn: Any, out: Any) 
                        cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker),
         res.tune_request(),
     )
-    if run.resume:
+    if run.resume and tune.Tuner.can_restore(run.exp_dir):
         tuner = tune.Tuner.restore(run.exp_dir, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         # Callbacks are not restored from tuner.pkl and the restore API takes none: Ray has no public
@@ -469,11 +574,12 @@ def _write_results(rows: list[dict[str, Any]], exp_path: Path, timings: dict[str
     """``trials.parquet``/``.csv``, ``timings.json``, the summary on ``out`` and the report."""
     from analysis.report import make_report
     from kpid_core.errors import KPIDError
+    from kpid_core.files import atomic_write_text
     from sweeps.results import summary_lines, trials_table, write_trials
 
     df = trials_table(rows)
     write_trials(df, exp_path)
-    (exp_path / "timings.json").write_text(json.dumps(timings))
+    atomic_write_text(exp_path / "timings.json", json.dumps(timings))
     print("\n".join(summary_lines(df)), file=out)
     try:
         paths = make_report(exp_path)
@@ -483,17 +589,32 @@ def _write_results(rows: list[dict[str, Any]], exp_path: Path, timings: dict[str
         print(f"report: {paths.get('pareto.png', exp_path / 'report')}", file=out)
 
 
-def main(argv: Sequence[str] | None = None, *, trial_fn: Any = None, prepare_fn: Any = None) -> int:
-    """CLI entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+def main(argv: Sequence[str] | None = None, *, trial_fn: Any = None, prepare_fn: Any = None,
+         baseline_fn: Any = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted).
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+        trial_fn: see :func:`run_sweep`.
+        prepare_fn: see :func:`run_sweep`.
+        baseline_fn: see :func:`run_sweep`.
+
+    Returns:
+        The exit code.
+    """
     args = build_parser().parse_args(argv)
     from kpid_core.errors import KPIDError
+    from sweeps.interrupt import SweepInterrupted
 
     try:
-        run_sweep(args, trial_fn=trial_fn, prepare_fn=prepare_fn)
+        run_sweep(args, trial_fn=trial_fn, prepare_fn=prepare_fn, baseline_fn=baseline_fn)
     except KPIDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except SweepInterrupted as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:  # a second signal while the first one's stop was under way
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130
     return 0

@@ -137,8 +137,10 @@ def _run_single(base: dict, shared: Any, trial_fn: TrialFn, config: dict) -> Non
     from ray import tune
 
     from kpid_core.errors import NonFiniteLossError
+    from sweeps.threads import cap_loader_workers, use_allotted_threads
 
     cfg, trial_dir, resume_from = _open_trial(base, config)
+    cap_loader_workers(cfg, use_allotted_threads())
     work = trial_dir / "ckpt_work"
     work.mkdir(exist_ok=True)
     placement = _placement()
@@ -166,8 +168,10 @@ def _train_loop(conf: dict) -> None:
     import ray.train
 
     from kpid_core.errors import NonFiniteLossError
+    from sweeps.threads import cap_loader_workers, use_allotted_threads
 
     rank = ray.train.get_context().get_world_rank()
+    cap_loader_workers(conf["cfg"], use_allotted_threads())
     work = Path(tempfile.mkdtemp(prefix=f"kpid-ddp{rank}-"))
     resume_from = conf.get("resume_from")
 

@@ -156,3 +156,13 @@ def test_cli_bad_input_subprocess(tmp_path, trials_df, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
     assert not (Path(args[0]) / "report").exists()  # nothing written on bad input
+
+
+def test_cli_out_that_cannot_be_created(results_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    out = blocker / "report"
+    r = _run(str(results_dir), "--out", str(out))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: --out: cannot write {str(out)!r}: Not a directory\n", r.stderr
+    assert blocker.read_text() == "mine"

@@ -29,8 +29,9 @@ def _mark(root: Path, kind: str, text: str = "") -> None:
 
 
 def fake_prepare(cfg: dict, out_dir: Path, metrics: list[str]) -> dict:
-    root, _ = _behaviour(cfg)
+    root, beh = _behaviour(cfg)
     _mark(root, "prepare", ",".join(metrics))
+    time.sleep(float(beh.get("prepare_sleep", 0.0)))
     out_dir = Path(out_dir)
     for m in metrics:
         (out_dir / f"importance_{m}.json").write_text("{}")
@@ -74,6 +75,46 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
             "budget": budget, "metric": cfg["prune"]["metric"], "status": "finished", "epochs_done": epochs,
             "times": {"teacher_s": 0.0, "importance_s": 0.0, "prune_s": 0.0, "finetune_s": 0.0,
                       "total_s": 0.0}, "config": cfg}
+
+
+def thread_probe(cfg: dict) -> tuple[int, int | None, int, str, dict]:
+    """(torch threads before, what use_allotted_threads set, torch threads after, OMP_NUM_THREADS, cfg)."""
+    import torch
+
+    from sweeps.threads import cap_loader_workers, use_allotted_threads
+
+    before = torch.get_num_threads()
+    n = use_allotted_threads()
+    return before, n, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), cap_loader_workers(cfg, n)
+
+
+def hold(seconds: float) -> None:
+    """A task that only holds its resources (another job on the cluster)."""
+    time.sleep(seconds)
+
+
+def freezing_prepare(cfg: dict, out_dir: Path, metrics: list[str]) -> dict:
+    """A preparation whose process freezes (SIGSTOP) once its heartbeat has started: a hung task."""
+    import signal
+
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return {}
+
+
+def fake_baseline(cfg: dict, arch: str, width: float | None = None, on_epoch: Callable | None = None, *,
+                  out_dir: Any = None, shared: Any = None, epochs: int | None = None) -> dict:
+    """Stand-in for ``kpid_core.baseline.run_baseline``: marks its start and end, sleeps as told."""
+    root, beh = _behaviour(cfg)
+    assert shared and Path(shared["dir"], "teacher.json").exists()
+    _mark(root, "baseline", arch)
+    time.sleep(float(beh.get("baseline_sleep", 0.0)))
+    _mark(root, "baseline_done", arch)
+    w = float(width or 0.5)
+    return {"accuracy": 0.7, "val_accuracy": 0.71, "teacher_accuracy": 0.95, "macs": int(1e6 * w),
+            "macs_dense": 1_000_000, "macs_ratio": w, "params": 500, "params_dense": 2000, "budget": None,
+            "metric": None, "status": "finished", "epochs_done": int(epochs or 1), "kind": "baseline",
+            "arch": arch, "width": w}
 
 
 # -- counting wrappers around the REAL kpid_core functions ---------------------------------------

@@ -19,6 +19,8 @@ from pathlib import Path
 
 # Ray's auth token would otherwise be created in HOME; tests run their own local cluster only.
 os.environ["RAY_AUTH_MODE"] = "disabled"
+# ... and, as the product's local cluster, the test clusters listen on loopback only (sweeps.cluster)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Unix socket paths must fit in 107 bytes: keep Ray's temp dir short (≤ 35 characters).

@@ -93,7 +93,7 @@ def test_script_entry_point_help_and_bad_gpu_count():
     assert help_.returncode == 0
     for opt in ("--config", "--num-gpus", "--gpus-per-trial", "--workers-per-trial", "--cpus-per-trial",
                 "--num-samples", "--address", "--storage", "--name", "--resume", "--max-concurrent",
-                "--seed", "--dry-run", "--dashboard", "--verbose"):
+                "--seed", "--dry-run", "--dashboard", "--verbose", "--start-timeout", "--stall-timeout"):
         assert opt in help_.stdout
     assert "digits_demo.yaml" in help_.stdout and "./results" in help_.stdout
     bad = subprocess.run([sys.executable, "sweeps/run.py", "--num-gpus", "64", "--storage", "/nonexistent/x"],
