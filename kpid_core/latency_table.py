@@ -14,11 +14,14 @@ median of the rounds). Per call this fits
     t(cin, cout) = a · cin · cout + b · cout + d        (seconds per batch)
 
 (``a`` from halving the input, ``b`` from halving the output, ``d`` the rest: per-op overhead);
-``a, b ≥ 0``. A depthwise conv has ``cin/groups = 1``, so it is linear in its channels. The cost
-model of :func:`latency_cost` is the sum over calls, in the form of :mod:`kpid_core.cost`, so the
-allocation linearises it like the coupled MAC model. What no module does (residual additions, the SE
-multiply, reshapes) is not in the table: the whole dense model is timed as well and the difference is
-recorded as ``unmodelled_s``; a budget is a fraction of the modelled latency.
+``a, b ≥ 0``. A depthwise conv has ``cin/groups = 1``, so it is linear in its channels. What no
+module does (residual additions, the SE multiply, reshapes) is not in the blocks, and blocks timed
+alone run with warmer caches than inside the network, so the table is then calibrated on two whole
+models timed in interleaved pairs — the dense one and a copy with every group cut to half its
+channels: ``t(k) = offset + scale · Σ (a·cin·cout + b·cout)`` reproduces both (``scale`` clamped to
+[0.5, 3]). The cost model of :func:`latency_cost` is this sum, in the form of :mod:`kpid_core.cost`,
+so the allocation linearises it like the coupled MAC model; a budget is a fraction of the dense
+model's calibrated (= measured) latency. ``unmodelled_s`` records what the blocks alone missed.
 
 Timing: CPU with ``time.perf_counter`` at a fixed thread count; CUDA with CUDA events, optionally
 under fp16 autocast (AMP) and channels_last, ``cudnn.benchmark`` on. Tables are cached as JSON,
@@ -53,7 +56,7 @@ from kpid_core.groups import ChannelGroups, is_depthwise
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
            "latency_table", "measure_table", "paired_latency", "time_interleaved"]
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 _FOLLOW_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _HALF = 0.5
 
@@ -256,6 +259,9 @@ class LatencyTable:
     unmodelled_s: float
     followers: list[list[str]] = field(default_factory=list)
     seconds: float = 0.0
+    scale: float = 1.0
+    offset_s: float | None = None
+    reference: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"format": TABLE_FORMAT, **asdict(self)}, indent=1)
@@ -270,6 +276,10 @@ class LatencyTable:
     def modelled_s(self) -> float:
         """Modelled latency of the dense model (the sum of the calls' full-width fits)."""
         return float(sum(self.full_s))
+
+    def variable_s(self) -> float:
+        """The channel-dependent part of the table at full width (seconds)."""
+        return float(sum(self.full_s) - sum(self.d))
 
 
 @dataclass
@@ -424,11 +434,43 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
             full.append(med[0])
             if log is not None and (i + 1) % 10 == 0:
                 log(f"latency table: {i + 1}/{len(calls)} layers ({time.perf_counter() - t_start:.0f} s)")
-        dense_fn = timer.prepare(copy.deepcopy(model), (settings.batch, *input_shape))
-        dense_s = statistics.median(time_interleaved([dense_fn], settings.repeats, timer)[0])
-    return LatencyTable(table_key(model, input_shape, settings), [c.name for c in calls], a, b, d, full, dense_s,
-                        dense_s - float(sum(full)), [[type(f).__name__ for f in c.followers] for c in calls],
-                        time.perf_counter() - t_start)
+        table = LatencyTable(table_key(model, input_shape, settings), [c.name for c in calls], a, b, d, full, 0.0,
+                             0.0, [[type(f).__name__ for f in c.followers] for c in calls])
+        _calibrate(table, model, groups, settings, timer)
+    table.seconds = time.perf_counter() - t_start
+    return table
+
+
+def _calibrate(table: LatencyTable, model: nn.Module, groups: ChannelGroups, settings: LatencySettings,
+               timer: Timer) -> None:
+    """Fit the table to whole-model measurements: the dense model and a copy with every group cut to
+    half its channels, timed in interleaved pairs. Stand-alone blocks miss what runs between them
+    (residual additions, the SE multiply) and run with warmer caches than inside the network, so
+    the table's channel-dependent part is rescaled (``scale``) and its constant replaced
+    (``offset_s``) so that both measured points are reproduced:
+    ``t(k) = offset_s + scale · variable(k)``."""
+    from kpid_core.groups import find_groups
+    from kpid_core.surgery import remove_channels
+
+    x = torch.zeros(1, *groups.input_shape, device=_device_of(model))
+    half_net = copy.deepcopy(model)
+    half_groups = find_groups(half_net, x)
+    k_half = np.maximum(1, np.round(_HALF * half_groups.sizes)).astype(np.int64)
+    remove_channels(half_net, half_groups, {g.key: list(range(int(k))) for g, k in zip(half_groups, k_half)})
+    shape = (settings.batch, *groups.input_shape)
+    fns = [timer.prepare(copy.deepcopy(model), shape), timer.prepare(half_net, shape)]
+    dense, half = time_interleaved(fns, max(settings.repeats, 5), timer)
+    t1 = statistics.median(dense)
+    ratio = statistics.median(h / d for d, h in zip(dense, half))
+    raw = latency_cost(groups, table)
+    d_sum = float(np.sum(table.d))
+    v1, v_half = table.variable_s(), (raw.total(k_half) / 1e6) - d_sum
+    scale = t1 * (1 - ratio) / (v1 - v_half) if v1 > v_half and ratio < 1 else 1.0
+    scale = float(min(max(scale, 0.5), 3.0))  # beyond these the measurement, not the table, is off
+    table.dense_s, table.unmodelled_s = t1, t1 - table.modelled_s()
+    table.scale, table.offset_s = scale, t1 - scale * v1
+    table.reference = {"half_measured_ratio": ratio, "half_table_ratio": (v_half + d_sum) / table.modelled_s(),
+                       "half_calibrated_ratio": (table.offset_s + scale * v_half) / t1}
 
 
 def _cache_dir(settings: LatencySettings) -> Path:
@@ -484,8 +526,10 @@ def latency_cost(groups: ChannelGroups, table: LatencyTable) -> CostModel:
     if table.names != [lay.name for lay in groups.layers]:
         raise ConfigError("latency table does not match the model's layers (measured on another architecture?)")
     us = 1e6
-    a = np.asarray(table.a) * us
-    b = np.asarray(table.b) * us
+    scale = table.scale if table.offset_s is not None else 1.0
+    a = np.asarray(table.a) * us * scale
+    b = np.asarray(table.b) * us * scale
+    const = table.offset_s if table.offset_s is not None else float(np.sum(table.d))
     zero = np.zeros(len(a))
     return CostModel("latency", "modelled latency", groups.sizes.copy(), groups.A, groups.B, groups.A0, groups.B0,
-                     a, zero, b, float(np.sum(table.d) * us))
+                     a, zero, b, const * us)
