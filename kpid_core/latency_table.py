@@ -17,9 +17,9 @@ median of the rounds). Per call this fits
 ``a, b ≥ 0``. A depthwise conv has ``cin/groups = 1``, so it is linear in its channels. What no
 module does (residual additions, the SE multiply, reshapes) is not in the blocks, and blocks timed
 alone run with warmer caches than inside the network, so the table is then calibrated on two whole
-models timed in interleaved pairs — the dense one and a copy with every group cut to half its
-channels: ``t(k) = offset + scale · Σ (a·cin·cout + b·cout)`` reproduces both (``scale`` clamped to
-[0.5, 3]). The cost model of :func:`latency_cost` is this sum, in the form of :mod:`kpid_core.cost`,
+models timed in interleaved rounds — the dense one and copies with every group cut to 0.7, 0.5 and
+0.35 of its channels: ``t(k) = offset + scale · Σ (a·cin·cout + b·cout)`` reproduces the dense time
+and fits the copies' measured ratios by least squares (``scale`` clamped to [0.5, 3]). The cost model of :func:`latency_cost` is this sum, in the form of :mod:`kpid_core.cost`,
 so the allocation linearises it like the coupled MAC model; a budget is a fraction of the dense
 model's calibrated (= measured) latency. ``unmodelled_s`` records what the blocks alone missed.
 
@@ -56,9 +56,11 @@ from kpid_core.groups import ChannelGroups, is_depthwise
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
            "latency_table", "measure_table", "paired_latency", "time_interleaved"]
 
-TABLE_FORMAT = 2
+TABLE_FORMAT = 3
 _FOLLOW_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _HALF = 0.5
+#: Channel fractions of the uniformly cut copies the table is calibrated on (with the dense model).
+_REFERENCE_WIDTHS = (0.7, 0.5, 0.35)
 
 
 @dataclass(frozen=True)
@@ -443,34 +445,40 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
 
 def _calibrate(table: LatencyTable, model: nn.Module, groups: ChannelGroups, settings: LatencySettings,
                timer: Timer) -> None:
-    """Fit the table to whole-model measurements: the dense model and a copy with every group cut to
-    half its channels, timed in interleaved pairs. Stand-alone blocks miss what runs between them
-    (residual additions, the SE multiply) and run with warmer caches than inside the network, so
-    the table's channel-dependent part is rescaled (``scale``) and its constant replaced
-    (``offset_s``) so that both measured points are reproduced:
-    ``t(k) = offset_s + scale · variable(k)``."""
+    """Fit the table to whole-model measurements: the dense model and copies with every group cut
+    to :data:`_REFERENCE_WIDTHS` of its channels, timed in interleaved rounds. Stand-alone blocks
+    miss what runs between them (residual additions, the SE multiply) and run with warmer caches
+    than inside the network, so the table's channel-dependent part is rescaled (``scale``, least
+    squares over the references' paired ratios) and its constant replaced (``offset_s``) so that
+    ``t(k) = offset_s + scale · variable(k)`` reproduces the dense time exactly."""
     from kpid_core.groups import find_groups
     from kpid_core.surgery import remove_channels
 
     x = torch.zeros(1, *groups.input_shape, device=_device_of(model))
-    half_net = copy.deepcopy(model)
-    half_groups = find_groups(half_net, x)
-    k_half = np.maximum(1, np.round(_HALF * half_groups.sizes)).astype(np.int64)
-    remove_channels(half_net, half_groups, {g.key: list(range(int(k))) for g, k in zip(half_groups, k_half)})
     shape = (settings.batch, *groups.input_shape)
-    fns = [timer.prepare(copy.deepcopy(model), shape), timer.prepare(half_net, shape)]
-    dense, half = time_interleaved(fns, max(settings.repeats, 5), timer)
-    t1 = statistics.median(dense)
-    ratio = statistics.median(h / d for d, h in zip(dense, half))
+    fns, counts = [timer.prepare(copy.deepcopy(model), shape)], []
+    for w in _REFERENCE_WIDTHS:
+        net = copy.deepcopy(model)
+        g2 = find_groups(net, x)
+        k = np.maximum(1, np.round(w * g2.sizes)).astype(np.int64)
+        remove_channels(net, g2, {g.key: list(range(int(n))) for g, n in zip(g2, k)})
+        fns.append(timer.prepare(net, shape))
+        counts.append(k)
+    samples = time_interleaved(fns, max(settings.repeats, 5), timer)
+    t1 = statistics.median(samples[0])
+    ratios = [statistics.median(s / d for d, s in zip(samples[0], ref)) for ref in samples[1:]]
     raw = latency_cost(groups, table)
-    d_sum = float(np.sum(table.d))
-    v1, v_half = table.variable_s(), (raw.total(k_half) / 1e6) - d_sum
-    scale = t1 * (1 - ratio) / (v1 - v_half) if v1 > v_half and ratio < 1 else 1.0
+    d_sum, v1 = float(np.sum(table.d)), table.variable_s()
+    gaps = [v1 - (raw.total(k) / 1e6 - d_sum) for k in counts]  # V(dense) − V(reference), > 0
+    den = sum(g * g for g in gaps)
+    scale = t1 * sum((1 - r) * g for r, g in zip(ratios, gaps)) / den if den > 0 else 1.0
     scale = float(min(max(scale, 0.5), 3.0))  # beyond these the measurement, not the table, is off
     table.dense_s, table.unmodelled_s = t1, t1 - table.modelled_s()
     table.scale, table.offset_s = scale, t1 - scale * v1
-    table.reference = {"half_measured_ratio": ratio, "half_table_ratio": (v_half + d_sum) / table.modelled_s(),
-                       "half_calibrated_ratio": (table.offset_s + scale * v_half) / t1}
+    table.reference = {}
+    for w, r, g in zip(_REFERENCE_WIDTHS, ratios, gaps):
+        table.reference.update({f"w{w}_measured_ratio": r, f"w{w}_table_ratio": (v1 - g + d_sum) / table.modelled_s(),
+                                f"w{w}_calibrated_ratio": (table.offset_s + scale * (v1 - g)) / t1})
 
 
 def _cache_dir(settings: LatencySettings) -> Path:
