@@ -74,6 +74,7 @@ class LatencySettings:
         amp: fp16 autocast (CUDA only).
         channels_last: channels_last memory format (CUDA only in practice).
         repeats: interleaved timing rounds (the median is taken).
+        min_sample_s: each timing sample repeats the call until it lasts this long (seconds).
         cache_dir: where tables are cached; None = ``$KPID_CACHE_DIR/latency`` or
             ``~/.cache/kpid/latency``.
     """
@@ -85,6 +86,7 @@ class LatencySettings:
     channels_last: bool = False
     repeats: int = 5
     cache_dir: str | None = None
+    min_sample_s: float = 0.02
 
     def check(self) -> LatencySettings:
         """Validate every field (ConfigError naming it); returns self."""
@@ -96,6 +98,8 @@ class LatencySettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"latency {name} must be a whole number >= 1, got {v!r}")
+        if not (isinstance(self.min_sample_s, (int, float)) and 0 < self.min_sample_s <= 10):
+            raise ConfigError(f"latency min_sample_s must be in (0, 10] seconds, got {self.min_sample_s!r}")
         return self
 
     @property
@@ -239,7 +243,7 @@ def paired_latency(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
     shape = (settings.batch, *input_shape)
     with _Threads(settings.threads):
         fns = [timer.prepare(copy.deepcopy(m), shape) for m in (dense, pruned)]
-        d, p = time_interleaved(fns, settings.repeats, timer)
+        d, p = time_interleaved(fns, settings.repeats, timer, min_sample_s=settings.min_sample_s)
     return {"latency_dense_ms": statistics.median(d) * 1e3, "latency_ms": statistics.median(p) * 1e3,
             "latency_ratio": statistics.median(b / a for a, b in zip(d, p)), "latency_batch": settings.batch,
             "latency_device": device_name(settings.device)}
@@ -353,7 +357,8 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], settings: LatencyS
     """The cache key of a table (see the module docstring)."""
     return {"arch": arch_hash(model, input_shape), "input": list(input_shape), "device": device_name(settings.device),
             "batch": settings.batch, "dtype": settings.dtype, "threads": settings.threads, "amp": settings.amp,
-            "channels_last": settings.channels_last, "torch": torch.__version__, "repeats": settings.repeats}
+            "channels_last": settings.channels_last, "torch": torch.__version__, "repeats": settings.repeats,
+            "min_sample_s": settings.min_sample_s}
 
 
 def _block(call: _Call, cin: int, cout: int) -> nn.Module:
@@ -425,7 +430,8 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
                 if dw:  # depthwise: the channels are its input's
                     ci = co
                 fns.append(timer.prepare(_block(call, ci, co), (shape[0], ci, *shape[2:])))
-            med = [statistics.median(s) for s in time_interleaved(fns, settings.repeats, timer)]
+            med = [statistics.median(s) for s in time_interleaved(fns, settings.repeats, timer,
+                                                                  min_sample_s=settings.min_sample_s)]
             t_in = med[1] if len(variants) > 1 and variants[1][0] != c else None
             t_out = med[-1] if len(variants) > 1 and variants[-1][1] != o else None
             cin_eff = 1 if dw else c
@@ -464,7 +470,7 @@ def _calibrate(table: LatencyTable, model: nn.Module, groups: ChannelGroups, set
         remove_channels(net, g2, {g.key: list(range(int(n))) for g, n in zip(g2, k)})
         fns.append(timer.prepare(net, shape))
         counts.append(k)
-    samples = time_interleaved(fns, max(settings.repeats, 5), timer)
+    samples = time_interleaved(fns, max(settings.repeats, 5), timer, min_sample_s=settings.min_sample_s)
     t1 = statistics.median(samples[0])
     ratios = [statistics.median(s / d for d, s in zip(samples[0], ref)) for ref in samples[1:]]
     raw = latency_cost(groups, table)
