@@ -33,7 +33,14 @@ if ROOT not in sys.path:
 from bench._header import command_line, header_lines
 from kpid_core.groups import find_groups
 from kpid_core.importance import compute_importance
-from kpid_core.latency_table import LatencySettings, Timer, device_name, latency_cost, latency_table, time_interleaved
+from kpid_core.latency_table import (
+    LatencySettings,
+    Timer,
+    device_name,
+    latency_cost,
+    latency_table,
+    time_interleaved,
+)
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 
@@ -107,8 +114,8 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
 
 def render(rows: list[dict]) -> list[str]:
     """The markdown table."""
-    out = ["| model | budget | cost | MACs ratio | predicted lat. ratio | measured lat. ratio (median) | IQR | min–max "
-           "| vs target | efficiency | dense ms | pruned ms |",
+    out = [("| model | budget | cost | MACs ratio | predicted lat. ratio | measured lat. ratio (median) | IQR "
+            "| min–max | vs target | efficiency | dense ms | pruned ms |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['model']} | {r['budget']:.1f} | {r['cost']} | {r['macs_ratio']:.3f} | {r['predicted']:.3f} | "
@@ -206,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = command_line("bench/latency_budget.py", list(argv if argv is not None else sys.argv[1:]))
         head = header_lines("Latency budgets: measured latency vs target (cost=latency beside cost=macs)", cmd,
                             device=dev, notes=[f"Setting: {setting}; random-init weights, L1 scores.",
-                                               "Ratio = t_pruned / t_dense, median over interleaved rounds of the "
-                                               "paired ratio; efficiency = target / ratio (target: the budget for "
-                                               "cost=latency, the MAC ratio for cost=macs)."])
+                                               ("Ratio = t_pruned / t_dense, median over interleaved rounds of the "
+                                                "paired ratio; efficiency = target / ratio (target: the budget for "
+                                                "cost=latency, the MAC ratio for cost=macs).")])
         with open(args.md, "w") as f:
             f.write("\n".join(head) + "\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {s}" for s in summ) + "\n")
     return 0

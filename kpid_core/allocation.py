@@ -133,7 +133,7 @@ def normalize_scores(vectors: list[np.ndarray], how: str) -> list[np.ndarray]:
     return out
 
 
-def _knapsack_counts(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, budget_cost: int | float,
+def _knapsack_counts(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, budget_cost: float,
                      solver: str, caps: np.ndarray, start: np.ndarray | None = None,
                      rounds: int = _KNAPSACK_ROUNDS) -> np.ndarray:
     from kpid_core.knapsack import solve
@@ -162,7 +162,7 @@ def _knapsack_counts(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarr
 
 
 def _repair_and_fill(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, k: np.ndarray,
-                     budget_cost: int | float, caps: np.ndarray) -> np.ndarray:
+                     budget_cost: float, caps: np.ndarray) -> np.ndarray:
     """Exact greedy: drop while over budget, then add while something still fits."""
     k = k.copy()
     sizes = caps
@@ -196,7 +196,7 @@ def _repair_and_fill(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarr
         m = cost.total(k)
 
 
-def _uniform_counts(cost: CostModel, floors: np.ndarray, budget_cost: int | float) -> np.ndarray:
+def _uniform_counts(cost: CostModel, floors: np.ndarray, budget_cost: float) -> np.ndarray:
     sizes = cost.sizes
 
     def counts(f: float) -> np.ndarray:
