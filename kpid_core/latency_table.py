@@ -9,7 +9,7 @@ pooling and memory-bound depthwise convs. Each call becomes a stand-alone block 
 of the same kernel, stride and padding, then fresh norms / copies of the parameter-free modules) at
 the call's input size and the table's batch, and is timed at full width and with its prunable output
 and input channels halved, in interleaved rounds (every variant once per round, rotating order;
-the fastest round: on a shared machine the least disturbed estimate). Per call this fits
+median of the rounds). Per call this fits
 
     t(cin, cout) = a · cin · cout + b · cout + d        (seconds per batch)
 
@@ -430,8 +430,8 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
                 if dw:  # depthwise: the channels are its input's
                     ci = co
                 fns.append(timer.prepare(_block(call, ci, co), (shape[0], ci, *shape[2:])))
-            # the fastest round: on a shared machine the least disturbed estimate of the block's own time
-            med = [min(s) for s in time_interleaved(fns, settings.repeats, timer, min_sample_s=settings.min_sample_s)]
+            med = [statistics.median(s) for s in time_interleaved(fns, settings.repeats, timer,
+                                                                  min_sample_s=settings.min_sample_s)]
             t_in = med[1] if len(variants) > 1 and variants[1][0] != c else None
             t_out = med[-1] if len(variants) > 1 and variants[-1][1] != o else None
             cin_eff = 1 if dw else c
@@ -470,9 +470,10 @@ def _calibrate(table: LatencyTable, model: nn.Module, groups: ChannelGroups, set
         remove_channels(net, g2, {g.key: list(range(int(n))) for g, n in zip(g2, k)})
         fns.append(timer.prepare(net, shape))
         counts.append(k)
-    samples = time_interleaved(fns, max(settings.repeats, 5), timer, min_sample_s=settings.min_sample_s)
-    t1 = min(samples[0])  # fastest rounds, as for the blocks
-    ratios = [min(ref) / t1 for ref in samples[1:]]
+    # one-shot whole-model ratios steer the whole table: more rounds than a block gets
+    samples = time_interleaved(fns, max(2 * settings.repeats, 5), timer, min_sample_s=settings.min_sample_s)
+    t1 = statistics.median(samples[0])
+    ratios = [statistics.median(s / d for d, s in zip(samples[0], ref)) for ref in samples[1:]]
     raw = latency_cost(groups, table)
     d_sum, v1 = float(np.sum(table.d)), table.variable_s()
     gaps = [v1 - (raw.total(k) / 1e6 - d_sum) for k in counts]  # V(dense) − V(reference), > 0
