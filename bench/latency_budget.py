@@ -19,6 +19,7 @@ Usage: ``python bench/latency_budget.py [--models ...] [--budgets ...] [--batch 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -77,7 +78,7 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
     dense = build_model(name).eval()
     scores = compute_importance(dense, x, "l1")
     t0 = time.perf_counter()
-    G = find_groups(__import__("copy").deepcopy(dense), x)
+    G = find_groups(copy.deepcopy(dense), x)
     table = latency_table(G.model, G, settings, log)
     lat = latency_cost(G, table)
     log(f"{name}: latency table {len(table.names)} calls, measured in {table.seconds:.0f} s "
