@@ -338,6 +338,9 @@ def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open:
         raise ConfigError(f"{name}={v!r} is out of range; allowed: {interval}")
 
 
+_ON_OFF_KEYS = ("train.amp", "train.channels_last")
+
+
 def _coerce(key: str, typ: Any, value: Any) -> Any:
     """Convert ``value`` to the field type (string annotations: ``from __future__``)."""
     t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
@@ -363,6 +366,8 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
                 return value.lower() in ("true", "yes", "on")
             raise ValueError
         if base == "str":
+            if isinstance(value, bool) and key in _ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
+                return "on" if value else "off"
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             return str(value)

@@ -142,3 +142,13 @@ def test_cli_prune_bad_latency_values_are_one_line_errors(tmp_path, capsys, bad,
     assert rc == 2, (bad, err)
     assert len(err.strip().splitlines()) == 1 and field in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_yaml_on_off_switches_are_read_as_words():
+    """``--set train.amp=on`` (YAML 1.1 reads on/off as booleans) is the switch, not a type error."""
+    from kpid_core.config import load_config
+
+    cfg = load_config(None, ["train.amp=on", "train.channels_last=off"])
+    assert (cfg.train.amp, cfg.train.channels_last) == ("on", "off")
+    with pytest.raises(ConfigError, match="prune.metric=True has the wrong type"):
+        load_config(None, ["prune.metric=on"])  # only the on/off switches take booleans
