@@ -64,7 +64,7 @@ step() {  # step NAME TIMEOUT_S CMD...: run, report its time, remember the first
 step "1. trial on $DEVICE (AMP+channels_last: $TRIAL_AMP)" 120 \
   $PY -m kpid_core trial --quiet --out "$OUT/trial" --set train.device="$DEVICE" --set train.amp=$TRIAL_AMP \
   --set train.channels_last=$TRIAL_AMP --set epochs=$EPOCHS --set teacher.epochs=$TEACHER_EPOCHS --set budget=0.5 \
-  --set latency.batch=$LAT_BATCH --set latency.repeats=11
+  --set latency.measure=on --set latency.batch=$LAT_BATCH --set latency.repeats=11
 if [ -f "$OUT/trial/metrics.json" ]; then
   $PY - "$OUT/trial/metrics.json" <<'EOF'
 import json, sys

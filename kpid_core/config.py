@@ -105,7 +105,7 @@ class PruneConfig:
 class LatencyConfig:
     """Where latency is measured: the table of ``prune.cost=latency`` and the trial's dense/pruned timing."""
 
-    measure: bool = True  # time the dense and the pruned model at the end of the trial
+    measure: str = "auto"  # time the dense and pruned model after the trial: auto (= when prune.cost is latency) | on | off
     device: str = "auto"  # auto = the trial's device
     batch: int = 8
     threads: int = 1
@@ -238,6 +238,7 @@ class TrialConfig:
         _choice("prune.cost", p.cost, COSTS)
         _choice("prune.round_to", p.round_to, ROUND_TO)
         lat = self.latency
+        _choice("latency.measure", lat.measure, ("auto", "on", "off"))
         if not (lat.device in ("auto", "cpu", "cuda") or lat.device.startswith("cuda:")):
             raise ConfigError(f"latency.device={lat.device!r}: allowed values are auto, cpu, cuda, cuda:N")
         for name in ("batch", "threads", "repeats", "table_repeats"):
@@ -338,7 +339,7 @@ def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open:
         raise ConfigError(f"{name}={v!r} is out of range; allowed: {interval}")
 
 
-_ON_OFF_KEYS = ("train.amp", "train.channels_last")
+_ON_OFF_KEYS = ("train.amp", "train.channels_last", "latency.measure")
 
 
 def _coerce(key: str, typ: Any, value: Any) -> Any:

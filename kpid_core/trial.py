@@ -331,8 +331,9 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     student = result.model.to(device)
     facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
              "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
-             "params_dense": int(result.params_before), "budget": cfg.prune.budget, "cost": cfg.prune.cost,
-             "cost_ratio": result.cost_ratio}
+             "params_dense": int(result.params_before), "budget": cfg.prune.budget}
+    if cfg.prune.cost != "macs":  # a MAC-budgeted trial reports exactly what it always did
+        facts.update(cost=cfg.prune.cost, cost_ratio=result.cost_ratio)
     log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
              facts["macs_ratio"], cfg.prune.budget)
 
@@ -357,7 +358,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     student.eval()
     acc = evaluate(student, data.test, device)
     val_acc = fr.last["accuracy"] if fr.history else evaluate(student, data.val, device)
-    if cfg.latency.measure:
+    if cfg.latency.measure == "on" or (cfg.latency.measure == "auto" and cfg.prune.cost == "latency"):
         t = time.perf_counter()
         facts.update(paired_latency(teacher.model, student, data.input_shape, latency_settings(cfg, device)))
         times["latency_s"] = time.perf_counter() - t

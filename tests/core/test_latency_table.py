@@ -104,8 +104,10 @@ def test_settings_and_config_reject_bad_values():
         TrialConfig.from_dict({"round_to": 12})
     with pytest.raises(ConfigError, match="latency.batch"):
         TrialConfig.from_dict({"latency": {"batch": 0}})
-    cfg = TrialConfig.from_dict({"cost": "latency", "round_to": 8, "latency.measure": "false"})
-    assert (cfg.prune.cost, cfg.prune.round_to, cfg.latency.measure) == ("latency", 8, False)
+    cfg = TrialConfig.from_dict({"cost": "latency", "round_to": 8, "latency.measure": False})
+    assert (cfg.prune.cost, cfg.prune.round_to, cfg.latency.measure) == ("latency", 8, "off")
+    with pytest.raises(ConfigError, match="latency.measure='sometimes' is not allowed; allowed values: auto, on, off"):
+        TrialConfig.from_dict({"latency.measure": "sometimes"})
 
 
 def _cli(*args, tmp_path):

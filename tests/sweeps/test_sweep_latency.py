@@ -20,7 +20,7 @@ def test_latency_sweep_records_measured_latency_and_draws_its_front(ray_2_cpus, 
     cache = tmp_path / "cache"
     cfg = real_sweep(tmp_path / "s.yaml", name="lat", samples=1, epochs=1, mode="grid", budgets=(0.9,),
                      space={"budget": [0.9], "cost": ["latency", "macs"]},
-                     extra_base={"round_to": 8, "latency.cache_dir": str(cache), "latency.batch": 2,
+                     extra_base={"round_to": 8, "latency.measure": "on", "latency.cache_dir": str(cache), "latency.batch": 2,
                                  "latency.repeats": 3, "latency.table_repeats": 1})
     exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"), "--gpus-per-trial", "0"),
                     out=io.StringIO())
