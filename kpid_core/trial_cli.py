@@ -21,8 +21,8 @@ Without --config the bundled digits task runs (scikit-learn's digits, offline; a
 2 CPU cores). Keys: seed, data.*, model.*, teacher.*, prune.*, distill.*, train.*, latency.* (see
 kpid_core/configs/trial.yaml); aliases: budget, metric, epochs, lr, kd_weight, inner_weight/gamma,
 temperature, match, dataset, model, allocation, cost, round_to. prune.cost=latency
-budgets a latency table measured per latency.* (device, batch, threads), cached on disk; every trial
-also times its dense and pruned model (latency.measure).
+budgets a latency table measured per latency.* (device, batch, threads), cached on disk; with
+latency.measure=on (auto: when prune.cost=latency) the trial also times its dense and pruned model.
 
 Writes into --out (which must not exist or be empty): metrics.json, model/ (reload with
 kpid_core.load_pruned), trial.log.
