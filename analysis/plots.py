@@ -74,8 +74,10 @@ def axis_spec(column: str, values: pd.Series | np.ndarray | None = None) -> tupl
     if column in ("accuracy", "val_accuracy", "teacher_accuracy"):
         prefix = "validation " if column == "val_accuracy" else ""
         return f"{prefix}top-1 accuracy (%)", 100.0
-    if column == "latency_ms":
+    if column in ("latency_ms", "latency_dense_ms"):
         return "latency (ms)", 1.0
+    if column == "latency_ratio":
+        return "latency kept (% of dense)", 100.0
     if column in ("macs_ratio", "budget"):
         return f"{'MAC budget' if column == 'budget' else 'MACs kept'} (% of dense)", 100.0
     return column, 1.0

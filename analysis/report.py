@@ -32,9 +32,10 @@ __all__ = ["ALLOWED_FORMATS", "PUBLISHED_MODES", "ReportInfo", "build_parser", "
 
 ALLOWED_FORMATS = ("png", "svg", "pdf")
 PUBLISHED_MODES = ("auto", "always", "never")
+LATENCY = "latency_ms"
 _FRONT_COLUMNS = ("trial_id", "arch", "metric", "budget", "kd_weight", "inner_weight", "temperature", "match",
                   "lr", "epochs", "macs", "macs_ratio", "params", "accuracy", "val_accuracy", "latency_ms",
-                  "checkpoint_path")
+                  "latency_ratio", "cost", "checkpoint_path")
 
 
 class ReportInfo(NamedTuple):
@@ -44,7 +45,9 @@ class ReportInfo(NamedTuple):
     (minimised) and ``y`` (maximised); ``teacher``: the dense teacher's point or None;
     ``same_data``: the same-data baseline rows; ``published``: the published reference rows to
     draw and compare with, or None; ``note``: one sentence on which baselines are shown and why;
-    ``metric_vs_budget``: the best setting per (metric, budget), mean ± std over repeats.
+    ``metric_vs_budget``: the best setting per (metric, budget), mean ± std over repeats;
+    ``latency_front``: when ``x`` is not ``latency_ms`` and trials measured their latency, the front
+    on measured latency (``latency_ms``, minimised) and ``y`` as well, else None.
     """
 
     df: pd.DataFrame
@@ -56,6 +59,7 @@ class ReportInfo(NamedTuple):
     published: pd.DataFrame | None
     note: str
     metric_vs_budget: pd.DataFrame
+    latency_front: ParetoInfo | None = None
 
     def axes(self) -> tuple[str, float, str, float]:
         """``(x label, x scale, y label, y scale)`` as the plots print them."""
@@ -106,6 +110,11 @@ def make_report(
             written[path.name] = path
     atomic_write(out / "pareto.csv", lambda tmp: front_table.to_csv(tmp, index=False))
     written["pareto.csv"] = out / "pareto.csv"
+    if info.latency_front is not None:
+        lf = info.latency_front.front
+        lf = lf[[c for c in _FRONT_COLUMNS if c in lf.columns]]
+        atomic_write(out / "pareto_latency.csv", lambda tmp: lf.to_csv(tmp, index=False))
+        written["pareto_latency.csv"] = out / "pareto_latency.csv"
     atomic_write_text(out / "summary.md", summary)
     written["summary.md"] = out / "summary.md"
     return written
@@ -143,7 +152,20 @@ def report_info(results_path: str | Path, *, x: str = "macs", y: str = "accuracy
         )
     pub, note = _published(df, x, y, published)
     return ReportInfo(df, x, y, front, teacher_point(df), same_data_baselines(df), pub, note,
-                      metric_vs_budget(df, y=y))
+                      metric_vs_budget(df, y=y), _latency_front(df, x, y))
+
+
+def _latency_front(df: pd.DataFrame, x: str, y: str) -> ParetoInfo | None:
+    """The front on measured latency beside the one on ``x`` (None when ``x`` is latency already or
+    no finished pruning trial measured its latency on a named device, as ``run_trial`` does)."""
+    if x == LATENCY or LATENCY not in df.columns or not pd.api.types.is_numeric_dtype(df[y]):
+        return None
+    pruned = df[df["kind"].astype("string") == "pruned"]
+    done = pruned[(pruned["status"].astype("string") == FINISHED) & pruned[LATENCY].notna() & pruned[y].notna()
+                  & pruned["latency_device"].notna()]
+    if done.empty:
+        return None
+    return pareto_front(pruned, x=LATENCY, y=y)
 
 
 def _published(df: pd.DataFrame, x: str, y: str, mode: str) -> tuple[pd.DataFrame | None, str]:
@@ -169,10 +191,22 @@ def _figures(r: ReportInfo) -> dict[str, Any]:
     }
     if len(r.metric_vs_budget):
         figures["metric_vs_budget"] = plot_metric_vs_budget(r.metric_vs_budget, y=r.y, teacher=r.teacher)
+    if r.latency_front is not None:
+        figures["pareto_latency"] = plot_pareto(
+            r.latency_front, same_data=r.same_data if _has_xy(r.same_data, LATENCY, r.y) else None,
+            teacher=r.teacher, title=_title(r.df, LATENCY, r.y), note=_latency_note(r.df))
     grids = kd_grid(r.df, y=r.y)
     if grids:
         figures["kd_weights"] = plot_kd_grid(grids, y=r.y)
     return figures
+
+
+def _latency_note(df: pd.DataFrame) -> str:
+    """Where latency was measured (device and batch), from the trials' own columns."""
+    devices = sorted(set(df["latency_device"].dropna().astype(str))) if "latency_device" in df.columns else []
+    batch = df.get("config/latency.batch")
+    b = f", batch {int(batch.dropna().iloc[0])}" if batch is not None and batch.notna().any() else ""
+    return f"latency measured on {', '.join(devices) or 'an unnamed device'}{b} (median of interleaved runs)"
 
 
 def _check_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -246,8 +280,8 @@ def _normalised_hypervolume(info: ParetoInfo, teacher: dict[str, float] | None, 
 
 def _summary(r: ReportInfo) -> str:
     """``summary.md``: the head, then one section each."""
-    parts = [_summary_head(r), _front_section(r), _best_section(r), _metric_section(r), _gains_section(r),
-             _off_front_section(r)]
+    parts = [_summary_head(r), _front_section(r), _latency_section(r), _best_section(r), _metric_section(r),
+             _gains_section(r), _off_front_section(r)]
     return "".join(parts)
 
 
@@ -284,6 +318,19 @@ def _front_section(r: ReportInfo) -> str:
         out.append("Per importance metric (higher is better): "
                    + ", ".join(f"{m} {v:.4f}" for m, v in sorted(by_metric.items(), key=lambda kv: -kv[1])) + ".\n")
     return "".join(out)
+
+
+def _latency_section(r: ReportInfo) -> str:
+    if r.latency_front is None:
+        return ""
+    _, _, ylabel, ys = r.axes()
+    info = r.latency_front
+    rows = [[t.trial_id, _fmt(t.metric), _fmt(getattr(t, "cost", None)), _fmt(t.budget, 100, 0) + " %",
+             _fmt(t.latency_ms, 1, 3), _fmt(t.macs_ratio, 100, 1) + " %", _fmt(getattr(t, r.y), ys, 2)]
+            for t in info.front.itertuples()]
+    return (f"\n## Pareto front on measured latency ({len(info.front)} trial{'' if len(info.front) == 1 else 's'})\n\n"
+            f"{_latency_note(r.df)}.\n\n"
+            + _md_table(["trial", "metric", "cost", "budget", "latency (ms)", "MACs kept", ylabel], rows))
 
 
 def _best_section(r: ReportInfo) -> str:

@@ -64,6 +64,7 @@ def _cmd_prune(args) -> int:
         raise ConfigError(f"--out {str(out)!r} exists and is not empty; refusing to overwrite it")
     check_fraction("budget", args.budget)  # bad arguments fail before any model is built
     check_fraction("min_keep", args.min_keep)
+    settings = _latency_args(args)
     get_metric(args.metric)
     if args.metric in DATA_METRICS:
         raise ConfigError(f"--metric {args.metric!r} needs training data, which this command does not load; "
@@ -72,14 +73,14 @@ def _cmd_prune(args) -> int:
     created = not out.exists()
     output_dir(out, "--out")  # an uncreatable or read-only --out fails before the model is built
     try:
-        return _prune(args, out)
+        return _prune(args, out, settings)
     except KPIDError:
         if created:  # bad input leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _prune(args, out: Path) -> int:
+def _prune(args, out: Path, settings) -> int:
     import torch
 
     from kpid_core.errors import SpecError
@@ -110,21 +111,54 @@ def _prune(args, out: Path) -> int:
     x = torch.zeros(1, *_shape(args))
     scores = compute_importance(model, x, args.metric, seed=args.seed)
     res = prune_to_budget(model, x, args.budget, scores, min_keep=args.min_keep, allocation=args.allocation,
-                          model_name=args.model, model_kwargs=kwargs)
+                          model_name=args.model, model_kwargs=kwargs, cost=args.cost, round_to=args.round_to,
+                          latency=settings, log=lambda m: print(m, file=sys.stderr, flush=True))
     with storage_errors("--out", out):
         save_pruned(res, out)
     if args.json:
         print(json.dumps({"model": args.model, "budget": res.budget, "metric": args.metric, "out": str(out),
                           "macs_before": res.macs_before, "macs_after": res.macs_after,
                           "macs_ratio": res.macs_ratio, "params_before": res.params_before,
-                          "params_after": res.params_after}))
+                          "params_after": res.params_after, "cost": res.cost, "cost_before": res.cost_before,
+                          "cost_after": res.cost_after, "cost_ratio": res.cost_ratio, "round_to": args.round_to}))
     else:
         print(f"{args.model} pruned to budget {res.budget:g} ({args.allocation}, metric {args.metric})")
         print(f"  MACs:   {format_count(res.macs_before)} -> {format_count(res.macs_after)} "
               f"({res.macs_ratio:.4f} of dense)")
         print(f"  params: {format_count(res.params_before)} -> {format_count(res.params_after)}")
+        if res.cost == "latency":
+            print(f"  modelled latency ({settings.device}, batch {settings.batch}, {settings.threads} thread(s)): "
+                  f"{res.cost_before / 1e3:.2f} ms -> {res.cost_after / 1e3:.2f} ms ({res.cost_ratio:.4f} of dense)")
         print(f"  saved:  {out}/spec.json, {out}/weights.pt")
     return 0
+
+
+def _latency_args(args):
+    """The latency settings of ``prune --cost latency`` (validated before any model is built)."""
+    from kpid_core.cost import check_cost, check_round_to
+    from kpid_core.errors import ConfigError
+    from kpid_core.latency_table import LatencySettings
+
+    check_cost(args.cost)
+    check_round_to(args.round_to)
+    if args.cost != "latency":
+        if args.device != "cpu" or args.batch != 8 or args.threads != 1 or args.amp:
+            raise ConfigError("--device/--batch/--threads/--amp only apply with --cost latency")
+        return None
+    if args.amp and not args.device.startswith("cuda"):
+        raise ConfigError("--amp: only with --device cuda (CPU tables are fp32)")
+    return LatencySettings(device=args.device, batch=args.batch, threads=args.threads, amp=args.amp,
+                           channels_last=args.amp, repeats=args.table_repeats, cache_dir=args.cache_dir).check()
+
+
+def _whole(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= 1") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number >= 1")
+    return n
 
 
 def _pixels(text: str) -> int:
@@ -159,6 +193,7 @@ def _check_runs(model, args) -> None:
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     from kpid_core.allocation import ALLOCATIONS
     from kpid_core.cli import ArgumentParser
+    from kpid_core.cost import COSTS, ROUND_TO
     from kpid_core.importance import METRICS
 
     p = ArgumentParser(prog="python -m kpid_core",
@@ -179,10 +214,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     m.add_argument("--breakdown", action="store_true", help="also list every conv/linear layer's MACs")
     m.set_defaults(func=_cmd_macs)
 
-    pr = sub.add_parser("prune", help="prune a model to a MAC budget and save spec.json + weights.pt")
+    pr = sub.add_parser("prune", help="prune a model to a MAC (or params, latency) budget and save spec.json + weights.pt")
     common(pr)
     pr.add_argument("--budget", type=float, required=True,
-                    help="fraction of the dense MACs to keep, in (0, 1]")
+                    help="fraction of the dense model's cost (see --cost; MACs by default) to keep, in (0, 1]")
     pr.add_argument("--metric", required=True,
                     help=f"channel importance metric: {', '.join(METRICS)} (data-free here: l1, l2, bn_gamma, random)")
     pr.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
@@ -193,6 +228,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     pr.add_argument("--allocation", choices=ALLOCATIONS, default="knapsack",
                     help="knapsack (the paper) or uniform (same fraction per group; a baseline)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the random metric (default 0)")
+    pr.add_argument("--cost", choices=COSTS, default="macs",
+                    help="what --budget is a fraction of: macs (default), params, or latency (a per-layer "
+                         "table measured on --device at --batch/--threads, cached on disk)")
+    pr.add_argument("--round-to", type=int, choices=ROUND_TO, default=1, metavar="N",
+                    help="keep channel counts multiples of N (1, 8, 16, 32) where a group's size allows; default 1")
+    pr.add_argument("--device", default="cpu", help="--cost latency: cpu, cuda or cuda:N (default cpu)")
+    pr.add_argument("--batch", type=_whole, default=8, metavar="N", help="--cost latency: batch size timed (default 8)")
+    pr.add_argument("--threads", type=_whole, default=1, metavar="N", help="--cost latency: torch threads (default 1)")
+    pr.add_argument("--amp", action="store_true", help="--cost latency on CUDA: fp16 autocast + channels_last")
+    pr.add_argument("--table-repeats", type=_whole, default=5, metavar="N",
+                    help="--cost latency: timing rounds per layer (median; default 5)")
+    pr.add_argument("--cache-dir", default=None, metavar="DIR",
+                    help="--cost latency: table cache (default $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency)")
     pr.set_defaults(func=_cmd_prune)
 
     from kpid_core import trial_cli

@@ -1,4 +1,7 @@
-"""Channel allocation: how many (and which) channels each group keeps under a MAC budget.
+"""Channel allocation: how many (and which) channels each group keeps under a cost budget.
+
+The cost is MACs by default; any model of :mod:`kpid_core.cost` (params, measured latency) has the
+same quadratic form and goes through the same steps below.
 
 Within a group channels are ranked by score (a group keeps its top-k). The exact MAC model of
 :mod:`kpid_core.groups` is quadratic in the kept counts (a channel's cost depends on how many
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpid_core.cost import CostModel, blocked, mac_cost
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
 from kpid_core.groups import ChannelGroups
 from kpid_core.knapsack import METHODS as KNAPSACK_METHODS
@@ -104,7 +108,7 @@ def min_keep_floors(groups: ChannelGroups, min_keep: float) -> np.ndarray:
     Returns:
         int64 array, one count per group: ``ceil(min_keep * size)``, at least 1 and at most ``size``.
     """
-    return np.array([min(g.size, max(1, math.ceil(min_keep * g.size - 1e-9))) for g in groups], dtype=np.int64)
+    return _floors(groups.sizes, min_keep)
 
 
 def normalize_scores(vectors: list[np.ndarray], how: str) -> list[np.ndarray]:
@@ -130,12 +134,12 @@ def normalize_scores(vectors: list[np.ndarray], how: str) -> list[np.ndarray]:
     return out
 
 
-def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, budget_macs: int,
+def _knapsack_counts(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, budget_cost: float,
                      solver: str, caps: np.ndarray, start: np.ndarray | None = None,
                      rounds: int = _KNAPSACK_ROUNDS) -> np.ndarray:
     from kpid_core.knapsack import solve
 
-    sizes = groups.sizes
+    sizes = cost.sizes
     gid = np.concatenate([np.full(c, i, dtype=np.int64) for i, c in enumerate(caps)])
     rank = np.concatenate([np.arange(c, dtype=np.int64) for c in caps])
     values = np.concatenate([r[:c] for r, c in zip(ranked, caps)])
@@ -144,13 +148,13 @@ def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np
     k = sizes.copy() if start is None else start.copy()
     best = None
     for _ in range(rounds):
-        c = np.maximum(groups.marginal_costs(k), 0.0)
-        capacity = budget_macs - groups.macs(k) + float(np.dot(c, k))
+        c = np.maximum(cost.marginal(k), 0.0)
+        capacity = budget_cost - cost.total(k) + float(np.dot(c, k))
         weights = c[gid]
         mask = np.asarray(solve(values, weights, max(capacity, 0.0), method=solver, required=required), dtype=bool)
         new_k = np.maximum(np.bincount(gid, weights=mask, minlength=len(sizes)).astype(np.int64), floors)
-        m = groups.macs(new_k)
-        if m <= budget_macs and (best is None or m > best[0]):
+        m = cost.total(new_k)
+        if m <= budget_cost and (best is None or m > best[0]):
             best = (m, new_k.copy())
         if np.array_equal(new_k, k):
             break
@@ -158,14 +162,14 @@ def _knapsack_counts(groups: ChannelGroups, ranked: list[np.ndarray], floors: np
     return best[1] if best is not None else k
 
 
-def _repair_and_fill(groups: ChannelGroups, ranked: list[np.ndarray], floors: np.ndarray, k: np.ndarray,
-                     budget_macs: int, caps: np.ndarray) -> np.ndarray:
+def _repair_and_fill(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, k: np.ndarray,
+                     budget_cost: float, caps: np.ndarray) -> np.ndarray:
     """Exact greedy: drop while over budget, then add while something still fits."""
     k = k.copy()
     sizes = caps
-    m = groups.macs(k)
-    while m > budget_macs:
-        saved = groups.removal_costs(k).astype(np.float64)
+    m = cost.total(k)
+    while m > budget_cost:
+        saved = cost.removal(k).astype(np.float64)
         best, best_ratio = -1, math.inf
         for g in range(len(k)):
             if k[g] <= floors[g] or saved[g] <= 0:
@@ -176,10 +180,10 @@ def _repair_and_fill(groups: ChannelGroups, ranked: list[np.ndarray], floors: np
         if best < 0:
             break  # only reachable when the floors alone exceed the budget (checked before)
         k[best] -= 1
-        m = groups.macs(k)
+        m = cost.total(k)
     while True:
-        added = groups.addition_costs(k).astype(np.float64)
-        room = budget_macs - m
+        added = cost.addition(k).astype(np.float64)
+        room = budget_cost - m
         best, best_ratio = -1, -math.inf
         for g in range(len(k)):
             if k[g] >= sizes[g] or added[g] > room:
@@ -190,41 +194,58 @@ def _repair_and_fill(groups: ChannelGroups, ranked: list[np.ndarray], floors: np
         if best < 0:
             return k
         k[best] += 1
-        m = groups.macs(k)
+        m = cost.total(k)
 
 
-def _uniform_counts(groups: ChannelGroups, floors: np.ndarray, budget_macs: int) -> np.ndarray:
-    sizes = groups.sizes
+def _uniform_counts(cost: CostModel, floors: np.ndarray, budget_cost: float) -> np.ndarray:
+    sizes = cost.sizes
 
     def counts(f: float) -> np.ndarray:
         return np.clip(np.floor(f * sizes + 0.5).astype(np.int64), floors, sizes)
 
     lo, hi = 0.0, 1.0
-    if groups.macs(counts(hi)) <= budget_macs:
+    if cost.total(counts(hi)) <= budget_cost:
         return counts(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
-        if groups.macs(counts(mid)) <= budget_macs:
+        if cost.total(counts(mid)) <= budget_cost:
             lo = mid
         else:
             hi = mid
     return counts(lo)
 
 
+def _floors(sizes: np.ndarray, min_keep: float) -> np.ndarray:
+    return np.array([min(int(s), max(1, math.ceil(min_keep * int(s) - 1e-9))) for s in sizes], dtype=np.int64)
+
+
+def _budget_in(cost: CostModel, budget: float) -> int | float:
+    dense = cost.total()
+    return math.floor(budget * dense) if isinstance(dense, int) else budget * dense
+
+
+def _in_units(ranked: list[np.ndarray], steps: np.ndarray | None) -> list[np.ndarray]:
+    """Scores of units: a unit of ``s`` channels holds the next ``s`` channels by rank."""
+    if steps is None:
+        return ranked
+    return [r.reshape(-1, int(s)).sum(1) for r, s in zip(ranked, steps)]
+
+
 def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: float, *, min_keep: float = 0.1,
              allocation: str = "knapsack", solver: str = "dp", normalize: str = "none",
-             linearize: str = "current", spread: float = 1.5) -> dict[str, list[int]]:
-    """Choose the channels to keep so that the MACs are ≤ ``budget`` × the dense MACs.
+             linearize: str = "current", spread: float = 1.5, cost: CostModel | None = None,
+             round_to: int = 1) -> dict[str, list[int]]:
+    """Choose the channels to keep so that the cost is ≤ ``budget`` × the dense model's cost.
 
     Args:
-        groups: the channel groups (their MAC model is the one the budget is checked against).
+        groups: the channel groups (their MAC model is the default cost).
         score_vectors: one score array per group, as from :func:`score_vectors`.
-        budget: fraction of the dense MACs to keep, in (0, 1].
+        budget: fraction of the dense cost to keep, in (0, 1].
         min_keep: every group keeps at least this fraction of its channels (and at least one).
-        allocation: ``knapsack`` (per-group counts by value per MAC) or ``uniform``.
+        allocation: ``knapsack`` (per-group counts by value per unit of cost) or ``uniform``.
         solver: the :func:`kpid_core.knapsack.solve` method for ``knapsack``.
         normalize: how group scores are put on one scale (:func:`normalize_scores`).
-        linearize: where the knapsack linearises the coupled MAC model: ``current`` re-linearises at
+        linearize: where the knapsack linearises the coupled cost model: ``current`` re-linearises at
             its own last counts for a few rounds (starting from the dense model); ``uniform`` once, at
             the uniform allocation of the same budget.
         spread: ``s > 1`` keeps every group between 1/s and s times its uniform-allocation count,
@@ -232,6 +253,10 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
             (its linear values otherwise drive the coupled MAC model to corner solutions; chosen
             on Fashion-MNIST, see docs/knapsack.md); 0 = any count between the ``min_keep`` floor
             and the group's size (the paper).
+        cost: the per-channel cost model the budget counts (:mod:`kpid_core.cost`); None = the exact
+            MAC model of ``groups``.
+        round_to: keep counts that are multiples of this many channels in every group whose size
+            allows it (:func:`kpid_core.cost.blocked`); 1 = any count.
 
     Returns:
         ``group_key -> sorted kept channel indices`` (a group keeps its highest-scored channels).
@@ -239,29 +264,32 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     Raises:
         InfeasibleBudgetError: the ``min_keep`` floors alone cost more than the budget.
     """
-    dense = groups.macs()
-    budget_macs = math.floor(budget * dense)
-    floors = min_keep_floors(groups, min_keep)
-    floor_macs = groups.macs(floors)
-    if floor_macs > budget_macs:
-        min_budget = floor_macs / dense
+    cm = blocked(cost if cost is not None else mac_cost(groups), round_to)
+    steps = cm.steps if cm.steps is not None else np.ones(len(cm.sizes), dtype=np.int64)
+    dense = cm.total()
+    budget_cost = _budget_in(cm, budget)
+    floors = _floors(cm.sizes, min_keep)
+    floor_cost = cm.total(floors)
+    if floor_cost > budget_cost:
+        min_budget = floor_cost / dense
         raise InfeasibleBudgetError(
             f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
-            f"costs {min_budget:.4f} of the dense MACs; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
+            f"costs {min_budget:.4f} of the dense {cm.unit}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
             f"or a smaller min_keep", min_budget)
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
     ranked = normalize_scores([np.maximum(v[o], 0.0) for v, o in zip(score_vectors, order)], normalize)
-    caps = groups.sizes.copy()
+    ranked = _in_units(ranked, cm.steps)
+    caps = cm.sizes.copy()
     if allocation == "uniform":
-        k = _uniform_counts(groups, floors, budget_macs)
+        k = _uniform_counts(cm, floors, budget_cost)
     else:
-        even = _uniform_counts(groups, floors, budget_macs)
+        even = _uniform_counts(cm, floors, budget_cost)
         if spread > 0:
             floors = np.maximum(floors, np.ceil(even / spread - 1e-9).astype(np.int64))
             caps = np.maximum(floors, np.minimum(caps, np.floor(even * spread + 1e-9).astype(np.int64)))
         start = even if linearize == "uniform" else None
-        k = _knapsack_counts(groups, ranked, floors, budget_macs, solver, caps, start,
+        k = _knapsack_counts(cm, ranked, floors, budget_cost, solver, caps, start,
                              1 if start is not None else _KNAPSACK_ROUNDS)
-        k = _repair_and_fill(groups, ranked, floors, np.minimum(k, caps), budget_macs, caps)
-    return {g.key: sorted(int(i) for i in order[g.index][: k[g.index]]) for g in groups}
+        k = _repair_and_fill(cm, ranked, floors, np.minimum(k, caps), budget_cost, caps)
+    return {g.key: sorted(int(i) for i in order[g.index][: k[g.index] * steps[g.index]]) for g in groups}

@@ -24,6 +24,7 @@ __all__ = [
     "ALIASES",
     "DataConfig",
     "DistillConfig",
+    "LatencyConfig",
     "ModelConfig",
     "PruneConfig",
     "TeacherConfig",
@@ -50,6 +51,8 @@ ALIASES: dict[str, str] = {
     "dataset": "data.name",
     "model": "model.name",
     "allocation": "prune.allocation",
+    "cost": "prune.cost",
+    "round_to": "prune.round_to",
 }
 
 
@@ -94,6 +97,21 @@ class PruneConfig:
     normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.allocation)
     linearize: str = "current"  # current | uniform: where the knapsack linearises the MAC model
     spread: float = 1.5  # s > 1: each group within [1/s, s] x its uniform count; 0 = unbounded (the paper)
+    cost: str = "macs"  # macs | params | latency: what the budget is a fraction of (kpid_core.cost)
+    round_to: int = 1  # 1 | 8 | 16 | 32: kept channel counts are multiples of it where the group size allows
+
+
+@dataclass
+class LatencyConfig:
+    """Where latency is measured: the table of ``prune.cost=latency`` and the trial's dense/pruned timing."""
+
+    measure: str = "auto"  # time the dense and pruned model after the trial: auto (= when prune.cost is latency) | on | off
+    device: str = "auto"  # auto = the trial's device
+    batch: int = 8
+    threads: int = 1
+    repeats: int = 11  # interleaved dense/pruned rounds (median)
+    table_repeats: int = 5  # rounds per layer when a latency table is measured
+    cache_dir: str | None = None  # latency tables; None = $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency
 
 
 @dataclass
@@ -127,6 +145,7 @@ _SECTIONS = {
     "prune": PruneConfig,
     "distill": DistillConfig,
     "train": TrainConfig,
+    "latency": LatencyConfig,
 }
 
 
@@ -141,6 +160,7 @@ class TrialConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     # -- conversions -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +233,16 @@ class TrialConfig:
         _choice("prune.linearize", p.linearize, LINEARIZE_AT)
         if p.spread != 0:
             _range("prune.spread", p.spread, 1.0, None, low_open=True)
+        from kpid_core.cost import COSTS, ROUND_TO
+
+        _choice("prune.cost", p.cost, COSTS)
+        _choice("prune.round_to", p.round_to, ROUND_TO)
+        lat = self.latency
+        _choice("latency.measure", lat.measure, ("auto", "on", "off"))
+        if not (lat.device in ("auto", "cpu", "cuda") or lat.device.startswith("cuda:")):
+            raise ConfigError(f"latency.device={lat.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+        for name in ("batch", "threads", "repeats", "table_repeats"):
+            _range(f"latency.{name}", getattr(lat, name), 1, None)
         _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
         _choice("distill.match", k.match, ("kept", "projection"))
         _choice("train.optimizer", tr.optimizer, ("sgd", "adamw"))
@@ -309,6 +339,9 @@ def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open:
         raise ConfigError(f"{name}={v!r} is out of range; allowed: {interval}")
 
 
+_ON_OFF_KEYS = ("train.amp", "train.channels_last", "latency.measure")
+
+
 def _coerce(key: str, typ: Any, value: Any) -> Any:
     """Convert ``value`` to the field type (string annotations: ``from __future__``)."""
     t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
@@ -327,7 +360,15 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+                return value.lower() in ("true", "yes", "on")
+            raise ValueError
         if base == "str":
+            if isinstance(value, bool) and key in _ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
+                return "on" if value else "off"
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             return str(value)

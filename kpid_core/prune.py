@@ -1,4 +1,4 @@
-"""Prune a model to a MAC budget: the public entry point.
+"""Prune a model to a budget (MACs, parameters or measured latency): the public entry point.
 
 :func:`prune_to_budget` traces the channel groups, asks :mod:`kpid_core.allocation` which channels
 to keep, removes the rest with :mod:`kpid_core.surgery` and describes the result in the plain-JSON
@@ -9,7 +9,9 @@ users import from here are re-exported, so ``from kpid_core.prune import load_pr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +27,19 @@ from kpid_core.allocation import (
     check_fraction,
     score_vectors,
 )
+from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
 from kpid_core.errors import ConfigError, UnknownNameError
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
+from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
 from kpid_core.macs import count_macs, count_params
 from kpid_core.spec import SPEC_FORMAT, SPEC_VERSION, load_pruned, make_spec, output_channels, save_pruned
 from kpid_core.surgery import remove_channels
 
 __all__ = [
     "ALLOCATIONS",
+    "COSTS",
+    "ROUND_TO",
     "SOLVERS",
     "SPEC_FORMAT",
     "SPEC_VERSION",
@@ -65,23 +71,33 @@ class PruneResult:
     spec: dict
     kept: dict[str, list[int]]
     channel_map: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    cost: str = "macs"
+    cost_before: float = 0.0
+    cost_after: float = 0.0
 
     @property
     def macs_ratio(self) -> float:
         return self.macs_after / self.macs_before if self.macs_before else 1.0
 
+    @property
+    def cost_ratio(self) -> float:
+        """Pruned ÷ dense cost under the cost model the budget counted (``cost``)."""
+        return self.cost_after / self.cost_before if self.cost_before else 1.0
+
 
 def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores: Any = None, *,
                     min_keep: float = 0.1, allocation: str = "knapsack", solver: str = "dp",
                     normalize: str = "none", linearize: str = "current", spread: float = 1.5,
-                    model_name: str | None = None, model_kwargs: dict | None = None) -> PruneResult:
-    """Prune a copy of ``model`` so that its MACs are ≤ ``budget`` × the dense MACs (and within
-    0.5 % of it in practice). ``model`` itself is never modified.
+                    model_name: str | None = None, model_kwargs: dict | None = None, cost: str = "macs",
+                    round_to: int = 1, latency: LatencySettings | dict | None = None,
+                    log: Callable[[str], None] | None = None) -> PruneResult:
+    """Prune a copy of ``model`` so that its cost (MACs by default) is ≤ ``budget`` × the dense
+    model's cost (and within 0.5 % of it in practice). ``model`` itself is never modified.
 
     Args:
         model: the dense model.
         example_input: a (1, C, H, W) tensor or a (C, H, W) shape; MACs are counted at that size.
-        budget: fraction of the dense MACs to keep, in (0, 1].
+        budget: fraction of the dense model's cost to keep, in (0, 1], under the ``cost`` model.
         scores: :class:`~kpid_core.importance.ImportanceScores` or ``{group_key: tensor}``; None
             uses the data-free ``l1`` metric.
         min_keep: every group keeps at least this fraction (and at least one channel).
@@ -97,14 +113,22 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         model_name: the registry name that rebuilds the dense model, stored in the spec for
             :func:`load_pruned`.
         model_kwargs: that registry builder's keyword arguments.
+        cost: what the budget counts (:data:`~kpid_core.cost.COSTS`): ``macs`` (one image),
+            ``params``, or ``latency`` — a per-layer table measured (or read from its cache) on
+            ``latency``'s device, batch and threads (:mod:`kpid_core.latency_table`).
+        round_to: 1, 8, 16 or 32: kept channel counts are multiples of it in every group whose
+            size allows (vector units and tensor cores favour them).
+        latency: :class:`~kpid_core.latency_table.LatencySettings` (or a dict of its fields) for
+            ``cost="latency"``; default CPU, batch 8, 1 thread.
+        log: optional progress callback (latency table measurement).
 
     Returns:
         A :class:`PruneResult` holding the pruned copy, its MACs/params before and after, the kept
         channels and the spec.
 
     Raises:
-        ConfigError: a bad ``budget``, ``min_keep`` or ``model_kwargs``.
-        UnknownNameError: an unknown ``allocation`` or ``solver``.
+        ConfigError: a bad ``budget``, ``min_keep``, ``model_kwargs``, ``round_to`` or ``latency``.
+        UnknownNameError: an unknown ``allocation``, ``solver`` or ``cost``.
         InfeasibleBudgetError: the ``min_keep`` floors alone exceed the budget.
         SpecError: ``scores`` do not match the model.
     """
@@ -122,6 +146,9 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         raise ConfigError(f"spread must be 0 (unbounded) or a number > 1, got {spread!r}")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ConfigError("model_kwargs must be a dict")
+    check_cost(cost)
+    round_to = check_round_to(round_to)
+    settings = _latency_settings(latency) if cost == "latency" else None
 
     work = copy.deepcopy(model)
     was_training = model.training
@@ -134,17 +161,52 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     macs_before = groups.macs()  # == count_macs(work): the same traced forward
     params_before = count_params(work)
     vectors = score_vectors(groups, scores, work)
+    cm = _cost_model(cost, groups, work, settings, log)
     kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
-                    normalize=normalize, linearize=linearize, spread=spread)
+                    normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    counts = groups.counts({k: len(v) for k, v in kept.items()})
+    cost_before, cost_after = cm.total(), cm.total(counts)
     cmap, dense_sizes = remove_channels(work, groups, kept)
 
     work.train(was_training)
     macs_after = count_macs(work, input_shape)
-    expected = groups.macs({k: len(v) for k, v in kept.items()})
-    if macs_after != expected or macs_after > math.floor(budget * macs_before):
+    expected = groups.macs(counts)
+    if macs_after != expected or (cost == "macs" and macs_after > math.floor(budget * macs_before)):
         raise RuntimeError(f"internal: pruned model has {macs_after} MACs, MAC model predicted {expected}, "
                            f"budget {math.floor(budget * macs_before)}")
-    result = PruneResult(work, macs_before, macs_after, params_before, count_params(work), budget, {}, kept, cmap)
+    params_after = count_params(work)
+    if cost == "params" and params_after != cost_after:
+        raise RuntimeError(f"internal: pruned model has {params_after} params, the params model predicted {cost_after}")
+    result = PruneResult(work, macs_before, macs_after, params_before, params_after, budget, {}, kept, cmap,
+                         cost, float(cost_before), float(cost_after))
     result.spec = make_spec(result, input_shape, model_name, model_kwargs, groups.execution_order,
                             dense_sizes, allocation, min_keep)
+    if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
+        result.spec.update(cost=cost, round_to=round_to, cost_before=float(cost_before),
+                           cost_after=float(cost_after))
+        if settings is not None:
+            result.spec["latency_settings"] = {k: v for k, v in dataclasses.asdict(settings).items() if k != "cache_dir"}
     return result
+
+
+def _latency_settings(latency: Any) -> LatencySettings:
+    if latency is None:
+        return LatencySettings().check()
+    if isinstance(latency, LatencySettings):
+        return latency.check()
+    if not isinstance(latency, dict):
+        raise ConfigError("latency must be LatencySettings or a dict of its fields")
+    names = {f.name for f in dataclasses.fields(LatencySettings)}
+    bad = sorted(set(latency) - names)
+    if bad:
+        raise ConfigError(f"latency: unknown field {bad[0]!r}; valid fields: {', '.join(sorted(names))}")
+    return LatencySettings(**latency).check()
+
+
+def _cost_model(cost: str, groups: Any, model: nn.Module, settings: LatencySettings | None,
+                log: Callable[[str], None] | None) -> CostModel:
+    if cost == "params":
+        return params_cost(groups)
+    if cost == "latency":
+        return latency_cost(groups, latency_table(model, groups, settings, log))
+    return mac_cost(groups)

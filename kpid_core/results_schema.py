@@ -78,16 +78,20 @@ COLUMNS = (
     "trial_id", "status", "kind", "arch", "budget", "metric", "kd_weight", "inner_weight",
     "temperature", "match", "lr", "epochs", "accuracy", "val_accuracy", "teacher_accuracy", "macs",
     "macs_dense", "macs_ratio", "params", "epochs_done", "latency_ms", "error", "checkpoint_path",
+    "cost", "latency_dense_ms", "latency_ratio", "latency_device",
 )
-#: ``float64``, NaN where absent. Accuracies are fractions in [0, 1], ``latency_ms`` milliseconds.
+#: ``float64``, NaN where absent. Accuracies are fractions in [0, 1]; ``latency_ms`` (pruned) and
+#: ``latency_dense_ms`` are medians in milliseconds per batch, ``latency_ratio`` the median paired
+#: pruned ÷ dense ratio, all measured on ``latency_device`` (a named CPU or GPU).
 FLOAT_COLUMNS = (
     "budget", "kd_weight", "inner_weight", "temperature", "lr", "accuracy", "val_accuracy",
-    "teacher_accuracy", "macs_ratio", "latency_ms",
+    "teacher_accuracy", "macs_ratio", "latency_ms", "latency_dense_ms", "latency_ratio",
 )
 #: Counts, nullable ``Int64`` (``<NA>`` where absent): MACs per image, parameters, epochs.
 INT_COLUMNS = ("macs", "macs_dense", "params", "epochs", "epochs_done")
 #: Text, pandas ``string`` dtype; ``error`` and ``checkpoint_path`` are ``""`` when there is none.
-STR_COLUMNS = ("trial_id", "status", "kind", "arch", "metric", "match", "error", "checkpoint_path")
+STR_COLUMNS = ("trial_id", "status", "kind", "arch", "metric", "match", "error", "checkpoint_path", "cost",
+               "latency_device")
 #: Without these nothing can be analysed; every other contract column may be absent from a file.
 REQUIRED_COLUMNS = ("trial_id", "status", "accuracy", "macs")
 
@@ -190,6 +194,9 @@ def trial_row(
         latency_ms=_num(m.get("latency_ms")),
         error=str(error or m.get(ERROR_KEY)) if status == "error" else "",
         checkpoint_path=checkpoint_path or "",
+        cost=_config_value(cfg, "prune.cost"),
+        latency_dense_ms=_num(m.get("latency_dense_ms")), latency_ratio=_num(m.get("latency_ratio")),
+        latency_device=m.get("latency_device"),
     )
     for k, v in cfg.items():
         row[f"{CONFIG_PREFIX}{k}"] = v if _is_scalar(v) else str(v)

@@ -41,7 +41,7 @@ from kpid_core.distributed import (
 from kpid_core.errors import NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save
 
-__all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything"]
+__all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything", "train_flag"]
 
 log = logging.getLogger("kpid_core.train")
 CHECKPOINT_FILE = "train_state.pt"
@@ -77,8 +77,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _flag(value: str, device: torch.device) -> bool:
+def train_flag(value: str, device: torch.device) -> bool:
+    """Resolve an ``auto``/``on``/``off`` switch (``train.amp``, ``train.channels_last``).
+
+    Args:
+        value: ``auto``, ``on`` or ``off``.
+        device: the resolved device (``auto`` means on for CUDA, off otherwise).
+
+    Returns:
+        Whether the switch is on.
+    """
     return value == "on" or (value == "auto" and device.type == "cuda")
+
+
+_flag = train_flag
 
 
 def _progress(iterable, desc: str, total: int | None = None, disable: bool = False):

@@ -27,14 +27,15 @@ from kpid_core.data import DataBundle, build_data
 from kpid_core.distill import DistillLoss
 from kpid_core.errors import NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save, atomic_write_text
+from kpid_core.latency_table import LatencySettings, paired_latency
 from kpid_core.models import build_model, default_taps, model_in_channels
 from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
-from kpid_core.train import evaluate, fit, resolve_device, seed_everything
+from kpid_core.train import evaluate, fit, resolve_device, seed_everything, train_flag
 
 if TYPE_CHECKING:
     from kpid_core.importance import ImportanceScores
 
-__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "load_teacher", "prepare_shared", "run_trial", "teacher_importance",
+__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "latency_settings", "load_teacher", "prepare_shared", "run_trial", "teacher_importance",
            "trial_data"]
 
 log = logging.getLogger("kpid_core.trial")
@@ -313,8 +314,9 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     result = prune_to_budget(dense, _example(data), cfg.prune.budget, scores, min_keep=cfg.prune.min_keep,
                              allocation=cfg.prune.allocation, solver=cfg.prune.solver,
                              normalize=cfg.prune.normalize, linearize=cfg.prune.linearize,
-                             spread=cfg.prune.spread,
-                             model_name=cfg.model.name, model_kwargs=kw)
+                             spread=cfg.prune.spread, cost=cfg.prune.cost, round_to=cfg.prune.round_to,
+                             latency=latency_settings(cfg, device, table=True) if cfg.prune.cost == "latency" else None,
+                             model_name=cfg.model.name, model_kwargs=kw, log=log.info)
     times["prune_s"] = time.perf_counter() - t
     if saved is not None and saved["kept"] != _jsonable(result.kept):
         raise SpecError(f"resume: the prune result differs from the checkpoint in {str(ckdir)!r} "
@@ -330,6 +332,8 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
              "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
              "params_dense": int(result.params_before), "budget": cfg.prune.budget}
+    if cfg.prune.cost != "macs":  # a MAC-budgeted trial reports exactly what it always did
+        facts.update(cost=cfg.prune.cost, cost_ratio=result.cost_ratio)
     log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
              facts["macs_ratio"], cfg.prune.budget)
 
@@ -354,6 +358,12 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     student.eval()
     acc = evaluate(student, data.test, device)
     val_acc = fr.last["accuracy"] if fr.history else evaluate(student, data.val, device)
+    if cfg.latency.measure == "on" or (cfg.latency.measure == "auto" and cfg.prune.cost == "latency"):
+        t = time.perf_counter()
+        facts.update(paired_latency(teacher.model, student, data.input_shape, latency_settings(cfg, device)))
+        times["latency_s"] = time.perf_counter() - t
+        log.info("latency on %s (batch %d): dense %.2f ms, pruned %.2f ms (ratio %.3f)", facts["latency_device"],
+                 cfg.latency.batch, facts["latency_dense_ms"], facts["latency_ms"], facts["latency_ratio"])
     times["total_s"] = time.perf_counter() - t_start
     metrics = {"accuracy": acc, "val_accuracy": val_acc, "teacher_accuracy": teacher.accuracy, **facts,
                "metric": cfg.prune.metric, "status": "finished", "epochs_done": fr.epochs_done,
@@ -365,6 +375,27 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
         save_pruned(result, out / "model", overwrite=True)  # library call: a re-run replaces its own output
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def latency_settings(cfg: TrialConfig, device: torch.device, *, table: bool = False) -> LatencySettings:
+    """The latency measurement settings of a trial: ``cfg.latency`` on the trial's device (unless
+    ``latency.device`` names one), with the trial's AMP and channels_last choices.
+
+    Args:
+        cfg: the trial config.
+        device: the trial's resolved device.
+        table: settings for measuring a latency table (``table_repeats`` rounds) rather than the
+            dense/pruned timing (``repeats``).
+
+    Returns:
+        The settings.
+    """
+    lat = cfg.latency
+    dev = resolve_device(lat.device if lat.device != "auto" else device)
+    return LatencySettings(device=str(dev), batch=lat.batch, threads=lat.threads,
+                           amp=train_flag(cfg.train.amp, dev) and dev.type == "cuda",
+                           channels_last=train_flag(cfg.train.channels_last, dev),
+                           repeats=lat.table_repeats if table else lat.repeats, cache_dir=lat.cache_dir)
 
 
 def _jsonable(kept: Mapping[str, Any]) -> dict[str, list[int]]:

@@ -18,9 +18,11 @@ EXIT_NONFINITE = 3  # training diverged (NaN/Inf loss)
 
 _EPILOG = """\
 Without --config the bundled digits task runs (scikit-learn's digits, offline; about a minute on
-2 CPU cores). Keys: seed, data.*, model.*, teacher.*, prune.*, distill.*, train.* (see
+2 CPU cores). Keys: seed, data.*, model.*, teacher.*, prune.*, distill.*, train.*, latency.* (see
 kpid_core/configs/trial.yaml); aliases: budget, metric, epochs, lr, kd_weight, inner_weight/gamma,
-temperature, match, dataset, model, allocation.
+temperature, match, dataset, model, allocation, cost, round_to. prune.cost=latency
+budgets a latency table measured per latency.* (device, batch, threads), cached on disk; with
+latency.measure=on (auto: when prune.cost=latency) the trial also times its dense and pruned model.
 
 Writes into --out (which must not exist or be empty): metrics.json, model/ (reload with
 kpid_core.load_pruned), trial.log.

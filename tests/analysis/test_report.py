@@ -166,3 +166,27 @@ def test_cli_out_that_cannot_be_created(results_dir, tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"error: --out: cannot write {str(out)!r}: Not a directory\n", r.stderr
     assert blocker.read_text() == "mine"
+
+
+def test_report_adds_the_latency_front_when_trials_measured_latency(tmp_path, trials_df):
+    """Trials that timed themselves on a named device get a second front on measured latency, which
+    differs from the MAC front when latency does not follow MACs."""
+    df = trials_df.copy()
+    rng = np.random.default_rng(3)
+    # latency that MACs do not predict: a per-trial offset, so the two fronts disagree
+    df["latency_ms"] = df["latency_ms"] + rng.uniform(0.0, 1.5, len(df))
+    df["latency_device"] = np.where(df["latency_ms"].notna(), "cpu: test CPU", None)
+    df["cost"] = "latency"
+    d = tmp_path / "lat"
+    d.mkdir()
+    df.to_parquet(d / "trials.parquet", index=False)
+    written = make_report(d)
+    assert {"pareto_latency.png", "pareto_latency.svg", "pareto_latency.csv"} <= set(written)
+    front = pd.read_csv(d / "report" / "pareto_latency.csv")
+    expected = pareto_front(load_results(d).query("kind == 'pruned'"), x="latency_ms").front
+    assert list(front["trial_id"]) == list(expected["trial_id"])
+    assert front["latency_ms"].is_monotonic_increasing and front["accuracy"].is_monotonic_increasing
+    mac_front = pd.read_csv(d / "report" / "pareto.csv")
+    assert list(front["trial_id"]) != list(mac_front["trial_id"])
+    summary = (d / "report" / "summary.md").read_text()
+    assert "Pareto front on measured latency" in summary and "cpu: test CPU" in summary

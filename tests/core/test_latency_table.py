@@ -1,0 +1,156 @@
+"""The latency table: what it measures, its cache key and invalidation, paired timing, the CLI and
+the trial config. Timings are measured for real (tiny settings) but never asserted."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kpid_core import latency_table as lt
+from kpid_core.config import TrialConfig
+from kpid_core.errors import ConfigError
+from kpid_core.groups import find_groups
+from kpid_core.models import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    return build_model("mobilenet_v3_small", num_classes=10).eval()
+
+
+def _settings(tmp_path, **kw):
+    return lt.LatencySettings(batch=kw.pop("batch", 1), repeats=1, cache_dir=str(tmp_path / "cache"),
+                              min_sample_s=0.001, **kw)
+
+
+def test_table_rows_follow_the_mac_trace_and_time_what_follows(tiny, tmp_path):
+    G = find_groups(copy.deepcopy(tiny), (3, 16, 16))
+    t = lt.measure_table(G.model, G, _settings(tmp_path))
+    assert t.names == [lay.name for lay in G.layers]
+    assert len(t.a) == len(t.b) == len(t.d) == len(t.names)
+    assert min(t.a) >= 0 and min(t.b) >= 0
+    # BN and activations are timed with the conv before them; SE's pooling with the depthwise conv
+    assert t.followers[0][:2] == ["BatchNorm2d", "Hardswish"]
+    assert any("AdaptiveAvgPool2d" in f for f in t.followers)
+    assert t.offset_s is not None and 0.5 <= t.scale <= 3.0
+    assert {"w0.5_measured_ratio", "w0.5_table_ratio", "w0.5_calibrated_ratio"} <= set(t.reference)
+    cm = lt.latency_cost(G, t)
+    assert cm.total() == pytest.approx(t.dense_s * 1e6)  # calibrated: the dense total is the measured one
+
+
+def test_cache_key_hits_and_invalidation(tiny, tmp_path, monkeypatch):
+    G = find_groups(copy.deepcopy(tiny), (3, 16, 16))
+    s = _settings(tmp_path)
+    calls = []
+    real = lt.measure_table
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(lt, "measure_table", counting)
+    t1 = lt.latency_table(G.model, G, s)
+    files = list((tmp_path / "cache").glob("*.json"))
+    assert len(calls) == 1 and len(files) == 1
+    key = json.loads(files[0].read_text())["key"]
+    assert {"arch", "input", "device", "batch", "dtype", "threads", "amp", "channels_last", "torch"} <= set(key)
+    assert lt.latency_table(G.model, G, s) == t1 and len(calls) == 1  # cached: not measured again
+
+    lt.latency_table(G.model, G, _settings(tmp_path, batch=2))  # another batch: another table
+    assert len(calls) == 2 and len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+    data = json.loads(files[0].read_text())  # a file whose stored key differs (older torch) is stale
+    data["key"]["torch"] = "0.0"
+    files[0].write_text(json.dumps(data))
+    lt.latency_table(G.model, G, s)
+    assert len(calls) == 3 and json.loads(files[0].read_text())["key"]["torch"] == torch.__version__
+
+    files[0].write_text("{not json")  # corrupt: measured again and replaced
+    lt.latency_table(G.model, G, s)
+    assert len(calls) == 4 and json.loads(files[0].read_text())["key"] == key
+
+
+def test_arch_hash_changes_with_architecture_and_input(tiny):
+    h = lt.arch_hash(tiny, (3, 16, 16))
+    assert h == lt.arch_hash(copy.deepcopy(tiny), (3, 16, 16))
+    assert h != lt.arch_hash(tiny, (3, 64, 64))
+    assert h != lt.arch_hash(build_model("mobilenet_v3_small", num_classes=10, width=0.5), (3, 16, 16))
+
+
+def test_paired_latency_names_the_device(tiny, tmp_path):
+    pruned = build_model("mobilenet_v3_small", num_classes=10, width=0.5)
+    out = lt.paired_latency(tiny, pruned, (3, 16, 16), _settings(tmp_path, batch=2))
+    assert out["latency_device"].startswith("cpu: ") and out["latency_batch"] == 2
+    assert out["latency_ms"] > 0 and out["latency_dense_ms"] > 0 and out["latency_ratio"] > 0
+
+
+def test_settings_and_config_reject_bad_values():
+    with pytest.raises(ConfigError, match="latency batch must be a whole number >= 1"):
+        lt.LatencySettings(batch=0).check()
+    with pytest.raises(ConfigError, match="allowed values are cpu, cuda"):
+        lt.LatencySettings(device="tpu").check()
+    with pytest.raises(ConfigError, match="prune.cost='flops' is not allowed; allowed values: macs, params, latency"):
+        TrialConfig.from_dict({"cost": "flops"})
+    with pytest.raises(ConfigError, match="prune.round_to=12 is not allowed"):
+        TrialConfig.from_dict({"round_to": 12})
+    with pytest.raises(ConfigError, match="latency.batch"):
+        TrialConfig.from_dict({"latency": {"batch": 0}})
+    cfg = TrialConfig.from_dict({"cost": "latency", "round_to": 8, "latency.measure": False})
+    assert (cfg.prune.cost, cfg.prune.round_to, cfg.latency.measure) == ("latency", 8, "off")
+    with pytest.raises(ConfigError, match="latency.measure='sometimes' is not allowed; allowed values: auto, on, off"):
+        TrialConfig.from_dict({"latency.measure": "sometimes"})
+
+
+def _cli(*args, tmp_path):
+    return subprocess.run([sys.executable, "-m", "kpid_core", *args], check=False, cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                                            "KPID_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+
+
+def test_cli_prune_cost_latency(tmp_path):
+    r = _cli("prune", "--model", "mobilenet_v3_small", "--input", "32", "--budget", "0.9", "--metric", "l1",
+             "--cost", "latency", "--batch", "2", "--table-repeats", "1", "--round-to", "8",
+             "--out", str(tmp_path / "out"), "--json", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["cost"] == "latency" and out["cost_ratio"] <= 0.9 and out["round_to"] == 8
+    spec = json.loads((tmp_path / "out" / "spec.json").read_text())
+    assert spec["cost"] == "latency" and spec["latency_settings"]["batch"] == 2
+    assert list((tmp_path / "cache" / "latency").glob("*.json"))
+
+
+@pytest.mark.parametrize("bad, field", [(["--cost", "flops"], "--cost"), (["--round-to", "12"], "--round-to"),
+                                        (["--batch", "0"], "--batch"),
+                                        (["--device", "cuda", "--cost", "latency"], "latency device"),
+                                        (["--batch", "4"], "--device/--batch")])
+def test_cli_prune_bad_latency_values_are_one_line_errors(tmp_path, capsys, bad, field):
+    from kpid_core.__main__ import main
+
+    try:
+        rc = main(["prune", "--model", "mobilenet_v3_small", "--budget", "0.5", "--metric", "l1",
+                   "--out", str(tmp_path / "bad"), *bad])
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, (bad, err)
+    assert len(err.strip().splitlines()) == 1 and field in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_yaml_on_off_switches_are_read_as_words():
+    """``--set train.amp=on`` (YAML 1.1 reads on/off as booleans) is the switch, not a type error."""
+    from kpid_core.config import load_config
+
+    cfg = load_config(None, ["train.amp=on", "train.channels_last=off"])
+    assert (cfg.train.amp, cfg.train.channels_last) == ("on", "off")
+    with pytest.raises(ConfigError, match="prune.metric=True has the wrong type"):
+        load_config(None, ["prune.metric=on"])  # only the on/off switches take booleans
