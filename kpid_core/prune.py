@@ -123,10 +123,21 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ConfigError("model_kwargs must be a dict")
 
+    # the same result inside torch.no_grad() / torch.inference_mode() as outside
+    with torch.inference_mode(False), torch.enable_grad():
+        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
+                      spread, model_name, model_kwargs)
+
+
+def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min_keep: float, allocation: str,
+           solver: str, normalize: str, linearize: str, spread: float, model_name: str | None,
+           model_kwargs: dict | None) -> PruneResult:
     work = copy.deepcopy(model)
     was_training = model.training
     p = next(iter(work.parameters()), None)
-    x = example_input if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input)
+    x = example_input.clone() if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input[-3:])
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
     if p is not None:
         x = x.to(p.device)
     input_shape = tuple(int(s) for s in x.shape[1:])
@@ -137,6 +148,10 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
                     normalize=normalize, linearize=linearize, spread=spread)
     cmap, dense_sizes = remove_channels(work, groups, kept)
+    # torch-pruning replaces resized parameters by new ones (requires_grad=True): keep the user's flags
+    flags = {n: q.requires_grad for n, q in model.named_parameters()}
+    for n, q in work.named_parameters():
+        q.requires_grad_(flags.get(n, q.requires_grad))
 
     work.train(was_training)
     macs_after = count_macs(work, input_shape)
