@@ -196,7 +196,7 @@ class TrialConfig:
         """Check every value once; raise ConfigError naming the field and the allowed values."""
         from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
         from kpid_core.data import AUGMENTS, DATASETS
-        from kpid_core.models import MODEL_NAMES
+        from kpid_core.models import check_model_name
 
         d, m, t, p, k, tr = self.data, self.model, self.teacher, self.prune, self.distill, self.train
         _choice("data.name", d.name, DATASETS, unknown=True)
@@ -204,7 +204,10 @@ class TrialConfig:
             _choice("data.augment", d.augment, AUGMENTS)
         if d.channels is not None:
             _choice("data.channels", d.channels, (1, 3))
-        _choice("model.name", m.name, MODEL_NAMES, unknown=True)
+        try:
+            check_model_name(m.name)
+        except ConfigError as exc:
+            raise type(exc)(f"model.name: {exc}") from None
         _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
         _choice("prune.metric", p.metric, _metrics(), unknown=True)
         _choice("prune.allocation", p.allocation, ALLOCATIONS)
