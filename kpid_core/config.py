@@ -77,7 +77,7 @@ class ModelConfig:
 class TeacherConfig:
     source: str = "train"
     checkpoint: str | None = None
-    weights: str | None = None  # source=pretrained: torchvision enum member name, e.g. "DEFAULT", "IMAGENET1K_V2"
+    weights: str | None = None  # source=pretrained: torchvision enum member ("DEFAULT", "IMAGENET1K_V2"); timm: a file
     epochs: int = 15
     lr: float = 0.1
     cache_dir: str | None = None

@@ -80,6 +80,19 @@ def _is_grouped(m: nn.Module) -> bool:
 _SPLIT_OPS = ("_SplitOp", "_UnbindOp", "_SliceOp")
 
 
+def _refuse_channel_slices(model: nn.Module, dg: Any) -> None:
+    """Refuse a model that slices its channels (``x[:, a:b]``): its slice bounds live in its code,
+    and torch-pruning's group search through such slices can run for many minutes (timm's ReXNet
+    adds its residual to ``x[:, 0:c]``)."""
+    for node in dg.module2node.values():
+        op = node.module
+        if type(op).__name__ == "_SliceOp" and getattr(op, "dim", None) == 1:
+            end = "" if op.end is None or op.end >= 1 << 62 else op.end
+            raise UnsupportedModelError(
+                f"model {type(model).__name__} cannot be pruned: it slices channels (x[:, {op.start}:{end}], "
+                f"e.g. a residual added to part of the channels), which channel pruning cannot resize")
+
+
 def _dim_size(m: nn.Module, dim: str) -> int:
     """Channels on ``dim`` ("out"/"in") of a module with channel dims (a large number otherwise)."""
     if isinstance(m, nn.modules.conv._ConvNd):
@@ -250,6 +263,7 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
                 p.requires_grad_(True)
             try:
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), verbose=False)
+                _refuse_channel_slices(model, dg)
                 raw = list(dg.get_all_groups(ignored_layers=ignored))
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
                 where = exc.__traceback__
