@@ -31,15 +31,15 @@ def _module_attrs(m: nn.Module) -> dict | None:
         return {"type": type(m).__name__, "in_channels": m.in_channels, "out_channels": m.out_channels,
                 "groups": m.groups}
     if isinstance(m, nn.Linear):
-        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features}
+        return {"type": type(m).__name__, "in_features": m.in_features, "out_features": m.out_features}
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return {"type": type(m).__name__, "num_features": m.num_features}
     if isinstance(m, nn.LayerNorm):
-        return {"type": "LayerNorm", "normalized_shape": [int(s) for s in m.normalized_shape]}
+        return {"type": type(m).__name__, "normalized_shape": [int(s) for s in m.normalized_shape]}
     if isinstance(m, nn.GroupNorm):
-        return {"type": "GroupNorm", "num_channels": m.num_channels, "num_groups": m.num_groups}
+        return {"type": type(m).__name__, "num_channels": m.num_channels, "num_groups": m.num_groups}
     if isinstance(m, nn.PReLU):
-        return {"type": "PReLU", "num_parameters": m.num_parameters}
+        return {"type": type(m).__name__, "num_parameters": m.num_parameters}
     return None
 
 
