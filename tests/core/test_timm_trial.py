@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -12,7 +10,6 @@ from kpid_core.__main__ import main
 from kpid_core.config import load_config
 from kpid_core.errors import ConfigError, SpecError
 from kpid_core.models import build_model
-from kpid_core.prune import load_pruned
 from kpid_core.teacher import get_teacher, timm_weights_path
 from kpid_core.trial import trial_data
 
@@ -58,16 +55,10 @@ def test_timm_pretrained_teacher_from_hf_cache_or_file(tmp_path, monkeypatch):
 
 
 def test_trial_on_a_timm_model_by_name(tmp_path, capsys):
-    out = tmp_path / "run"
-    args = ["trial", "--set", f"model={MODEL}", "--set", "teacher.epochs=1", "--set", "epochs=1",
-            "--set", "data.train_size=300", "--set", "prune.importance_batches=2", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["status"] == "finished" and m["config"]["model"]["name"] == MODEL
-    assert 0.495 <= m["macs_ratio"] <= 0.5
-    model = load_pruned(out / "model").eval()  # rebuilt by name: timm:lcnet_050 with the digits' 1 channel
-    assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 10)
-    capsys.readouterr()
+    """A trial config takes timm:NAME (the sweep test runs one); a wrong name fails in one line."""
+    cfg = load_config(overrides=[f"model={MODEL}"])
+    assert cfg.model.name == MODEL
     assert main(["trial", "--set", "model=timm:lcnet_05", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "close matches: " in err and "timm:lcnet_050" in err
+    assert not (tmp_path / "bad").exists()
