@@ -265,7 +265,7 @@ _FLEXIBLE_INPUT = {"resnet20", "resnet56", "resnet110", "digits_resnet"}
 def _timm():
     """The timm module, or a one-line error naming the extra that installs it."""
     try:
-        import timm  # noqa: F401 (timm imports torchvision, already guarded above)
+        import timm
     except ImportError:
         raise ConfigError(f"timm models ({TIMM_PREFIX}NAME) need the optional timm extra: {_TIMM_HINT}") from None
     return timm

@@ -137,8 +137,8 @@ def test_pruning_ignores_grad_flags_mode_and_grad_context():
     assert res.kept == ref
     assert [p.requires_grad for p in frozen.parameters()] == flags and frozen.training  # input untouched
     assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())
-    pruned_flags = dict((n, p.requires_grad) for n, p in res.model.named_parameters())
-    assert pruned_flags == dict((n, p.requires_grad) for n, p in frozen.named_parameters())
+    pruned_flags = {n: p.requires_grad for n, p in res.model.named_parameters()}
+    assert pruned_flags == {n: p.requires_grad for n, p in frozen.named_parameters()}
 
 
 def test_count_macs_takes_both_shapes():
