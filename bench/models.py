@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench._header import command_line, header_lines  # noqa: E402
+from bench._header import command_line, header_lines
 
 # The smallest model of each timm CNN family (one name per family).
 TIMM_FAMILIES = {
@@ -113,7 +113,7 @@ def _in_subprocess(name: str, size: int | None, timeout: float) -> dict:
     if size:
         cmd += ["--input", str(size)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         if lines:
             return json.loads(lines[-1])
@@ -154,10 +154,11 @@ def readme_table(rows: list[dict]) -> str:
 
 def update_readme(path: str, rows: list[dict]) -> None:
     """Replace the README's generated model table (between the markers) with :func:`readme_table`."""
-    text = open(path).read()
+    from pathlib import Path
+
+    text = Path(path).read_text()
     a, b = text.index(README_BEGIN), text.index(README_END) + len(README_END)
-    with open(path, "w") as f:
-        f.write(text[:a] + readme_table(rows) + text[b:])
+    Path(path).write_text(text[:a] + readme_table(rows) + text[b:])
 
 
 def read_csv(path: str) -> list[dict]:

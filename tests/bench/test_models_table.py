@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # bench/ is a script folder, not an installed package: make it importable under plain `pytest`
 sys.path.insert(0, str(ROOT))
 
-from bench.models import COLUMNS, read_csv, readme_table  # noqa: E402
+from bench.models import COLUMNS, read_csv, readme_table
 
 
 def test_readme_model_table_is_generated_from_the_benchmark_csv():
