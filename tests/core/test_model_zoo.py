@@ -134,6 +134,8 @@ def test_pruning_ignores_grad_flags_mode_and_grad_context():
         res = prune_to_budget(frozen, torch.zeros(1, 3, 32, 32), 0.5)
     with torch.no_grad():
         assert prune_to_budget(frozen, (3, 32, 32), 0.5).kept == ref
+    assert prune_to_budget(frozen.eval(), (3, 32, 32), 0.5).kept == ref
+    frozen.train()
     assert res.kept == ref
     assert [p.requires_grad for p in frozen.parameters()] == flags and frozen.training  # input untouched
     assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())
