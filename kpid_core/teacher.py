@@ -123,7 +123,8 @@ def timm_weights_path(model_name: str, weights: str | None = None) -> tuple[dict
 
     Args:
         model_name: ``timm:NAME``, optionally ``timm:NAME.TAG`` (a pretrained tag, e.g. ``resnet50.a1_in1k``).
-        weights: a file (``.safetensors``, ``.pth``, ``.bin``) holding the state dict; None = the cache.
+        weights: a file (``.safetensors``, ``.pth``, ``.bin``) holding the state dict; None or
+            ``"DEFAULT"`` = the cache.
 
     Returns:
         ``({"num_classes", "hf_hub_id", ...}, path)``; the path may not exist (the caller says where
@@ -142,7 +143,7 @@ def timm_weights_path(model_name: str, weights: str | None = None) -> tuple[dict
     if cfg is None:
         raise ConfigError(f"teacher.source=pretrained: timm has no pretrained weights for {model_name!r}")
     info = cfg.to_dict()
-    if weights:
+    if weights and weights != "DEFAULT":
         return info, Path(os.path.expanduser(weights))
     repo = info.get("hf_hub_id")
     if not repo:
