@@ -1,7 +1,7 @@
 """Every model by name: prune to 0.5 → forward/backward → save → load → identical outputs.
 
 For each torchvision classifier (its whole classification registry) and the smallest model of 30+
-timm CNN families, in a subprocess of its own (a hung or crashing model cannot stop the run):
+timm CNN families, each stopped after ``--timeout`` seconds (``--isolate``: in a subprocess of its own):
 
 * ``kpid``: ``prune_to_budget(model, input, 0.5)`` with the data-free L1 scores, then a training-mode
   forward/backward of the pruned model, ``save_pruned`` → ``load_pruned`` and a bit-for-bit
@@ -119,6 +119,30 @@ def run_one(name: str, size: int | None, budget: float = 0.5) -> dict:
     return row
 
 
+class _Timeout(BaseException):  # not an Exception: run_one must not record it as one
+    pass
+
+
+def _in_process(name: str, size: int | None, timeout: float) -> dict:
+    """:func:`run_one` in this process, stopped by SIGALRM after ``timeout`` seconds (the slow parts
+    are Python loops, which the signal interrupts)."""
+    import signal
+
+    def stop(signum, frame):
+        raise _Timeout
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(max(1, int(timeout)))
+    try:
+        return run_one(name, size)
+    except _Timeout:
+        return {c: None for c in COLUMNS} | {"model": name, "status": "error", "message": f"timeout after {timeout:g} s",
+                                             "source": "timm" if name.startswith("timm:") else "torchvision"}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def _in_subprocess(name: str, size: int | None, timeout: float) -> dict:
     cmd = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--worker", name]
     if size:
@@ -191,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md", default=None, help="write the markdown table here")
     p.add_argument("--readme", default=None, metavar="README", help="regenerate this README's model table")
     p.add_argument("--from-csv", default=None, metavar="CSV", help="no run: read rows from this CSV")
+    p.add_argument("--isolate", action="store_true",
+                   help="run each model in a subprocess of its own (a crash cannot stop the run; ~10-40 s of "
+                        "imports per model)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.input is not None and args.input < 1:
@@ -205,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         size = 32 if args.quick and args.input is None else args.input
         rows = []
         for i, name in enumerate(names, 1):
-            rows.append(_in_subprocess(name, size, args.timeout))
+            rows.append((_in_subprocess if args.isolate else _in_process)(name, size, args.timeout))
             r = rows[-1]
             print(f"[{i}/{len(names)}] {name}: {r['status']} ratio={r['macs_ratio']} kpid_s={r['kpid_s']} "
                   f"tp_s={r['tp_s']} {(r['message'] or '')[:100]}", flush=True)
