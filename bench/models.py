@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--isolate", action="store_true",
                    help="run each model in a subprocess of its own (a crash cannot stop the run; ~10-40 s of "
                         "imports per model)")
+    p.add_argument("--note", action="append", default=[], help="an extra line for the markdown head (repeatable)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.input is not None and args.input < 1:
@@ -243,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.md:
         cmd = command_line("bench/models.py", [a for a in (argv if argv is not None else sys.argv[1:])])
         with open(args.md, "w") as f:
-            f.write("\n".join(header_lines("Every model by name: prune 0.5 → save → load", cmd) + markdown_table(rows))
-                    + "\n")
+            notes = [f"Input: {args.input or 'each model’s own size'} px; budget 0.5; data-free L1 scores; "
+                     "random init (landing and reload do not depend on the weights)",
+                     "status: ok = MAC ratio within 0.5 % of 0.5, forward/backward ran, and the reloaded model's "
+                     "outputs equal the pruned model's bit for bit; refused / infeasible = one-line KPID error; "
+                     "error = anything else (incl. timeouts)",
+                     "kpid s = prune_to_budget alone; Torch-Pruning s = its global magnitude pruner on the same "
+                     "model in the same process, 10 steps, stopped at the first step under the budget (TP ratio)",
+                     *(f"Run: {n}" for n in args.note)]
+            f.write("\n".join(header_lines("Every model by name: prune 0.5 → save → load", cmd, notes=notes)
+                              + markdown_table(rows)) + "\n")
     if args.readme:
         update_readme(args.readme, rows)
     return 0
