@@ -244,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.md:
         cmd = command_line("bench/models.py", [a for a in (argv if argv is not None else sys.argv[1:])])
         with open(args.md, "w") as f:
-            notes = [f"Input: {args.input or 'each model’s own size'} px; budget 0.5; data-free L1 scores; "
-                     "random init (landing and reload do not depend on the weights)",
-                     "status: ok = MAC ratio within 0.5 % of 0.5, forward/backward ran, and the reloaded model's "
+            notes = [(f"Input: {args.input or 'each model’s own size'} px; budget 0.5; data-free L1 scores; "
+                     "random init (landing and reload do not depend on the weights)"),
+                     ("status: ok = MAC ratio within 0.5 % of 0.5, forward/backward ran, and the reloaded model's "
                      "outputs equal the pruned model's bit for bit; refused / infeasible = one-line KPID error; "
-                     "error = anything else (incl. timeouts)",
-                     "kpid s = prune_to_budget alone; Torch-Pruning s = its global magnitude pruner on the same "
-                     "model in the same process, 10 steps, stopped at the first step under the budget (TP ratio)",
+                     "error = anything else (incl. timeouts)"),
+                     ("kpid s = prune_to_budget alone; Torch-Pruning s = its global magnitude pruner on the same "
+                     "model in the same process, 10 steps, stopped at the first step under the budget (TP ratio)"),
                      *(f"Run: {n}" for n in args.note)]
             f.write("\n".join(header_lines("Every model by name: prune 0.5 → save → load", cmd, notes=notes)
                               + markdown_table(rows)) + "\n")
