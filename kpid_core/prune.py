@@ -25,7 +25,7 @@ from kpid_core.allocation import (
     check_fraction,
     score_vectors,
 )
-from kpid_core.errors import ConfigError, UnknownNameError
+from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
 from kpid_core.macs import count_macs, count_params
@@ -106,6 +106,7 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         ConfigError: a bad ``budget``, ``min_keep`` or ``model_kwargs``.
         UnknownNameError: an unknown ``allocation`` or ``solver``.
         InfeasibleBudgetError: the ``min_keep`` floors alone exceed the budget.
+        UnsupportedModelError: a structure the engine cannot prune (the message names the operation).
         SpecError: ``scores`` do not match the model.
     """
     budget = check_fraction("budget", budget)
@@ -154,7 +155,13 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
         q.requires_grad_(flags.get(n, q.requires_grad))
 
     work.train(was_training)
-    macs_after = count_macs(work, input_shape)
+    try:
+        macs_after = count_macs(work, input_shape)
+    except RuntimeError as exc:  # a layer kept channel-sized state that torch-pruning did not resize
+        raise UnsupportedModelError(
+            f"model {type(model).__name__} cannot be pruned: after its channels were removed its forward fails "
+            f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
+            f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
     expected = groups.macs({k: len(v) for k, v in kept.items()})
     if macs_after != expected or macs_after > math.floor(budget * macs_before):
         raise RuntimeError(f"internal: pruned model has {macs_after} MACs, MAC model predicted {expected}, "

@@ -156,3 +156,10 @@ def test_models_command_lists_names_and_refusals(capsys):
     assert "timm: installed" in out["timm"]
     assert main(["models", "--timm", "ghostnet*"]) == 0
     assert "timm:ghostnet_100" in capsys.readouterr().out
+
+
+def test_a_layer_with_channel_sized_state_fails_in_one_line():
+    """timm's NF-ResNet: ScaledStdConv2d's gain is not resized by torch-pruning; one line, not a traceback."""
+    with pytest.raises(UnsupportedModelError, match="forward fails") as e:
+        prune_to_budget(build_model("timm:nf_resnet26", 10), (3, 32, 32), 0.5)
+    assert "\n" not in str(e.value)
