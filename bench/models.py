@@ -171,6 +171,25 @@ def markdown_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def summary(rows: list[dict]) -> list[str]:
+    """Counts per source and status, and Torch-Pruning's time over ours, paired per model
+    (median and quartiles over the models where both ran)."""
+    import numpy as np
+
+    out = []
+    for src in ("torchvision", "timm"):
+        mine = [r for r in rows if r["source"] == src]
+        counts = {st: sum(r["status"] == st for r in mine) for st in ("ok", "refused", "infeasible", "wrong", "error")}
+        out.append(f"{src}: {len(mine)} models; " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    ratios = np.array([float(r["tp_s"]) / float(r["kpid_s"]) for r in rows
+                       if r["status"] == "ok" and r["tp_s"] not in (None, "") and r["kpid_s"]])
+    if ratios.size:
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        out.append(f"Torch-Pruning time / kpid time, paired per model ({ratios.size} models where both ran): "
+                   f"median {med:.2f}, quartiles {q1:.2f}–{q3:.2f}")
+    return out
+
+
 def readme_table(rows: list[dict]) -> str:
     """The README's model list, derived from the benchmark's rows only."""
     def names(src: str, status: str) -> str:
@@ -253,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                      "model in the same process, 10 steps, stopped at the first step under the budget (TP ratio)"),
                      *(f"Run: {n}" for n in args.note)]
             f.write("\n".join(header_lines("Every model by name: prune 0.5 → save → load", cmd, notes=notes)
-                              + markdown_table(rows)) + "\n")
+                              + [f"- {line}" for line in summary(rows)] + [""] + markdown_table(rows)) + "\n")
     if args.readme:
         update_readme(args.readme, rows)
     return 0
