@@ -165,7 +165,8 @@ def markdown_table(rows: list[dict]) -> list[str]:
     out = ["| model | status | MACs (dense) | MAC ratio | reload identical | kpid s | Torch-Pruning s | TP ratio | note |",
            "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
-        out.append(f"| {r['model']} | {r['status']} | {r['macs_dense'] or ''} | {r['macs_ratio'] or ''} | "
+        macs = "" if r["macs_dense"] in (None, "") else int(float(r["macs_dense"]))
+        out.append(f"| {r['model']} | {r['status']} | {macs} | {r['macs_ratio'] or ''} | "
                    f"{'' if r['reload_equal'] is None else r['reload_equal']} | {r['kpid_s'] or ''} | "
                    f"{r['tp_s'] or ''} | {r['tp_ratio'] or ''} | {(r['message'] or '')[:140]} |")
     return out
@@ -195,7 +196,7 @@ def readme_table(rows: list[dict]) -> str:
     def names(src: str, status: str) -> str:
         return ", ".join(r["model"] for r in rows if r["source"] == src and r["status"] == status) or "none"
 
-    lines = [README_BEGIN]
+    lines = [README_BEGIN, f"{len(rows)} names measured (see bench/BENCHMARKS.models.md):", ""]
     for src in ("torchvision", "timm"):
         n_ok = sum(r["source"] == src and r["status"] == "ok" for r in rows)
         lines.append(f"- **{src}, prune to 0.5 within 0.5 % and reload identically ({n_ok}):** {names(src, 'ok')}")
