@@ -161,6 +161,41 @@ def _whole(text: str) -> int:
     return n
 
 
+def _model_rows(timm_pattern: str | None) -> list[dict]:
+    """One row per model name: ``name``, ``source`` and ``status`` (``ok`` or why it is refused)."""
+    from kpid_core import models
+
+    rows = [{"name": n, "source": "torchvision" if n in models.TORCHVISION_MODELS else "kpid", "status": "ok"}
+            for n in models.MODEL_NAMES]
+    for n in models.TORCHVISION_REFUSED:
+        try:
+            models.check_model_name(n)
+        except Exception as exc:  # noqa: BLE001 (the reason is the row's content)
+            rows.append({"name": n, "source": "torchvision", "status": f"refused: {exc}"})
+    if timm_pattern is not None:
+        rows += [{"name": n, "source": "timm", "status": "available"} for n in models.timm_models(timm_pattern)]
+    return rows
+
+
+def _cmd_models(args) -> int:
+    from kpid_core import models
+
+    rows = _model_rows(args.timm)
+    try:
+        timm_note = f"timm: installed; {len(models.timm_models())} CNNs as timm:NAME (list them with --timm 'PATTERN')"
+    except Exception as exc:  # noqa: BLE001 (timm missing: say how to get it)
+        timm_note = f"timm: {exc}"
+    if args.json:
+        print(json.dumps({"models": rows, "timm": timm_note}))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<28} {r['source']:<12} {r['status']}")
+    print(timm_note)
+    print("your own: package.module:function (called as function(num_classes=N, **kwargs)), or any nn.Module "
+          "through the Python API")
+    return 0
+
+
 def _pixels(text: str) -> int:
     try:
         n = int(text)
@@ -202,7 +237,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sub.required = True
 
     def common(sp):
-        sp.add_argument("--model", required=True, help="registry model name (e.g. resnet50, mobilenet_v3_large)")
+        sp.add_argument("--model", required=True,
+                        help="model name: a torchvision classifier (resnet50, mobilenet_v3_large, ...), timm:NAME "
+                             "(timm extra), package.module:function (your factory), or a built-in "
+                             "(digits_resnet, resnet20); `python -m kpid_core models` lists them")
         sp.add_argument("--input", type=_pixels, default=224, metavar="PIXELS",
                         help="square input resolution MACs are counted at (default 224)")
         sp.add_argument("--num-classes", type=int, default=None, metavar="N",
@@ -213,6 +251,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     common(m)
     m.add_argument("--breakdown", action="store_true", help="also list every conv/linear layer's MACs")
     m.set_defaults(func=_cmd_macs)
+
+    ms = sub.add_parser("models", help="list the model names the CLI, trial configs and sweeps accept")
+    ms.add_argument("--timm", nargs="?", const="*", default=None, metavar="PATTERN",
+                    help="also list timm's CNNs matching a shell-style PATTERN (default: all), e.g. 'resnet*'")
+    ms.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ms.set_defaults(func=_cmd_models)
 
     pr = sub.add_parser("prune", help="prune a model to a MAC (or params, latency) budget and save spec.json + weights.pt")
     common(pr)

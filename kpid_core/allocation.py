@@ -272,9 +272,14 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     floor_cost = cm.total(floors)
     if floor_cost > budget_cost:
         min_budget = floor_cost / dense
+        # cost that no kept count changes: layers no prunable group reaches (channel splits,
+        # grouped convolutions), named so that the user is not sent chasing min_keep alone
+        fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
+        why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned (channel splits, "
+               f"grouped convolutions)" if fixed > 0.05 else "")
         raise InfeasibleBudgetError(
             f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
-            f"costs {min_budget:.4f} of the dense {cm.unit}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
+            f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
             f"or a smaller min_keep", min_budget)
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]

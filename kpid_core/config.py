@@ -80,7 +80,7 @@ class ModelConfig:
 class TeacherConfig:
     source: str = "train"
     checkpoint: str | None = None
-    weights: str | None = None  # source=pretrained: torchvision enum member name, e.g. "DEFAULT", "IMAGENET1K_V2"
+    weights: str | None = None  # source=pretrained: torchvision enum member ("DEFAULT", "IMAGENET1K_V2"); timm: a file
     epochs: int = 15
     lr: float = 0.1
     cache_dir: str | None = None
@@ -216,7 +216,7 @@ class TrialConfig:
         """Check every value once; raise ConfigError naming the field and the allowed values."""
         from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
         from kpid_core.data import AUGMENTS, DATASETS
-        from kpid_core.models import MODEL_NAMES
+        from kpid_core.models import check_model_name
 
         d, m, t, p, k, tr = self.data, self.model, self.teacher, self.prune, self.distill, self.train
         _choice("data.name", d.name, DATASETS, unknown=True)
@@ -224,7 +224,10 @@ class TrialConfig:
             _choice("data.augment", d.augment, AUGMENTS)
         if d.channels is not None:
             _choice("data.channels", d.channels, (1, 3))
-        _choice("model.name", m.name, MODEL_NAMES, unknown=True)
+        try:
+            check_model_name(m.name)
+        except ConfigError as exc:
+            raise type(exc)(f"model.name: {exc}") from None
         _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
         _choice("prune.metric", p.metric, _metrics(), unknown=True)
         _choice("prune.allocation", p.allocation, ALLOCATIONS)

@@ -12,6 +12,7 @@ __all__ = [
     "SpecError",
     "StorageError",
     "UnknownNameError",
+    "UnsupportedModelError",
 ]
 
 
@@ -28,6 +29,11 @@ class UnknownNameError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedModelError(ConfigError):
+    """A model whose structure the engine cannot prune (e.g. a vision transformer, a channel shuffle);
+    the message names the model and the operation."""
 
 
 class InfeasibleBudgetError(KPIDError, ValueError):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpid_core.errors import ConfigError
+from kpid_core.errors import ConfigError, UnsupportedModelError
 from kpid_core.macs import LayerMACs, trace_layers
 
 __all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups", "is_depthwise"]
@@ -74,6 +74,33 @@ def is_depthwise(m: nn.Module) -> bool:
 
 def _is_grouped(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not is_depthwise(m)
+
+
+# torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph
+_SPLIT_OPS = ("_SplitOp", "_UnbindOp", "_SliceOp")
+
+
+def _refuse_channel_slices(model: nn.Module, dg: Any) -> None:
+    """Refuse a model that slices its channels (``x[:, a:b]``): its slice bounds live in its code,
+    and torch-pruning's group search through such slices can run for many minutes (timm's ReXNet
+    adds its residual to ``x[:, 0:c]``)."""
+    for node in dg.module2node.values():
+        op = node.module
+        if type(op).__name__ == "_SliceOp" and getattr(op, "dim", None) == 1:
+            end = "" if op.end is None or op.end >= 1 << 62 else op.end
+            raise UnsupportedModelError(
+                f"model {type(model).__name__} cannot be pruned: it slices channels (x[:, {op.start}:{end}], "
+                f"e.g. a residual added to part of the channels), which channel pruning cannot resize")
+
+
+def _dim_size(m: nn.Module, dim: str) -> int:
+    """Channels on ``dim`` ("out"/"in") of a module with channel dims (a large number otherwise)."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels if dim == "out" else m.in_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features if dim == "out" else m.in_features
+    w = getattr(m, "weight", None)
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() >= 1 else 1 << 62
 
 
 def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
@@ -228,9 +255,28 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():  # tracing relies on autograd
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
-            raw = list(dg.get_all_groups(ignored_layers=ignored))
+        with torch.inference_mode(False), torch.enable_grad():  # tracing relies on autograd
+            # frozen weights (requires_grad=False) leave no autograd graph to trace: unfreeze
+            # while tracing, then restore every flag
+            frozen = [p for p in model.parameters() if not p.requires_grad]
+            for p in frozen:
+                p.requires_grad_(True)
+            try:
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), verbose=False)
+                _refuse_channel_slices(model, dg)
+                raw = list(dg.get_all_groups(ignored_layers=ignored))
+            except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
+                where = exc.__traceback__
+                while where.tb_next is not None:
+                    where = where.tb_next
+                op = where.tb_frame.f_code.co_name
+                hint = "; a reshape that mixes channels, e.g. ShuffleNet's channel shuffle" if "reshape" in op else ""
+                raise UnsupportedModelError(
+                    f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
+                    f"dependencies ({type(exc).__name__} in {op}{hint})") from None
+            finally:
+                for p in frozen:
+                    p.requires_grad_(False)
     finally:
         model.train(was_training)
 
@@ -247,6 +293,12 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
         ok = True
         for item in grp:
             mod = item.dep.target.module
+            if type(mod).__name__ in _SPLIT_OPS:
+                # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
+                # its own code or attributes, which torch-pruning cannot update: pruning either side
+                # would break it (ShuffleNetV2, CSPNet, MixNet's mixed convs)
+                ok = False
+                break
             name = names.get(mod)
             if name is None or not isinstance(mod, nn.Module):
                 continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
@@ -254,6 +306,9 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
                 ok = False
                 break
             dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            if max(item.idxs, default=0) >= _dim_size(mod, dim):
+                ok = False  # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+                break
             root_idxs = [int(r) for r in item.root_idxs]
             counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
             if len(counts) != size or counts.min() != counts.max():

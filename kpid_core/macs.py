@@ -75,14 +75,17 @@ def _channels(module: nn.Module) -> tuple[int, int, int]:
 
 
 def _input_for(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 4:  # (1, C, H, W), as prune_to_budget takes it: MACs are per image anyway
+        shape = shape[1:]
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.zeros((1, *tuple(int(s) for s in input_shape)), device=device, dtype=dtype)
+    return torch.zeros((1, *shape), device=device, dtype=dtype)
 
 
 def macs_breakdown(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> list[LayerMACs]:
-    """Per-layer MACs for one image of shape ``input_shape`` (C, H, W), in execution order.
+    """Per-layer MACs for one image of shape ``input_shape`` ((C, H, W) or (1, C, H, W)), in execution order.
 
     A layer called several times (weight sharing) appears once per call.
     """
@@ -127,7 +130,15 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[Lay
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> int:
-    """Multiply-accumulates of conv and linear layers for one image of shape (C, H, W)."""
+    """Multiply-accumulates of conv and linear layers for one image.
+
+    Args:
+        model: any module (run once in eval mode, without gradients).
+        input_shape: (C, H, W), or (1, C, H, W) as :func:`~kpid_core.prune.prune_to_budget` takes it.
+
+    Returns:
+        MACs for one image.
+    """
     return int(sum(r.macs for r in macs_breakdown(model, input_shape)))
 
 

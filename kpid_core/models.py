@@ -1,31 +1,46 @@
 """Model registry: every architecture the project can build, by name.
 
 A dense model must be rebuildable from ``(name, kwargs)`` alone: pruned-model specs store exactly
-that, and ``load_pruned`` rebuilds the dense skeleton before resizing it.
+that, and ``load_pruned`` rebuilds the dense skeleton before resizing it. Names are
+
+- the models registered here (CIFAR ResNets, the digits ResNet, and :func:`register` calls);
+- every convolutional classifier in torchvision's registry (its vision transformers, ``vit_*``,
+  ``swin_*``, ``maxvit_t``, are refused: the engine prunes convolution channels, not attention heads);
+- ``timm:NAME`` for timm's models (timm is the optional extra ``kpid-sweep[timm]``);
+- ``package.module:function``, a user's factory ``function(num_classes=..., **kwargs) -> nn.Module``.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from kpid_core._tv import torchvision
-from kpid_core.errors import ConfigError, UnknownNameError
+from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
 __all__ = [
     "MODEL_NAMES",
+    "TIMM_PREFIX",
     "TORCHVISION_MODELS",
+    "TORCHVISION_REFUSED",
+    "TORCHVISION_TRANSFORMERS",
     "BasicBlock",
     "CifarResNet",
     "build_model",
+    "check_model_name",
     "default_taps",
     "model_has_width",
     "model_in_channels",
     "model_input_size",
     "models_with_width",
     "register",
+    "timm_models",
 ]
 
 MODEL_NAMES: list[str]  # computed on access (module __getattr__), so late registrations show up
@@ -33,13 +48,32 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZE: dict[str, int] = {}
 _TAPS: dict[str, list[str]] = {}
 
-# torchvision classifiers offered by name (all prune at budget 0.5; see tests/core).
-TORCHVISION_MODELS = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2",
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-    "vgg11_bn", "vgg16_bn", "alexnet", "mnasnet1_0", "regnet_y_400mf",
-]
+#: Prefix of timm model names: ``timm:resnet50d``.
+TIMM_PREFIX = "timm:"
+_TIMM_HINT = "pip install 'kpid-sweep[timm]' (or pip install timm)"
+
+# torchvision's vision transformers: their cost is in attention, which channel pruning cannot reach
+_TV_TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit")
+_ALL_TV = torchvision.models.list_models(module=torchvision.models)
+TORCHVISION_TRANSFORMERS = [n for n in _ALL_TV if n.startswith(_TV_TRANSFORMER_PREFIXES)]
+# Convolutional torchvision classifiers the engine refuses, and why (tests/core prove each refusal)
+_TV_UNSUPPORTED = {
+    "shufflenet_v2_": "its channel shuffle (a reshape that interleaves the channels of two branches) cannot be "
+                      "traced by torch-pruning",
+}
+#: Every torchvision classifier offered by name: all of its classification registry but the transformers
+#: (and the structures in ``_TV_UNSUPPORTED``, refused by name with the reason).
+TORCHVISION_MODELS = [n for n in _ALL_TV if n not in TORCHVISION_TRANSFORMERS
+                      and not n.startswith(tuple(_TV_UNSUPPORTED))]
+#: torchvision classifiers refused by name (transformers and unsupported structures).
+TORCHVISION_REFUSED = [n for n in _ALL_TV if n not in TORCHVISION_MODELS]
+# timm families of transformers (attention blocks), refused like torchvision's
+_TIMM_TRANSFORMER_PREFIXES = (
+    "vit_", "deit", "swin", "beit", "cait", "coat", "convit", "crossvit", "eva", "levit", "maxvit", "maxxvit",
+    "mvitv2", "pit_", "pvt_", "tnt_", "twins_", "volo", "xcit", "flexivit", "samvit", "hiera", "davit",
+    "gcvit", "nest_", "sequencer", "tiny_vit", "fastvit", "efficientformer", "edgenext", "mobilevit",
+    "vitamin", "aimv2", "naflex", "next_vit", "poolformer", "caformer", "convformer", "focalnet", "rdnet",
+)
 
 
 def register(name: str, input_size: int, taps: list[str] | None = None):
@@ -88,9 +122,23 @@ def _tv_factory(name: str):
             if name == "efficientnet_b0":
                 return _efficientnet_b0(float(width), num_classes, **kw)
             kw["width_mult"] = float(width)
+        if name in ("googlenet", "inception_v3"):
+            # no auxiliary heads (training returns plain logits) and torch's default init (their
+            # truncated-normal init is slow and deprecated); pretrained files still load, see teacher
+            kw.setdefault("aux_logits", False)
+            kw.setdefault("init_weights", False)
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
 
     return build
+
+
+def _tv_input_size(name: str) -> int:
+    """The crop size of the model's default torchvision weights (224 for most, 299 for Inception)."""
+    try:
+        transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms
+        return int(getattr(transforms, "keywords", {}).get("crop_size", 224))
+    except (ValueError, KeyError, AttributeError):
+        return 224
 
 
 # Inner-KD tap points for torchvision families: block outputs spread over the depth
@@ -101,6 +149,11 @@ _FAMILY_TAPS = {
     "mobilenet_v3_large": ["features.3", "features.6", "features.12", "features.15"],
     "efficientnet": ["features.2", "features.3", "features.5", "features.7"],
     "regnet": ["trunk_output.block1", "trunk_output.block2", "trunk_output.block3", "trunk_output.block4"],
+    "densenet": ["features.denseblock1", "features.denseblock2", "features.denseblock3", "features.denseblock4"],
+    "convnext": ["features.1", "features.3", "features.5", "features.7"],
+    "googlenet": ["inception3b", "inception4c", "inception4e", "inception5b"],
+    "inception_v3": ["Mixed_5d", "Mixed_6a", "Mixed_6e", "Mixed_7c"],
+    "mnasnet": ["layers.9", "layers.10", "layers.12", "layers.13"],
 }
 
 
@@ -114,7 +167,7 @@ def _tv_taps(name: str) -> list[str]:
 
 
 for _n in TORCHVISION_MODELS:
-    register(_n, 224, _tv_taps(_n))(_tv_factory(_n))
+    register(_n, _tv_input_size(_n), _tv_taps(_n))(_tv_factory(_n))
 
 
 # --- CIFAR-style ResNets (He et al. 2016, section 4.2) -------------------------------------------
@@ -208,18 +261,145 @@ def digits_resnet(num_classes: int = 10, in_channels: int = 1, width: float = 1.
 _FLEXIBLE_INPUT = {"resnet20", "resnet56", "resnet110", "digits_resnet"}
 
 
+# ---- timm (optional) ------------------------------------------------------------------------------
+def _timm():
+    """The timm module, or a one-line error naming the extra that installs it."""
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(f"timm models ({TIMM_PREFIX}NAME) need the optional timm extra: {_TIMM_HINT}") from None
+    return timm
+
+
+def timm_models(pattern: str = "*") -> list[str]:
+    """timm's convolutional models as ``timm:NAME``, filtered by a shell-style ``pattern``.
+
+    Args:
+        pattern: e.g. ``"resnet*"`` (matched against timm's own name, without the prefix).
+
+    Returns:
+        Sorted names; transformer families are left out.
+
+    Raises:
+        ConfigError: timm is not installed (the message names the extra).
+    """
+    names = _timm().list_models(pattern)
+    return [TIMM_PREFIX + n for n in names if not n.startswith(_TIMM_TRANSFORMER_PREFIXES)]
+
+
+def _timm_name(name: str) -> str:
+    """Validated timm model name (without the prefix)."""
+    bare = name[len(TIMM_PREFIX):]
+    timm = _timm()
+    if bare.startswith(_TIMM_TRANSFORMER_PREFIXES):
+        raise UnsupportedModelError(_transformer_message(name))
+    if not timm.is_model(bare):
+        close = difflib.get_close_matches(bare, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(TIMM_PREFIX + c for c in close)}" if close else ""
+        raise UnknownNameError(f"unknown timm model {name!r}{hint} (python -m kpid_core models --timm 'PATTERN' "
+                               f"lists them)")
+    return bare
+
+
+def _timm_build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3, **kw) -> nn.Module:
+    if float(width) != 1.0:
+        raise ConfigError(f"model.width={width}: timm model {name!r} has no width multiplier; use width: 1.0")
+    return _timm().create_model(_timm_name(name), pretrained=False, num_classes=num_classes,
+                                in_chans=int(in_channels), **kw)
+
+
+def _timm_taps(name: str) -> list[str]:
+    """The last four feature stages timm reports for the model (its ``feature_info``)."""
+    model = _timm_build(name, 10)
+    modules = dict(model.named_modules())
+    info = getattr(model, "feature_info", None) or []
+    taps = [f["module"] for f in info if isinstance(f, dict) and f.get("module") in modules]
+    return taps[-4:]
+
+
+# ---- user factories: "package.module:function" --------------------------------------------------
+def _is_factory(name: str) -> bool:
+    return ":" in name and not name.startswith(TIMM_PREFIX)
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
+    """The function a ``package.module:function`` name points to."""
+    mod_name, _, fn_name = name.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:  # noqa: BLE001 (a user's module may raise anything on import)
+        raise ConfigError(f"model {name!r}: cannot import module {mod_name!r} ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); expected package.module:function") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"model {name!r}: module {mod_name!r} has no function {fn_name!r}")
+    return fn
+
+
+def _factory_params(name: str) -> set[str] | None:
+    """Keyword names the factory takes (None: it takes ``**kwargs``)."""
+    params = inspect.signature(_factory(name)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+# ---- lookup -------------------------------------------------------------------------------------
+def _transformer_message(name: str) -> str:
+    return (f"model {name!r} is a vision transformer: KPID prunes convolution channels and has no attention-head "
+            f"pruning; use a CNN (python -m kpid_core models lists them)")
+
+
+def check_model_name(name: str) -> str:
+    """Validate a model name without building the model.
+
+    Args:
+        name: a registry name, a torchvision classifier, ``timm:NAME`` or ``package.module:function``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        UnsupportedModelError: a vision transformer.
+        UnknownNameError: no such model (the message lists close matches).
+        ConfigError: ``timm:`` without timm installed, or a factory that cannot be imported.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"model name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY:
+        return name
+    if name.startswith(TIMM_PREFIX):
+        _timm_name(name)
+    elif _is_factory(name):
+        _factory(name)
+    elif name in TORCHVISION_TRANSFORMERS:
+        raise UnsupportedModelError(_transformer_message(name))
+    elif name in _ALL_TV:
+        why = next(v for k, v in _TV_UNSUPPORTED.items() if name.startswith(k))
+        raise UnsupportedModelError(f"model {name!r} cannot be pruned: {why}")
+    else:
+        raise _unknown(name)
+    return name
+
+
 def model_in_channels(name: str) -> int | None:
     """Input channels a model requires (3 for torchvision classifiers), or None if it takes
-    ``in_channels=`` and adapts to the data."""
-    if name not in _REGISTRY:
-        raise _unknown(name)
+    ``in_channels=`` and adapts to the data (the models built here, timm's, a factory taking it)."""
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return None
+    if _is_factory(name):
+        params = _factory_params(name)
+        return None if params is None or "in_channels" in params else 3
     return None if name in _FLEXIBLE_INPUT else 3
 
 
 def model_has_width(name: str) -> bool:
     """Whether ``build_model(name, width=...)`` accepts a channel multiplier other than 1.0."""
-    if name not in _REGISTRY:
-        raise _unknown(name)
+    check_model_name(name)
+    if _is_factory(name):
+        params = _factory_params(name)
+        return params is not None and "width" in params
     return name in _FLEXIBLE_INPUT or name in _TV_WIDTH
 
 
@@ -229,32 +409,62 @@ def models_with_width() -> list[str]:
 
 
 def _unknown(name: str) -> UnknownNameError:
-    return UnknownNameError(f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
+    valid = sorted(_REGISTRY)
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
+    hint = f" (close matches: {', '.join(close)})" if close else ""
+    return UnknownNameError(f"unknown model {name!r}{hint}; valid models: {', '.join(valid)}; also "
+                            f"{TIMM_PREFIX}NAME (timm) and package.module:function (your factory)")
 
 
 def build_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
-    """Build a dense, randomly initialised model by registry name.
+    """Build a dense, randomly initialised model by name.
 
-    Common kwargs: ``width`` (channel multiplier, see :func:`models_with_width`; the mobilenets and
-    efficientnet_b0 map it to torchvision's ``width_mult``),
-    ``in_channels`` (only for models where :func:`model_in_channels` is None)."""
-    if name not in _REGISTRY:
-        raise _unknown(name)
+    Args:
+        name: a registry name, a torchvision classifier, ``timm:NAME`` or ``package.module:function``
+            (called as ``function(num_classes=num_classes, **kwargs)``).
+        num_classes: classifier outputs.
+        **kwargs: ``width`` (channel multiplier, see :func:`models_with_width`; the mobilenets and
+            efficientnet_b0 map it to torchvision's ``width_mult``), ``in_channels`` (only for models
+            where :func:`model_in_channels` is None; timm's ``in_chans``), or the builder's own.
+
+    Returns:
+        The model.
+
+    Raises:
+        UnsupportedModelError, UnknownNameError, ConfigError: see :func:`check_model_name`.
+    """
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return _timm_build(name, num_classes, **kwargs)
+    if _is_factory(name):
+        model = _factory(name)(num_classes=num_classes, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model {name!r}: the factory returned a {type(model).__name__}, not an nn.Module")
+        return model
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
 def model_input_size(name: str) -> int:
-    """Default square input resolution (pixels) of a registered model."""
-    if name not in _INPUT_SIZE:
-        raise _unknown(name)
-    return _INPUT_SIZE[name]
+    """Default square input resolution (pixels) of a model (its pretrained weights' crop size;
+    224 for a factory)."""
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return int(_timm().models.get_pretrained_cfg(_timm_name(name)).input_size[-1])
+    return _INPUT_SIZE.get(name, 224)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_timm_taps(name: str) -> tuple[str, ...]:
+    return tuple(_timm_taps(name))
 
 
 def default_taps(name: str) -> list[str]:
-    """Module names whose outputs inner distillation compares by default (stage outputs)."""
-    if name not in _TAPS:
-        raise _unknown(name)
-    return list(_TAPS[name])
+    """Module names whose outputs inner distillation compares by default (stage outputs; for timm,
+    the last four stages of its ``feature_info``; none for a factory)."""
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return list(_cached_timm_taps(name))
+    return list(_TAPS.get(name, []))
 
 
 def __getattr__(attr: str):

@@ -28,7 +28,7 @@ from kpid_core.allocation import (
     score_vectors,
 )
 from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
-from kpid_core.errors import ConfigError, UnknownNameError
+from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
 from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
@@ -130,6 +130,7 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         ConfigError: a bad ``budget``, ``min_keep``, ``model_kwargs``, ``round_to`` or ``latency``.
         UnknownNameError: an unknown ``allocation``, ``solver`` or ``cost``.
         InfeasibleBudgetError: the ``min_keep`` floors alone exceed the budget.
+        UnsupportedModelError: a structure the engine cannot prune (the message names the operation).
         SpecError: ``scores`` do not match the model.
     """
     budget = check_fraction("budget", budget)
@@ -150,10 +151,22 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     round_to = check_round_to(round_to)
     settings = _latency_settings(latency) if cost == "latency" else None
 
+    # the same result inside torch.no_grad() / torch.inference_mode() as outside
+    with torch.inference_mode(False), torch.enable_grad():
+        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
+                      spread, model_name, model_kwargs, cost=cost, round_to=round_to, settings=settings, log=log)
+
+
+def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min_keep: float, allocation: str,
+           solver: str, normalize: str, linearize: str, spread: float, model_name: str | None,
+           model_kwargs: dict | None, *, cost: str, round_to: int, settings: LatencySettings | None,
+           log: Callable[[str], None] | None) -> PruneResult:
     work = copy.deepcopy(model)
     was_training = model.training
     p = next(iter(work.parameters()), None)
-    x = example_input if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input)
+    x = example_input.clone() if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input[-3:])
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
     if p is not None:
         x = x.to(p.device)
     input_shape = tuple(int(s) for s in x.shape[1:])
@@ -167,9 +180,19 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
     counts = groups.counts({k: len(v) for k, v in kept.items()})
     cost_before, cost_after = cm.total(), cm.total(counts)
     cmap, dense_sizes = remove_channels(work, groups, kept)
+    # torch-pruning replaces resized parameters by new ones (requires_grad=True): keep the user's flags
+    flags = {n: q.requires_grad for n, q in model.named_parameters()}
+    for n, q in work.named_parameters():
+        q.requires_grad_(flags.get(n, q.requires_grad))
 
     work.train(was_training)
-    macs_after = count_macs(work, input_shape)
+    try:
+        macs_after = count_macs(work, input_shape)
+    except RuntimeError as exc:  # a layer kept channel-sized state that torch-pruning did not resize
+        raise UnsupportedModelError(
+            f"model {type(model).__name__} cannot be pruned: after its channels were removed its forward fails "
+            f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
+            f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
     expected = groups.macs(counts)
     if macs_after != expected or (cost == "macs" and macs_after > math.floor(budget * macs_before)):
         raise RuntimeError(f"internal: pruned model has {macs_after} MACs, MAC model predicted {expected}, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from kpid_core.files import atomic_save, atomic_write_text
 if TYPE_CHECKING:
     from kpid_core.prune import PruneResult
 
-__all__ = ["SPEC_FORMAT", "SPEC_VERSION", "load_pruned", "make_spec", "output_channels", "save_pruned"]
+__all__ = ["SPEC_FORMAT", "SPEC_VERSION", "cpu_state_dict", "load_pruned", "make_spec", "output_channels", "save_pruned"]
 
 SPEC_FORMAT = "kpid-pruned-model"
 SPEC_VERSION = 1
@@ -30,15 +31,15 @@ def _module_attrs(m: nn.Module) -> dict | None:
         return {"type": type(m).__name__, "in_channels": m.in_channels, "out_channels": m.out_channels,
                 "groups": m.groups}
     if isinstance(m, nn.Linear):
-        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features}
+        return {"type": type(m).__name__, "in_features": m.in_features, "out_features": m.out_features}
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return {"type": type(m).__name__, "num_features": m.num_features}
     if isinstance(m, nn.LayerNorm):
-        return {"type": "LayerNorm", "normalized_shape": [int(s) for s in m.normalized_shape]}
+        return {"type": type(m).__name__, "normalized_shape": [int(s) for s in m.normalized_shape]}
     if isinstance(m, nn.GroupNorm):
-        return {"type": "GroupNorm", "num_channels": m.num_channels, "num_groups": m.num_groups}
+        return {"type": type(m).__name__, "num_channels": m.num_channels, "num_groups": m.num_groups}
     if isinstance(m, nn.PReLU):
-        return {"type": "PReLU", "num_parameters": m.num_parameters}
+        return {"type": type(m).__name__, "num_parameters": m.num_parameters}
     return None
 
 
@@ -137,8 +138,29 @@ def save_pruned(result: PruneResult, dir: str | os.PathLike, overwrite: bool = F
     if not overwrite and ((out / "spec.json").exists() or (out / "weights.pt").exists()):
         raise ConfigError(f"save_pruned: {str(out)!r} already holds a pruned model; pass overwrite=True")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, out / "weights.pt")
+    atomic_save(cpu_state_dict(result.model), out / "weights.pt")
     atomic_write_text(out / "spec.json", json.dumps(result.spec, indent=1))
+    return out
+
+
+def cpu_state_dict(model: nn.Module) -> OrderedDict:
+    """``model.state_dict()`` on the CPU, detached, WITH its per-module metadata.
+
+    The metadata (``state_dict._metadata``: each module's ``version``) is what modules such as
+    torchvision's MNASNet read in ``_load_from_state_dict``; a plain dict copy loses it and the saved
+    file no longer loads (``version should be set to 1 or 2 instead of None``).
+
+    Args:
+        model: any module.
+
+    Returns:
+        An ``OrderedDict`` of CPU tensors carrying the original ``_metadata``.
+    """
+    sd = model.state_dict()
+    out = OrderedDict((k, v.detach().cpu()) for k, v in sd.items())
+    meta = getattr(sd, "_metadata", None)
+    if meta is not None:
+        out._metadata = meta  # type: ignore[attr-defined]
     return out
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "pretrained_weights_path",
     "teacher_cache_dir",
     "teacher_key",
+    "timm_weights_path",
 ]
 
 log = logging.getLogger("kpid_core.teacher")
@@ -116,7 +117,89 @@ def pretrained_weights_path(model_name: str, weights: str | None = None):
     return member, Path(torch.hub.get_dir()) / "checkpoints" / fname
 
 
+def timm_weights_path(model_name: str, weights: str | None = None) -> tuple[dict, Path]:
+    """(pretrained config, local file) of a timm model's weights: the given file, or the Hugging Face
+    hub cache entry timm itself would download (``$HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``).
+
+    Args:
+        model_name: ``timm:NAME``, optionally ``timm:NAME.TAG`` (a pretrained tag, e.g. ``resnet50.a1_in1k``).
+        weights: a file (``.safetensors``, ``.pth``, ``.bin``) holding the state dict; None or
+            ``"DEFAULT"`` = the cache.
+
+    Returns:
+        ``({"num_classes", "hf_hub_id", ...}, path)``; the path may not exist (the caller says where
+        to put it).
+
+    Raises:
+        ConfigError: timm has no pretrained weights for the name.
+    """
+    from kpid_core.models import TIMM_PREFIX, check_model_name
+
+    check_model_name(model_name)
+    import timm
+
+    bare = model_name[len(TIMM_PREFIX):]
+    cfg = timm.models.get_pretrained_cfg(bare)
+    if cfg is None:
+        raise ConfigError(f"teacher.source=pretrained: timm has no pretrained weights for {model_name!r}")
+    info = cfg.to_dict()
+    if weights and weights != "DEFAULT":
+        return info, Path(os.path.expanduser(weights))
+    repo = info.get("hf_hub_id")
+    if not repo:
+        raise ConfigError(f"teacher.source=pretrained: timm's {model_name!r} weights are not on the Hugging Face hub; "
+                          f"download them yourself and set teacher.weights to the file")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, fname)
+        if isinstance(hit, str):
+            return info, Path(hit)
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / "REVISION"
+    return info, folder / "model.safetensors"
+
+
+def _read_weights(path: Path, what: str) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise SpecError(f"{what}: {str(path)!r} is not a readable safetensors file ({exc})") from None
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+
+
+def _pretrained_timm(cfg: Any, num_classes: int, kw: dict) -> nn.Module:
+    info, path = timm_weights_path(cfg.model.name, cfg.teacher.weights)
+    n_cat = int(info.get("num_classes") or 0)
+    if n_cat and n_cat != num_classes:
+        raise ConfigError(f"teacher.source=pretrained: {cfg.model.name} weights have {n_cat} classes but the data has "
+                          f"{num_classes}; use teacher.source=train or a checkpoint for this dataset")
+    if not path.is_file():
+        raise SpecError(f"pretrained weights for {cfg.model.name} not found at {path}: download "
+                        f"{info.get('hf_hub_id') or 'them'} (e.g. huggingface-cli download) into the Hugging Face "
+                        f"cache, or set teacher.weights to the file. Nothing is downloaded here.")
+    model = build_model(cfg.model.name, num_classes=num_classes, **kw)
+    try:
+        model.load_state_dict(_read_weights(path, "teacher.weights"))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise SpecError(f"pretrained weights {str(path)!r} do not fit {cfg.model.name}: "
+                        f"{str(exc).splitlines()[0][:200]}") from None
+    return model
+
+
+# torchvision heads that its pretrained files hold but build_model leaves out (see models)
+_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+
 def _pretrained(cfg: Any, num_classes: int, kw: dict) -> nn.Module:
+    from kpid_core.models import TIMM_PREFIX
+
+    if cfg.model.name.startswith(TIMM_PREFIX):
+        return _pretrained_timm(cfg, num_classes, kw)
     member, path = pretrained_weights_path(cfg.model.name, cfg.teacher.weights)
     n_cat = len(member.meta.get("categories") or [])
     if n_cat and n_cat != num_classes:
@@ -125,8 +208,13 @@ def _pretrained(cfg: Any, num_classes: int, kw: dict) -> nn.Module:
     if not path.is_file():
         raise SpecError(f"pretrained weights for {cfg.model.name} not found: download {member.url} and put it at "
                         f"{path} (torch hub cache; set TORCH_HOME to move it). Nothing is downloaded here.")
-    model = build_model(cfg.model.name, num_classes=num_classes, **kw)
+    aux = _AUX_HEADS.get(cfg.model.name, ())
+    model = build_model(cfg.model.name, num_classes=num_classes, **({"aux_logits": True, **kw} if aux else kw))
     load_state_dict_file(path, model, what=f"pretrained weights {path.name}")
+    for head in aux:  # as torchvision's own builders do after loading: the same model as build_model's
+        setattr(model, head, None)
+    if aux:
+        model.aux_logits = False
     return model
 
 

@@ -29,6 +29,7 @@ from kpid_core.errors import NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save, atomic_write_text
 from kpid_core.latency_table import LatencySettings, paired_latency
 from kpid_core.models import build_model, default_taps, model_in_channels
+from kpid_core.spec import cpu_state_dict
 from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
 from kpid_core.train import evaluate, fit, resolve_device, seed_everything, train_flag
 
@@ -169,7 +170,7 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
     split = data.save_split(out / "split.json")
     teacher = get_teacher(cfg, data, device=device)
     tpath = out / "teacher.pt"
-    atomic_save({k: v.detach().cpu() for k, v in teacher.model.state_dict().items()}, tpath)
+    atomic_save(cpu_state_dict(teacher.model), tpath)
     atomic_write_text(out / "teacher.json", json.dumps({
         "accuracy": teacher.accuracy, "model": cfg.model.name,
         "kwargs": model_kwargs(cfg, data.input_shape[0]), "source": teacher.source}))

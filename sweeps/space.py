@@ -315,7 +315,7 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: baselines: expected a list of {{model: NAME, width: NUMBER|match}}")
     from kpid_core.baseline import has_width
-    from kpid_core.models import MODEL_NAMES, models_with_width
+    from kpid_core.models import check_model_name, models_with_width
 
     out = []
     for i, e in enumerate(entries):
@@ -326,8 +326,10 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
         if bad:
             raise ConfigError(f"{at}: unknown key(s) {sorted(bad)}; allowed: {sorted(_BASELINE_KEYS)}")
         model = e["model"]
-        if model not in MODEL_NAMES:
-            raise ConfigError(f"{at}.model: unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+        try:
+            check_model_name(model)
+        except ConfigError as exc:
+            raise type(exc)(f"{at}.model: {exc}") from None
         width = e.get("width", "match" if has_width(model) else 1.0)
         if width != "match" and (isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0):
             raise ConfigError(f"{at}.width: {width!r}; allowed: a number > 0 or 'match'")

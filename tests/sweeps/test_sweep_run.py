@@ -124,3 +124,14 @@ def test_packed_simulated_gpus_cpu_fallback_and_nan_trial(ray_2_cpus, tmp_path, 
     assert df.loc[1.0e12, "status"] == "error" and "NonFiniteLoss" in df.loc[1.0e12, "error"]
     assert math.isnan(df.loc[1.0e12, "accuracy"])
     assert count(markers, "trial") == 2  # a deterministic NaN is not retried
+
+
+def test_sweep_on_a_timm_model_by_name(ray_2_cpus, tmp_path):
+    """timm:NAME reaches the Ray workers: the real run_trial prunes timm's LCNet to its budget."""
+    cfg = real_sweep(tmp_path / "s.yaml", name="timm", samples=1, epochs=1, mode="optuna",
+                     extra_base={"model": "timm:lcnet_050", "data.train_size": 300}, space={"budget": [0.3, 0.6]})
+    exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"), "--gpus-per-trial", "0"),
+                    out=io.StringIO())
+    df = pd.read_parquet(exp / "trials.parquet")
+    assert len(df) == 1 and (df["status"] == "finished").all() and (df["arch"] == "timm:lcnet_050").all()
+    assert ((df["budget"] - df["macs_ratio"]).between(0, 0.005 * df["budget"])).all()
