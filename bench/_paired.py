@@ -155,7 +155,7 @@ def _scratch(arch: str) -> Callable[[Ctx], dict]:
     def run(ctx: Ctx) -> dict:
         from kpid_core.baseline import run_baseline
 
-        cfg = ctx.cfg.with_overrides({"budget": ctx.budget, "lr": ctx.cfg.teacher.lr})
+        cfg = ctx.cfg.with_overrides({"budget": ctx.budget, "lr": ctx.cfg.teacher.lr, "distill.kd_weight": 1.0})
         m = run_baseline(cfg, arch, shared=ctx.shared, epochs=cfg.teacher.epochs + cfg.train.epochs)
         return {"accuracy": m["accuracy"], "val_accuracy": m["val_accuracy"], "macs_ratio": m["macs_ratio"],
                 "width": m["width"]}
@@ -165,14 +165,15 @@ def _scratch(arch: str) -> Callable[[Ctx], dict]:
 _NO_KD = {"kd_weight": 0.0, "inner_weight": 0.0}
 SCRATCH = ("effnet_b0", "mnv3_small", "mnv3_large")
 METHODS: dict[str, tuple[Callable[[Ctx], dict], str]] = {
-    "ours": (_trial({}), "knapsack allocation (product defaults) + CE + logits KD + inner KD"),
-    "logits_kd": (_trial({"inner_weight": 0.0}), "knapsack + CE + logits KD"),
+    "ours": (_trial({}), "knapsack allocation + CE + inner KD (the product's defaults)"),
+    "ours_logits": (_trial({"kd_weight": 1.0}), "knapsack + CE + logits KD + inner KD (the defaults before 2026-11-30)"),
+    "logits_kd": (_trial({"kd_weight": 1.0, "inner_weight": 0.0}), "knapsack + CE + logits KD (T=4)"),
     "no_kd": (_trial(_NO_KD), "knapsack + CE only"),
     "uniform_kd": (_trial({"allocation": "uniform", "metric": "l1"}),
-                   "uniform per-group fraction (L1 ranking) + CE + logits KD + inner KD"),
+                   "uniform per-group fraction (L1 ranking) + our KD (CE + inner KD)"),
     "uniform_no_kd": (_trial({"allocation": "uniform", "metric": "l1", **_NO_KD}), "uniform + CE only"),
     "tp_plain": (_tp(False), "Torch-Pruning global magnitude (one shot, same MACs) + CE fine-tune"),
-    "tp_kd": (_tp(True), "Torch-Pruning global magnitude + CE + logits KD + inner KD (projections)"),
+    "tp_kd": (_tp(True), "Torch-Pruning global magnitude + our KD (CE + inner KD through projections)"),
     "effnet_b0": (_scratch("efficientnet_b0"), "EfficientNet-B0 at matched MACs from scratch + logits KD"),
     "mnv3_small": (_scratch("mobilenet_v3_small"), "MobileNetV3-Small at matched MACs from scratch + logits KD"),
     "mnv3_large": (_scratch("mobilenet_v3_large"), "MobileNetV3-Large at matched MACs from scratch + logits KD"),
