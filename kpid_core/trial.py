@@ -1,5 +1,6 @@
 """One KPID trial end to end: teacher → channel importance → knapsack allocation → physical prune →
-fine-tune under the teacher (CE + logits KD + inner KD) → evaluate on the held-out test split.
+fine-tune under the teacher (CE + inner KD, + logits KD when ``distill.kd_weight`` > 0) → evaluate on the
+held-out test split.
 
 ``prepare_shared`` computes what every trial of a sweep has in common (data split, teacher,
 importance per metric) once; ``run_trial`` loads it instead of recomputing. The return fields and
