@@ -128,53 +128,11 @@ def plot_pareto(
     with _style():
         fig = Figure(figsize=(7.2, 4.4), layout="constrained")
         ax = fig.add_subplot()
-        considered = info.considered
-        if color_by and color_by in considered.columns and considered[color_by].notna().any():
-            colors = _metric_colors(considered[color_by].dropna().unique())
-            for name, group in considered.groupby(considered[color_by].astype("string"), observed=True):
-                ax.scatter(group[x] * xs, group[y] * ys, s=14, color=colors[str(name)], alpha=0.35,
-                           linewidths=0, label=f"{color_by}: {name}", zorder=2)
-            rest = considered[considered[color_by].isna()]
-        else:
-            rest = considered
-        if len(rest):
-            ax.scatter(rest[x] * xs, rest[y] * ys, s=14, color="#777777", alpha=0.35, linewidths=0,
-                       label="trials", zorder=2)
-        stopped = info.excluded
-        if "status" in stopped.columns:
-            stopped = stopped[stopped["status"].astype("string") == "early_stopped"]
-        stopped = stopped.dropna(subset=[x, y])
-        if len(stopped):
-            ax.scatter(stopped[x] * xs, stopped[y] * ys, s=14, marker="x", color="#999999", alpha=0.5,
-                       linewidths=0.8, label="early-stopped (partial, not on front)", zorder=2)
+        _draw_trials(ax, info, color_by, xs, ys)
         front = info.front
-        if len(front):
-            ax.step(front[x] * xs, front[y] * ys, where="post", color="black", linewidth=1.4, zorder=4)
-            ax.scatter(front[x] * xs, front[y] * ys, s=14, color="black", zorder=5,
-                       label=f"Pareto front ({len(front)} trial{'' if len(front) == 1 else 's'})")
         if teacher:
-            if "accuracy" in teacher and y in ("accuracy", "val_accuracy"):
-                ax.axhline(teacher["accuracy"] * ys, color="#555555", linestyle="--", linewidth=0.9, zorder=1,
-                           label=f"dense teacher ({teacher['accuracy'] * ys:.1f} %)")
-            if "macs" in teacher and x == "macs":
-                ax.axvline(teacher["macs"] * xs, color="#555555", linestyle=":", linewidth=0.9, zorder=1,
-                           label=f"dense teacher MACs ({teacher['macs'] * xs:.3g} {xlabel.split('(')[1].rstrip(')')})")
-        labels: list[tuple[float, float, str, str]] = []
-        if same_data is not None and len(same_data):
-            ax.scatter(same_data[x] * xs, same_data[y] * ys, s=46, marker="o", facecolors="white",
-                       edgecolors="#CC3311", linewidths=1.4, zorder=6, label="baselines (same data)")
-            labels += [(p[x] * xs, p[y] * ys, str(p["label"]), "#CC3311") for _, p in same_data.iterrows()]
-        if published is not None and len(published):
-            for family, group in published.groupby(published["family"].astype("string")):
-                kpid = group["kind"].astype("string") == "kpid"
-                marker = _PUBLISHED_MARKERS.get(str(family), "P")
-                ax.scatter(group.loc[~kpid, x] * xs, group.loc[~kpid, y] * ys, s=34, marker=marker,
-                           facecolors="white", edgecolors="#0077BB", linewidths=1.2, zorder=6,
-                           label=f"published: {family}" if (~kpid).any() else None)
-                if kpid.any():
-                    ax.scatter(group.loc[kpid, x] * xs, group.loc[kpid, y] * ys, s=40, marker=marker,
-                               color="#EE7733", zorder=6, label=f"KPID paper: {family}")
-            labels += [(p[x] * xs, p[y] * ys, str(p["label"]), "#0077BB") for _, p in published.iterrows()]
+            _draw_teacher(ax, teacher, x, y, xs, ys, xlabel)
+        labels = _draw_baselines(ax, same_data, published, x, y, xs, ys)
         ax.margins(x=0.04, y=0.07)  # headroom for labels of the highest and lowest points
         if _use_log(all_x * xs):
             ax.set_xscale("log")
@@ -192,6 +150,68 @@ def plot_pareto(
         if note:
             fig.text(0.0, -0.01, note, ha="left", va="top", fontsize=7, color="#555555", wrap=True)
     return fig
+
+
+def _draw_trials(ax, info: ParetoInfo, color_by: str | None, xs: float, ys: float) -> None:
+    """Every considered trial faint (coloured by ``color_by``), early-stopped ones as crosses, the
+    front as a bold step line."""
+    x, y = info.x, info.y
+    considered = info.considered
+    if color_by and color_by in considered.columns and considered[color_by].notna().any():
+        colors = _metric_colors(considered[color_by].dropna().unique())
+        for name, group in considered.groupby(considered[color_by].astype("string"), observed=True):
+            ax.scatter(group[x] * xs, group[y] * ys, s=14, color=colors[str(name)], alpha=0.35,
+                       linewidths=0, label=f"{color_by}: {name}", zorder=2)
+        rest = considered[considered[color_by].isna()]
+    else:
+        rest = considered
+    if len(rest):
+        ax.scatter(rest[x] * xs, rest[y] * ys, s=14, color="#777777", alpha=0.35, linewidths=0,
+                   label="trials", zorder=2)
+    stopped = info.excluded
+    if "status" in stopped.columns:
+        stopped = stopped[stopped["status"].astype("string") == "early_stopped"]
+    stopped = stopped.dropna(subset=[x, y])
+    if len(stopped):
+        ax.scatter(stopped[x] * xs, stopped[y] * ys, s=14, marker="x", color="#999999", alpha=0.5,
+                   linewidths=0.8, label="early-stopped (partial, not on front)", zorder=2)
+    front = info.front
+    if len(front):
+        ax.step(front[x] * xs, front[y] * ys, where="post", color="black", linewidth=1.4, zorder=4)
+        ax.scatter(front[x] * xs, front[y] * ys, s=14, color="black", zorder=5,
+                   label=f"Pareto front ({len(front)} trial{'' if len(front) == 1 else 's'})")
+
+
+def _draw_teacher(ax, teacher: Mapping[str, float], x: str, y: str, xs: float, ys: float, xlabel: str) -> None:
+    """The dense teacher as a horizontal (accuracy) and a vertical (MACs) reference line."""
+    if "accuracy" in teacher and y in ("accuracy", "val_accuracy"):
+        ax.axhline(teacher["accuracy"] * ys, color="#555555", linestyle="--", linewidth=0.9, zorder=1,
+                   label=f"dense teacher ({teacher['accuracy'] * ys:.1f} %)")
+    if "macs" in teacher and x == "macs":
+        ax.axvline(teacher["macs"] * xs, color="#555555", linestyle=":", linewidth=0.9, zorder=1,
+                   label=f"dense teacher MACs ({teacher['macs'] * xs:.3g} {xlabel.split('(')[1].rstrip(')')})")
+
+
+def _draw_baselines(ax, same_data: pd.DataFrame | None, published: pd.DataFrame | None, x: str, y: str,
+                    xs: float, ys: float) -> list[tuple[float, float, str, str]]:
+    """Same-data and published baselines as markers; returns their labels (x, y, text, colour)."""
+    labels: list[tuple[float, float, str, str]] = []
+    if same_data is not None and len(same_data):
+        ax.scatter(same_data[x] * xs, same_data[y] * ys, s=46, marker="o", facecolors="white",
+                   edgecolors="#CC3311", linewidths=1.4, zorder=6, label="baselines (same data)")
+        labels += [(p[x] * xs, p[y] * ys, str(p["label"]), "#CC3311") for _, p in same_data.iterrows()]
+    if published is not None and len(published):
+        for family, group in published.groupby(published["family"].astype("string")):
+            kpid = group["kind"].astype("string") == "kpid"
+            marker = _PUBLISHED_MARKERS.get(str(family), "P")
+            ax.scatter(group.loc[~kpid, x] * xs, group.loc[~kpid, y] * ys, s=34, marker=marker,
+                       facecolors="white", edgecolors="#0077BB", linewidths=1.2, zorder=6,
+                       label=f"published: {family}" if (~kpid).any() else None)
+            if kpid.any():
+                ax.scatter(group.loc[kpid, x] * xs, group.loc[kpid, y] * ys, s=40, marker=marker,
+                           color="#EE7733", zorder=6, label=f"KPID paper: {family}")
+        labels += [(p[x] * xs, p[y] * ys, str(p["label"]), "#0077BB") for _, p in published.iterrows()]
+    return labels
 
 
 # Candidate label offsets (points) around a marker, tried in order until one overlaps nothing.
