@@ -224,37 +224,25 @@ def plan_resources(
 ) -> Resources:
     """Validate the requested shape against the cluster ``totals`` and compute parallel slots.
 
-    An integer ``gpus_per_trial`` > 1 means data-parallel over that many GPUs (one worker each);
-    on CPU, ``workers_per_trial`` > 1 gives data-parallel CPU workers (gloo).
+    Args:
+        totals: the cluster's resources (``CPU``, ``GPU``, custom), e.g. :func:`cluster_totals`.
+        num_gpus: GPUs the sweep may use (None = all of the cluster's).
+        gpus_per_trial: an integer > 1 means data-parallel over that many GPUs (one worker each);
+            a fraction below 1 lets trials share a GPU.
+        cpus_per_trial: CPUs per trial (split among its workers).
+        workers_per_trial: on CPU, > 1 gives data-parallel CPU workers (gloo).
+
+    Returns:
+        The per-trial and per-worker shape and how many trials fit at once.
+
+    Raises:
+        ConfigError: one line naming the option when the shape does not fit the cluster.
     """
     have_gpus = totals.get("GPU", 0.0)
     have_cpus = totals.get("CPU", 0.0)
     if num_gpus is None:
         num_gpus = have_gpus
-    if num_gpus < 0 or num_gpus > have_gpus:
-        raise ConfigError(
-            f"--num-gpus: {num_gpus:g} requested but the cluster has {have_gpus:g} GPU(s); "
-            f"allowed 0..{have_gpus:g}"
-        )
-    if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise ConfigError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
-    if gpus_per_trial > 0 and num_gpus == 0:
-        raise ConfigError(
-            f"--gpus-per-trial: {gpus_per_trial:g} asked but 0 GPUs are in use (--num-gpus / cluster)"
-        )
-    if gpus_per_trial > num_gpus:
-        raise ConfigError(
-            f"--gpus-per-trial: {gpus_per_trial:g} is more than the {num_gpus:g} GPU(s) available"
-        )
-    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
-        raise ConfigError(
-            f"--gpus-per-trial: {gpus_per_trial:g}; above 1 it must be a whole number of GPUs "
-            "(data-parallel), below 1 a fraction (trials share a GPU)"
-        )
-    if cpus_per_trial > have_cpus:
-        raise ConfigError(
-            f"--cpus-per-trial: {cpus_per_trial:g} is more than the {have_cpus:g} CPU(s) of the cluster"
-        )
+    _check_shape(have_gpus, have_cpus, num_gpus, gpus_per_trial, cpus_per_trial)
     workers = int(gpus_per_trial) if gpus_per_trial > 1 else max(1, int(workers_per_trial))
     if workers > 1:
         cpw = max(cpus_per_trial / workers, 0.5) if gpus_per_trial > 1 else cpus_per_trial / workers
@@ -284,3 +272,32 @@ def plan_resources(
         num_gpus=float(num_gpus),
         slots=max(1, min(slots_cpu, slots_gpu)),
     )
+
+
+def _check_shape(have_gpus: float, have_cpus: float, num_gpus: float, gpus_per_trial: float,
+                 cpus_per_trial: float) -> None:
+    """One-line ConfigErrors for a trial shape the cluster cannot hold."""
+    if num_gpus < 0 or num_gpus > have_gpus:
+        raise ConfigError(
+            f"--num-gpus: {num_gpus:g} requested but the cluster has {have_gpus:g} GPU(s); "
+            f"allowed 0..{have_gpus:g}"
+        )
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        raise ConfigError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+    if gpus_per_trial > 0 and num_gpus == 0:
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g} asked but 0 GPUs are in use (--num-gpus / cluster)"
+        )
+    if gpus_per_trial > num_gpus:
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g} is more than the {num_gpus:g} GPU(s) available"
+        )
+    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
+        raise ConfigError(
+            f"--gpus-per-trial: {gpus_per_trial:g}; above 1 it must be a whole number of GPUs "
+            "(data-parallel), below 1 a fraction (trials share a GPU)"
+        )
+    if cpus_per_trial > have_cpus:
+        raise ConfigError(
+            f"--cpus-per-trial: {cpus_per_trial:g} is more than the {have_cpus:g} CPU(s) of the cluster"
+        )
