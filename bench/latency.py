@@ -44,6 +44,7 @@ from bench._header import command_line, header_lines
 from kpid_core.allocation import allocate
 from kpid_core.groups import ChannelGroups, find_groups, is_depthwise
 from kpid_core.importance import compute_importance
+from kpid_core.latency_table import time_calls
 from kpid_core.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
@@ -202,18 +203,7 @@ class Runner:
 
     def time(self, fn: Callable[[], None], n: int) -> float:
         """Seconds per call, averaged over ``n`` back-to-back calls."""
-        if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(n):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1e3 / n
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - t) / n
+        return time_calls(fn, n, self.device)
 
 
 def time_interleaved(fns: list[Callable[[], None]], repeats: int, run: Runner, warmup: int = 2,

@@ -151,13 +151,13 @@ def _latency_args(args):
                            channels_last=args.amp, repeats=args.table_repeats, cache_dir=args.cache_dir).check()
 
 
-def _whole(text: str) -> int:
+def _whole(text: str, what: str = "a whole number") -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= 1") from None
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what} >= 1") from None
     if n < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number >= 1")
+        raise argparse.ArgumentTypeError(f"invalid value {n}: expected {what} >= 1")
     return n
 
 
@@ -197,13 +197,7 @@ def _cmd_models(args) -> int:
 
 
 def _pixels(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number of pixels >= 1") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number of pixels >= 1")
-    return n
+    return _whole(text, "a whole number of pixels")
 
 
 @contextmanager

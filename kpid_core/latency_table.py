@@ -54,7 +54,7 @@ from kpid_core.files import atomic_write_text
 from kpid_core.groups import ChannelGroups, is_depthwise
 
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
-           "latency_table", "measure_table", "paired_latency", "time_interleaved"]
+           "latency_table", "measure_table", "paired_latency", "time_calls", "time_interleaved"]
 
 TABLE_FORMAT = 3
 _FOLLOW_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
@@ -168,18 +168,33 @@ class Timer:
 
     def time(self, fn: Callable[[], None], n: int) -> float:
         """Seconds per call, averaged over ``n`` back-to-back calls."""
-        if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(n):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1e3 / n
-        t = time.perf_counter()
+        return time_calls(fn, n, self.device)
+
+
+def time_calls(fn: Callable[[], None], n: int, device: torch.device) -> float:
+    """Seconds per call of ``fn``, averaged over ``n`` back-to-back calls: CUDA events on a CUDA
+    ``device`` (the queue is drained before reading them), ``time.perf_counter`` elsewhere.
+
+    Args:
+        fn: the call to time (e.g. one forward pass).
+        n: how many calls.
+        device: where ``fn`` runs.
+
+    Returns:
+        The mean seconds per call.
+    """
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         for _ in range(n):
             fn()
-        return (time.perf_counter() - t) / n
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
 
 
 class _Threads:
