@@ -469,7 +469,7 @@ def _search_round(
         ndw = (dw[:, None] + opt_w[None, :]).ravel()
         npen = (pen[:, None] + opt_pen[None, :]).ravel()
         nval = (val[:, None] + opt_val[None, :]).ravel()
-        bound = npen + _future_cost(ndw, room, lam, future.w, future.pen, future.rate, future.stage, future.side, k)
+        bound = npen + _future_cost(ndw, room, lam, future, k)
         ndw, npen, nval, idx, bound = _prune_states(ndw, npen, nval, bound, target + tol)
         if ndw.size > max_states:
             truncated = True
@@ -558,18 +558,19 @@ def _walk_back(steps: _Steps, active: np.ndarray, parents: list, moves: list, j:
     return chosen
 
 
-def _future_cost(dw, room, lam, a_w, a_pen, a_rate, a_stage, a_side, k):
+def _future_cost(dw, room, lam, future: _FutureItems, k):
     """Least loss the classes after stage ``k`` must add, from their LP relaxation."""
-    later = a_stage > k
+    later = future.stage > k
     out = np.empty(dw.size)
     slack = room - dw
     under = slack >= 0
     # Slack left: fill it with additions (cheapest rate first); what stays empty costs lam per unit.
-    sel = later & (a_side == 1)
-    out[under] = _fill_cost(slack[under].astype(np.float64), a_w[sel], a_pen[sel], a_rate[sel], lam)
+    sel = later & (future.side == 1)
+    out[under] = _fill_cost(slack[under].astype(np.float64), future.w[sel], future.pen[sel], future.rate[sel], lam)
     # Over capacity: later classes must give back weight (removals); impossible -> inf.
-    sel = later & (a_side == 0)
-    out[~under] = _fill_cost((-slack[~under]).astype(np.float64), a_w[sel], a_pen[sel], a_rate[sel], math.inf)
+    sel = later & (future.side == 0)
+    out[~under] = _fill_cost((-slack[~under]).astype(np.float64), future.w[sel], future.pen[sel], future.rate[sel],
+                             math.inf)
     return out
 
 
