@@ -39,6 +39,7 @@ __all__ = [
     "batches",
     "compute_importance",
     "get_metric",
+    "logits",
     "member_params",
     "register_metric",
 ]
@@ -208,15 +209,17 @@ def batches(ctx: ImportanceContext):
         raise DataError("importance: the data loader yielded no batches")
 
 
+def logits(out: Any) -> torch.Tensor:
+    """A model's logits from its output (the first element when it returns a tuple or list)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 class _TaylorBase(Importance):
     needs_data = True
     per_batch_abs = False
 
     def _loss(self, ctx, x, y):
-        out = ctx.model(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return (ctx.loss_fn or nn.functional.cross_entropy)(out, y)
+        return (ctx.loss_fn or nn.functional.cross_entropy)(logits(ctx.model(x)), y)
 
     def prepare(self, ctx):
         # eval mode: no BN running-stat updates and no dropout noise in the gradient

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kpid_core.groups import ChannelGroup
-from kpid_core.importance import ImportanceContext, TaylorImportance, batches, register_metric
+from kpid_core.importance import ImportanceContext, TaylorImportance, batches, logits, register_metric
 
 __all__ = ["GRID", "SensitivityImportance", "convex_marginals", "keep_grid", "zeroed_channels"]
 
@@ -127,8 +127,12 @@ class SensitivityImportance(TaylorImportance):
         taylor = ctx.state[self.name]
         ctx.model.eval()
         data = [x for x, _ in batches(ctx)]
+
+        def log_probs(x: torch.Tensor) -> torch.Tensor:
+            return F.log_softmax(logits(ctx.model(x)).float(), 1)
+
         with torch.no_grad():
-            dense = [F.log_softmax(_logits(ctx.model(x)).float(), 1) for x in data]
+            dense = [log_probs(x) for x in data]
             out = {}
             for g in ctx.groups:
                 order = torch.argsort(taylor[g.key], descending=True, stable=True)
@@ -139,8 +143,8 @@ class SensitivityImportance(TaylorImportance):
                         losses.append(0.0)
                         continue
                     with zeroed_channels(ctx.model, g, order[:k]):
-                        kl = sum(F.kl_div(F.log_softmax(_logits(ctx.model(x)).float(), 1), d, log_target=True,
-                                          reduction="batchmean") for x, d in zip(data, dense))
+                        kl = sum(F.kl_div(log_probs(x), d, log_target=True, reduction="batchmean")
+                                 for x, d in zip(data, dense))
                     losses.append(float(kl) / len(data))
                 m = convex_marginals(counts, losses, g.size)
                 scores = torch.empty(g.size, dtype=torch.float64)
@@ -148,6 +152,3 @@ class SensitivityImportance(TaylorImportance):
                 out[g.key] = scores
         ctx.state[self.name] = out
 
-
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
