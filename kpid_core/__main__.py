@@ -220,40 +220,59 @@ def _check_runs(model, args) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    from kpid_core.allocation import ALLOCATIONS
+    """The ``python -m kpid_core`` command line: ``macs``, ``models``, ``prune`` and ``trial``.
+
+    Returns:
+        The parser and its subcommand registry (so that a caller can add its own subcommands).
+    """
+    from kpid_core import trial_cli
     from kpid_core.cli import ArgumentParser
-    from kpid_core.cost import COSTS, ROUND_TO
-    from kpid_core.importance import METRICS
 
     p = ArgumentParser(prog="python -m kpid_core",
                                 description="KPID: knapsack channel pruning to a MAC budget.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_macs_parser(sub)
+    _add_models_parser(sub)
+    _add_prune_parser(sub)
+    trial_cli.add_parser(sub)
+    return p, sub
 
-    def common(sp):
-        sp.add_argument("--model", required=True,
-                        help="model name: a torchvision classifier (resnet50, mobilenet_v3_large, ...), timm:NAME "
-                             "(timm extra), package.module:function (your factory), or a built-in "
-                             "(digits_resnet, resnet20); `python -m kpid_core models` lists them")
-        sp.add_argument("--input", type=_pixels, default=224, metavar="PIXELS",
-                        help="square input resolution MACs are counted at (default 224)")
-        sp.add_argument("--num-classes", type=int, default=None, metavar="N",
-                        help="classifier outputs (default: the model's own, 1000 for torchvision)")
-        sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
+def _add_model_args(sp: argparse.ArgumentParser) -> None:
+    """The options that name and size the model (shared by ``macs`` and ``prune``)."""
+    sp.add_argument("--model", required=True,
+                    help="model name: a torchvision classifier (resnet50, mobilenet_v3_large, ...), timm:NAME "
+                         "(timm extra), package.module:function (your factory), or a built-in "
+                         "(digits_resnet, resnet20); `python -m kpid_core models` lists them")
+    sp.add_argument("--input", type=_pixels, default=224, metavar="PIXELS",
+                    help="square input resolution MACs are counted at (default 224)")
+    sp.add_argument("--num-classes", type=int, default=None, metavar="N",
+                    help="classifier outputs (default: the model's own, 1000 for torchvision)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _add_macs_parser(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("macs", help="count MACs (conv+linear, one image) and parameters of a model")
-    common(m)
+    _add_model_args(m)
     m.add_argument("--breakdown", action="store_true", help="also list every conv/linear layer's MACs")
     m.set_defaults(func=_cmd_macs)
 
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     ms = sub.add_parser("models", help="list the model names the CLI, trial configs and sweeps accept")
     ms.add_argument("--timm", nargs="?", const="*", default=None, metavar="PATTERN",
                     help="also list timm's CNNs matching a shell-style PATTERN (default: all), e.g. 'resnet*'")
     ms.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ms.set_defaults(func=_cmd_models)
 
+
+def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
+    from kpid_core.allocation import ALLOCATIONS
+    from kpid_core.importance import METRICS
+
     pr = sub.add_parser("prune", help="prune a model to a MAC (or params, latency) budget and save spec.json + weights.pt")
-    common(pr)
+    _add_model_args(pr)
     pr.add_argument("--budget", type=float, required=True,
                     help="fraction of the dense model's cost (see --cost; MACs by default) to keep, in (0, 1]")
     pr.add_argument("--metric", required=True,
@@ -266,6 +285,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     pr.add_argument("--allocation", choices=ALLOCATIONS, default="knapsack",
                     help="knapsack (the paper) or uniform (same fraction per group; a baseline)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the random metric (default 0)")
+    _add_cost_args(pr)
+    pr.set_defaults(func=_cmd_prune)
+
+
+def _add_cost_args(pr: argparse.ArgumentParser) -> None:
+    """``prune``'s cost model options (``--cost``, ``--round-to``) and the latency table's settings."""
+    from kpid_core.cost import COSTS, ROUND_TO
+
     pr.add_argument("--cost", choices=COSTS, default="macs",
                     help="what --budget is a fraction of: macs (default), params, or latency (a per-layer "
                          "table measured on --device at --batch/--threads, cached on disk)")
@@ -279,12 +306,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                     help="--cost latency: timing rounds per layer (median; default 5)")
     pr.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="--cost latency: table cache (default $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency)")
-    pr.set_defaults(func=_cmd_prune)
-
-    from kpid_core import trial_cli
-
-    trial_cli.add_parser(sub)
-    return p, sub
 
 
 def main(argv: list[str] | None = None) -> int:

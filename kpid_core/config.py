@@ -213,78 +213,108 @@ class TrialConfig:
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
-        """Check every value once; raise ConfigError naming the field and the allowed values."""
-        from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
-        from kpid_core.data import AUGMENTS, DATASETS
-        from kpid_core.models import check_model_name
+        """Check every value once; raise ConfigError naming the field and the allowed values.
 
-        d, m, t, p, k, tr = self.data, self.model, self.teacher, self.prune, self.distill, self.train
-        _choice("data.name", d.name, DATASETS, unknown=True)
-        if d.augment is not None:
-            _choice("data.augment", d.augment, AUGMENTS)
-        if d.channels is not None:
-            _choice("data.channels", d.channels, (1, 3))
-        try:
-            check_model_name(m.name)
-        except ConfigError as exc:
-            raise type(exc)(f"model.name: {exc}") from None
-        _choice("teacher.source", t.source, ("train", "checkpoint", "pretrained"))
-        _choice("prune.metric", p.metric, _metrics(), unknown=True)
-        _choice("prune.allocation", p.allocation, ALLOCATIONS)
-        _choice("prune.solver", p.solver, SOLVERS)
-        _choice("prune.normalize", p.normalize, NORMALIZERS)
-        _choice("prune.linearize", p.linearize, LINEARIZE_AT)
-        if p.spread != 0:
-            _range("prune.spread", p.spread, 1.0, None, low_open=True)
-        from kpid_core.cost import COSTS, ROUND_TO
-
-        _choice("prune.cost", p.cost, COSTS)
-        _choice("prune.round_to", p.round_to, ROUND_TO)
-        lat = self.latency
-        _choice("latency.measure", lat.measure, ("auto", "on", "off"))
-        if not (lat.device in ("auto", "cpu", "cuda") or lat.device.startswith("cuda:")):
-            raise ConfigError(f"latency.device={lat.device!r}: allowed values are auto, cpu, cuda, cuda:N")
-        for name in ("batch", "threads", "repeats", "table_repeats"):
-            _range(f"latency.{name}", getattr(lat, name), 1, None)
-        _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
-        _choice("distill.match", k.match, ("kept", "projection"))
-        _choice("train.optimizer", tr.optimizer, ("sgd", "adamw"))
-        _choice("train.amp", tr.amp, ("auto", "on", "off"))
-        _choice("train.channels_last", tr.channels_last, ("auto", "on", "off"))
-        if not (tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:")):
-            raise ConfigError(f"train.device={tr.device!r}: allowed values are auto, cpu, cuda, cuda:N")
-        _range("prune.budget", p.budget, 0.0, 1.0, low_open=True)
-        _range("prune.min_keep", p.min_keep, 0.0, 1.0)
-        _range("data.val_fraction", d.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        _range("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True)
-        if d.val_fraction + d.test_fraction >= 1.0:
-            raise ConfigError("data.val_fraction + data.test_fraction must be < 1 (something must be left to train on)")
-        _range("model.width", m.width, 0.0, None, low_open=True)
-        _range("distill.temperature", k.temperature, 0.0, None, low_open=True)
-        for name in ("ce_weight", "kd_weight", "inner_weight"):
-            _range(f"distill.{name}", getattr(k, name), 0.0, None)
-        if k.ce_weight + k.kd_weight + k.inner_weight <= 0:
-            raise ConfigError("distill.ce_weight + kd_weight + inner_weight must be > 0 (nothing to train on)")
-        _range("train.lr", tr.lr, 0.0, None, low_open=True)
-        _range("teacher.lr", t.lr, 0.0, None, low_open=True)
-        _range("train.momentum", tr.momentum, 0.0, 1.0, high_open=True)
-        _range("train.weight_decay", tr.weight_decay, 0.0, None)
-        _range("train.label_smoothing", tr.label_smoothing, 0.0, 1.0, high_open=True)
-        for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
-                            ("data.batch_size", d.batch_size, 1),
-                            ("data.num_workers", d.num_workers, 0),
-                            ("prune.importance_batches", p.importance_batches, 1)):
-            _range(name, v, lo, None)
-        for name, v in (("data.image_size", d.image_size), ("data.train_size", d.train_size)):
-            if v is not None:
-                _range(name, v, 1, None)
-        if t.source == "checkpoint" and not t.checkpoint:
-            raise ConfigError("teacher.checkpoint is required when teacher.source=checkpoint (path to a state dict)")
-        if d.name in ("cifar10", "cifar100", "imagefolder") and not d.root:
-            raise ConfigError(f"data.root is required for data.name={d.name!r} (a local directory; nothing is downloaded)")
-        if k.taps is not None and not all(isinstance(s, str) for s in k.taps):
-            raise ConfigError("distill.taps must be a list of module names (e.g. [layer1, layer2]) or null")
+        Returns:
+            This config (for chaining).
+        """
+        _check_names(self)
+        _check_latency(self.latency)
+        _check_training_choices(self.distill, self.train)
+        _check_ranges(self)
+        _check_required(self)
         return self
+
+
+def _check_names(cfg: TrialConfig) -> None:
+    """Names of the data, model, teacher source and pruning choices."""
+    from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
+    from kpid_core.cost import COSTS, ROUND_TO
+    from kpid_core.data import AUGMENTS, DATASETS
+    from kpid_core.models import check_model_name
+
+    d, p = cfg.data, cfg.prune
+    _choice("data.name", d.name, DATASETS, unknown=True)
+    if d.augment is not None:
+        _choice("data.augment", d.augment, AUGMENTS)
+    if d.channels is not None:
+        _choice("data.channels", d.channels, (1, 3))
+    try:
+        check_model_name(cfg.model.name)
+    except ConfigError as exc:
+        raise type(exc)(f"model.name: {exc}") from None
+    _choice("teacher.source", cfg.teacher.source, ("train", "checkpoint", "pretrained"))
+    _choice("prune.metric", p.metric, _metrics(), unknown=True)
+    _choice("prune.allocation", p.allocation, ALLOCATIONS)
+    _choice("prune.solver", p.solver, SOLVERS)
+    _choice("prune.normalize", p.normalize, NORMALIZERS)
+    _choice("prune.linearize", p.linearize, LINEARIZE_AT)
+    if p.spread != 0:
+        _range("prune.spread", p.spread, 1.0, None, low_open=True)
+    _choice("prune.cost", p.cost, COSTS)
+    _choice("prune.round_to", p.round_to, ROUND_TO)
+
+
+def _check_latency(lat: LatencyConfig) -> None:
+    _choice("latency.measure", lat.measure, ("auto", "on", "off"))
+    _check_device("latency.device", lat.device)
+    for name in ("batch", "threads", "repeats", "table_repeats"):
+        _range(f"latency.{name}", getattr(lat, name), 1, None)
+
+
+def _check_training_choices(k: DistillConfig, tr: TrainConfig) -> None:
+    _choice("distill.kd_form", k.kd_form, ("kl", "mse"))
+    _choice("distill.match", k.match, ("kept", "projection"))
+    _choice("train.optimizer", tr.optimizer, ("sgd", "adamw"))
+    _choice("train.amp", tr.amp, ("auto", "on", "off"))
+    _choice("train.channels_last", tr.channels_last, ("auto", "on", "off"))
+    _check_device("train.device", tr.device)
+
+
+def _check_device(name: str, device: str) -> None:
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ConfigError(f"{name}={device!r}: allowed values are auto, cpu, cuda, cuda:N")
+
+
+def _check_ranges(cfg: TrialConfig) -> None:
+    """Numbers: fractions, weights, rates, counts."""
+    d, m, t, p, k, tr = cfg.data, cfg.model, cfg.teacher, cfg.prune, cfg.distill, cfg.train
+    _range("prune.budget", p.budget, 0.0, 1.0, low_open=True)
+    _range("prune.min_keep", p.min_keep, 0.0, 1.0)
+    _range("data.val_fraction", d.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    _range("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True)
+    if d.val_fraction + d.test_fraction >= 1.0:
+        raise ConfigError("data.val_fraction + data.test_fraction must be < 1 (something must be left to train on)")
+    _range("model.width", m.width, 0.0, None, low_open=True)
+    _range("distill.temperature", k.temperature, 0.0, None, low_open=True)
+    for name in ("ce_weight", "kd_weight", "inner_weight"):
+        _range(f"distill.{name}", getattr(k, name), 0.0, None)
+    if k.ce_weight + k.kd_weight + k.inner_weight <= 0:
+        raise ConfigError("distill.ce_weight + kd_weight + inner_weight must be > 0 (nothing to train on)")
+    _range("train.lr", tr.lr, 0.0, None, low_open=True)
+    _range("teacher.lr", t.lr, 0.0, None, low_open=True)
+    _range("train.momentum", tr.momentum, 0.0, 1.0, high_open=True)
+    _range("train.weight_decay", tr.weight_decay, 0.0, None)
+    _range("train.label_smoothing", tr.label_smoothing, 0.0, 1.0, high_open=True)
+    for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
+                        ("data.batch_size", d.batch_size, 1),
+                        ("data.num_workers", d.num_workers, 0),
+                        ("prune.importance_batches", p.importance_batches, 1)):
+        _range(name, v, lo, None)
+    for name, v in (("data.image_size", d.image_size), ("data.train_size", d.train_size)):
+        if v is not None:
+            _range(name, v, 1, None)
+
+
+def _check_required(cfg: TrialConfig) -> None:
+    """Fields that one choice makes necessary."""
+    d, t, k = cfg.data, cfg.teacher, cfg.distill
+    if t.source == "checkpoint" and not t.checkpoint:
+        raise ConfigError("teacher.checkpoint is required when teacher.source=checkpoint (path to a state dict)")
+    if d.name in ("cifar10", "cifar100", "imagefolder") and not d.root:
+        raise ConfigError(f"data.root is required for data.name={d.name!r} (a local directory; nothing is downloaded)")
+    if k.taps is not None and not all(isinstance(s, str) for s in k.taps):
+        raise ConfigError("distill.taps must be a list of module names (e.g. [layer1, layer2]) or null")
 
 
 def as_section(kind: type[_S], cfg: _S | Mapping[str, Any] | None) -> _S:

@@ -237,9 +237,20 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     The returned object is bound to ``model`` (its dependency graph references the modules), so
     prune a copy if the original must survive. Groups touching a grouped (non-depthwise)
     convolution are left unpruned: torch-pruning 1.6 cannot shrink those consistently.
-    """
-    import torch_pruning as tp
 
+    Args:
+        model: the network (traced in eval mode; its train/eval mode and ``requires_grad`` flags
+            are restored afterwards).
+        example_input: a ``(1, C, H, W)`` tensor or a ``(C, H, W)`` shape tuple.
+        ignored_layers: modules (or their names) whose output channels are never pruned; the final
+            classifier is always added.
+
+    Returns:
+        The :class:`ChannelGroups` of ``model``.
+
+    Raises:
+        UnsupportedModelError: torch-pruning cannot trace the model's channel dependencies.
+    """
     x = _to_input(example_input)
     p = next(iter(model.parameters()), None)
     if p is not None:
@@ -251,6 +262,19 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     ignored = _resolve_ignored(model, ignored_layers)
     if classifier is not None:
         ignored.append(modules[classifier])
+    dg, raw = _trace_dependencies(model, x, ignored)
+    names = {m: n for n, m in model.named_modules()}
+    groups: list[ChannelGroup] = []
+    for grp in raw:
+        group = _channel_group(grp, dg, names, len(groups))
+        if group is not None:
+            groups.append(group)
+    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
+
+
+def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]) -> tuple[Any, list[Any]]:
+    """torch-pruning's dependency graph of ``model`` and its raw groups (outside ``ignored``)."""
+    import torch_pruning as tp
 
     was_training = model.training
     model.eval()
@@ -264,61 +288,66 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
             try:
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), verbose=False)
                 _refuse_channel_slices(model, dg)
-                raw = list(dg.get_all_groups(ignored_layers=ignored))
+                return dg, list(dg.get_all_groups(ignored_layers=ignored))
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
-                where = exc.__traceback__
-                while where.tb_next is not None:
-                    where = where.tb_next
-                op = where.tb_frame.f_code.co_name
-                hint = "; a reshape that mixes channels, e.g. ShuffleNet's channel shuffle" if "reshape" in op else ""
-                raise UnsupportedModelError(
-                    f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
-                    f"dependencies ({type(exc).__name__} in {op}{hint})") from None
+                raise _untraceable(model, exc) from None
             finally:
                 for p in frozen:
                     p.requires_grad_(False)
     finally:
         model.train(was_training)
 
-    names = {m: n for n, m in model.named_modules()}
-    groups: list[ChannelGroup] = []
-    for grp in raw:
-        root_item = grp[0]
-        root = root_item.dep.target.module
-        key = names.get(root)
-        size = len(root_item.idxs)
-        if key is None or size < 2:
-            continue
-        members: list[GroupMember] = []
-        ok = True
-        for item in grp:
-            mod = item.dep.target.module
-            if type(mod).__name__ in _SPLIT_OPS:
-                # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
-                # its own code or attributes, which torch-pruning cannot update: pruning either side
-                # would break it (ShuffleNetV2, CSPNet, MixNet's mixed convs)
-                ok = False
-                break
-            name = names.get(mod)
-            if name is None or not isinstance(mod, nn.Module):
-                continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
-            if _is_grouped(mod):
-                ok = False
-                break
-            dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
-            if max(item.idxs, default=0) >= _dim_size(mod, dim):
-                ok = False  # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
-                break
-            root_idxs = [int(r) for r in item.root_idxs]
-            counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
-            if len(counts) != size or counts.min() != counts.max():
-                ok = False  # non-uniform index mapping: not affine in the kept count
-                break
-            members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
-        if not ok:
-            continue
-        # key: the group's first out-member in definition order — independent of trace order
-        outs = {m.module for m in members if m.dim == "out"}
-        key = next((n for n in names.values() if n in outs), key)
-        groups.append(ChannelGroup(key, size, members, len(groups), root, root_item.dep.handler))
-    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
+
+def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
+    """The error for a model torch-pruning failed to trace, naming the operation it failed in."""
+    where = exc.__traceback__
+    while where.tb_next is not None:
+        where = where.tb_next
+    op = where.tb_frame.f_code.co_name
+    hint = "; a reshape that mixes channels, e.g. ShuffleNet's channel shuffle" if "reshape" in op else ""
+    return UnsupportedModelError(
+        f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
+        f"dependencies ({type(exc).__name__} in {op}{hint})")
+
+
+def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int) -> ChannelGroup | None:
+    """One torch-pruning group as a :class:`ChannelGroup`; None when it cannot be pruned here."""
+    root_item = grp[0]
+    root = root_item.dep.target.module
+    key = names.get(root)
+    size = len(root_item.idxs)
+    if key is None or size < 2:
+        return None
+    members = _group_members(grp, dg, names, size)
+    if members is None:
+        return None
+    # key: the group's first out-member in definition order — independent of trace order
+    outs = {m.module for m in members if m.dim == "out"}
+    key = next((n for n in names.values() if n in outs), key)
+    return ChannelGroup(key, size, members, index, root, root_item.dep.handler)
+
+
+def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int) -> list[GroupMember] | None:
+    """The module dimensions of a group with MACs; None when any member makes it unprunable."""
+    members: list[GroupMember] = []
+    for item in grp:
+        mod = item.dep.target.module
+        if type(mod).__name__ in _SPLIT_OPS:
+            # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
+            # its own code or attributes, which torch-pruning cannot update: pruning either side
+            # would break it (ShuffleNetV2, CSPNet, MixNet's mixed convs)
+            return None
+        name = names.get(mod)
+        if name is None or not isinstance(mod, nn.Module):
+            continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
+        if _is_grouped(mod):
+            return None
+        dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        if max(item.idxs, default=0) >= _dim_size(mod, dim):
+            return None  # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+        root_idxs = [int(r) for r in item.root_idxs]
+        counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
+        if len(counts) != size or counts.min() != counts.max():
+            return None  # non-uniform index mapping: not affine in the kept count
+        members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
+    return members

@@ -44,6 +44,14 @@ def layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple
     """``(coef, kernel, output_hw)`` of a conv/linear call on a batch, or None for other modules.
 
     ``coef`` counts per image: MACs = coef · (in_channels / groups) · out_channels.
+
+    Args:
+        module: the called module.
+        inp: its input tensor (batch first).
+        out: its output tensor.
+
+    Returns:
+        ``(coef, kernel size, output spatial size)`` for a conv or linear layer, else None.
     """
     if isinstance(module, nn.modules.conv._ConvNd):
         kernel = tuple(int(k) for k in module.kernel_size)
@@ -88,13 +96,27 @@ def macs_breakdown(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224))
     """Per-layer MACs for one image of shape ``input_shape`` ((C, H, W) or (1, C, H, W)), in execution order.
 
     A layer called several times (weight sharing) appears once per call.
+
+    Args:
+        model: any module (run once in eval mode, without gradients).
+        input_shape: (C, H, W), or (1, C, H, W).
+
+    Returns:
+        One :class:`LayerMACs` per conv/linear call.
     """
     return trace_layers(model, input_shape)[0]
 
 
 def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[LayerMACs], list[str]]:
-    """One eval-mode forward of a single image: (per-call conv/linear MACs, leaf modules in the
-    order they first run)."""
+    """One eval-mode forward of a single image (the model's train/eval mode is restored).
+
+    Args:
+        model: any module.
+        input_shape: (C, H, W), or (1, C, H, W).
+
+    Returns:
+        ``(per-call conv/linear MACs, names of the leaf modules in the order they first run)``.
+    """
     rows: list[LayerMACs] = []
     order: list[str] = []
     seen: set[str] = set()
@@ -143,12 +165,27 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> 
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (each shared tensor counted once)."""
+    """Number of parameters (each shared tensor counted once).
+
+    Args:
+        model: any module.
+
+    Returns:
+        The count of scalar parameters.
+    """
     return int(sum(p.numel() for p in model.parameters()))
 
 
 def format_count(n: float, unit: str = "") -> str:
-    """Human units: 4089184256 → '4.09 G'."""
+    """Human units: 4089184256 → '4.09 G'.
+
+    Args:
+        n: the number.
+        unit: appended after the prefix (e.g. ``"MACs"``).
+
+    Returns:
+        Three significant digits with a K/M/G/T prefix.
+    """
     for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= div:
             return f"{n / div:.3g} {prefix}{unit}"

@@ -18,10 +18,10 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from kpid_core._tv import torchvision
+from kpid_core.cifar_resnet import BasicBlock, CifarResNet, digits_resnet  # re-exported
 from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
 __all__ = [
@@ -77,7 +77,16 @@ _TIMM_TRANSFORMER_PREFIXES = (
 
 
 def register(name: str, input_size: int, taps: list[str] | None = None):
-    """Decorator: register a model factory ``f(num_classes=..., **kw) -> nn.Module``."""
+    """Decorator: register a model factory ``f(num_classes=..., **kw) -> nn.Module``.
+
+    Args:
+        name: the name configs and the CLI use (a later registration under the same name wins).
+        input_size: the model's default square input resolution, in pixels.
+        taps: module names whose outputs inner distillation compares by default.
+
+    Returns:
+        The decorator; it returns the factory unchanged.
+    """
 
     def deco(fn):
         _REGISTRY[name] = fn
@@ -170,72 +179,7 @@ for _n in TORCHVISION_MODELS:
     register(_n, _tv_input_size(_n), _tv_taps(_n))(_tv_factory(_n))
 
 
-# --- CIFAR-style ResNets (He et al. 2016, section 4.2) -------------------------------------------
-class BasicBlock(nn.Module):
-    """3x3-3x3 residual block; option-B shortcut (1x1 conv + BN) when the shape changes, so that a
-    pruner can tie the residual channels through a real layer instead of zero padding."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """Three-stage ResNet for small images: stem 3x3 conv, stages ``layer1..3`` (strides 1, 2, 2),
-    global average pool, linear head. ``width`` scales every stage's channel count."""
-
-    def __init__(
-        self,
-        blocks: tuple[int, int, int],
-        num_classes: int = 10,
-        in_channels: int = 3,
-        width: float = 1.0,
-        base: tuple[int, int, int] = (16, 32, 64),
-    ):
-        super().__init__()
-        if width <= 0:
-            raise ConfigError(f"model.width must be > 0 (got {width})")
-        planes = [max(1, round(c * width)) for c in base]
-        self.conv1 = nn.Conv2d(in_channels, planes[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes[0])
-        self.relu = nn.ReLU(inplace=True)
-        layers, in_planes = [], planes[0]
-        for i, (n, p) in enumerate(zip(blocks, planes)):
-            stage = []
-            for j in range(n):
-                stage.append(BasicBlock(in_planes, p, stride=2 if (i > 0 and j == 0) else 1))
-                in_planes = p
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
+# --- CIFAR-style ResNets (kpid_core.cifar_resnet) -----------------------------------------------
 _CIFAR_TAPS = ["layer1", "layer2", "layer3"]
 
 
@@ -249,12 +193,7 @@ def _cifar(blocks: tuple[int, int, int]):
 register("resnet20", 32, _CIFAR_TAPS)(_cifar((3, 3, 3)))
 register("resnet56", 32, _CIFAR_TAPS)(_cifar((9, 9, 9)))
 register("resnet110", 32, _CIFAR_TAPS)(_cifar((18, 18, 18)))
-
-
-@register("digits_resnet", 16, _CIFAR_TAPS)
-def digits_resnet(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:
-    """The bundled default: one residual block per stage, widths 16/32/64, for 1x16x16 digits."""
-    return CifarResNet((1, 1, 1), num_classes=num_classes, in_channels=in_channels, width=width)
+register("digits_resnet", 16, _CIFAR_TAPS)(digits_resnet)
 
 
 # Models built here accept any ``in_channels``; torchvision classifiers take RGB only.
@@ -384,7 +323,14 @@ def check_model_name(name: str) -> str:
 
 def model_in_channels(name: str) -> int | None:
     """Input channels a model requires (3 for torchvision classifiers), or None if it takes
-    ``in_channels=`` and adapts to the data (the models built here, timm's, a factory taking it)."""
+    ``in_channels=`` and adapts to the data (the models built here, timm's, a factory taking it).
+
+    Args:
+        name: a model name (see :func:`check_model_name`).
+
+    Returns:
+        3, or None when the model adapts to the data's channels.
+    """
     check_model_name(name)
     if name.startswith(TIMM_PREFIX):
         return None
@@ -395,7 +341,15 @@ def model_in_channels(name: str) -> int | None:
 
 
 def model_has_width(name: str) -> bool:
-    """Whether ``build_model(name, width=...)`` accepts a channel multiplier other than 1.0."""
+    """Whether ``build_model(name, width=...)`` accepts a channel multiplier other than 1.0.
+
+    Args:
+        name: a model name (see :func:`check_model_name`).
+
+    Returns:
+        True for the models built here, torchvision's mobilenets and efficientnet_b0, and a factory
+        that takes ``width``.
+    """
     check_model_name(name)
     if _is_factory(name):
         params = _factory_params(name)
@@ -404,7 +358,11 @@ def model_has_width(name: str) -> bool:
 
 
 def models_with_width() -> list[str]:
-    """Registered models that take a channel multiplier ``width``, sorted."""
+    """Registered models that take a channel multiplier ``width``.
+
+    Returns:
+        Their names, sorted.
+    """
     return sorted(n for n in _REGISTRY if model_has_width(n))
 
 
@@ -445,8 +403,15 @@ def build_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
 
 
 def model_input_size(name: str) -> int:
-    """Default square input resolution (pixels) of a model (its pretrained weights' crop size;
-    224 for a factory)."""
+    """Default square input resolution of a model.
+
+    Args:
+        name: a model name (see :func:`check_model_name`).
+
+    Returns:
+        Pixels per side: its pretrained weights' crop size (timm: its pretrained config), 224 for a
+        factory.
+    """
     check_model_name(name)
     if name.startswith(TIMM_PREFIX):
         return int(_timm().models.get_pretrained_cfg(_timm_name(name)).input_size[-1])
@@ -459,8 +424,15 @@ def _cached_timm_taps(name: str) -> tuple[str, ...]:
 
 
 def default_taps(name: str) -> list[str]:
-    """Module names whose outputs inner distillation compares by default (stage outputs; for timm,
-    the last four stages of its ``feature_info``; none for a factory)."""
+    """Module names whose outputs inner distillation compares by default.
+
+    Args:
+        name: a model name (see :func:`check_model_name`).
+
+    Returns:
+        Stage outputs (``named_modules`` names); for timm, the last four stages of its
+        ``feature_info``; empty for a factory.
+    """
     check_model_name(name)
     if name.startswith(TIMM_PREFIX):
         return list(_cached_timm_taps(name))

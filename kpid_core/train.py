@@ -208,55 +208,93 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
     """
     t0 = time.perf_counter()
     cfg = as_section(TrainConfig, cfg)
-    device = resolve_device(cfg.device)
-    rank, n_ranks = world()
-    run = _Run(device, _flag(cfg.amp, device), _flag(cfg.channels_last, device),
-               int(epochs if epochs is not None else cfg.epochs), float(lr if lr is not None else cfg.lr),
-               seed, rank, n_ranks, desc)
+    run = _make_run(cfg, seed, lr, epochs, desc)
     _place(student, teacher, loss, run)
     params = [p for p in student.parameters() if p.requires_grad] + list(loss.projections.parameters())
     broadcast_parameters(student, loss.projections)
-    train_loader, dist_sampler = shard_train_loader(loaders.train, seed) if isinstance(
-        loaders.train, DataLoader) else (loaders.train, None)
-    if n_ranks > 1:
-        log.info("%s: data-parallel, rank %d of %d, %d samples per epoch in batches of %d on this rank", desc,
-                 rank, n_ranks, len(dist_sampler) if dist_sampler is not None else -1,
-                 getattr(train_loader, "batch_size", -1) or -1)
-    opt = _optimizer(params, cfg, run.lr)
-    steps = max(1, run.epochs * len(train_loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    scaler = torch.amp.GradScaler(device.type, enabled=run.amp and device.type == "cuda")
+    train_loader, dist_sampler = _train_loader(loaders.train, run)
+    opt, sched, scaler = _optimisation(params, cfg, run, len(train_loader))
     state = {"model": student, "projections": loss.projections, "optimizer": opt, "scheduler": sched,
              "scaler": scaler}
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    if ckpt_path is not None:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    start, history = 0, []
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        start, history = _load_checkpoint(ckpt_path, state, device)
-        log.info("%s: resumed after epoch %d of %d", desc, start, run.epochs)
-
+    ckpt_path = _checkpoint_path(checkpoint_dir)
+    start, history = _resume(ckpt_path, state, run) if resume else (0, [])
     sampler_gen = getattr(getattr(train_loader, "sampler", None), "generator", None)
     for epoch in range(start, run.epochs):
-        # Reseed per epoch: batches/augmentations of epoch e are a function of (seed, e) only.
-        torch.manual_seed(seed * 100_003 + epoch + 7_919 * rank)  # ranks draw different augmentations
-        if sampler_gen is not None:
-            sampler_gen.manual_seed(seed * 100_003 + epoch)
-        if dist_sampler is not None:
-            dist_sampler.set_epoch(epoch)
+        _seed_epoch(run, epoch, sampler_gen, dist_sampler)
         metrics = _train_one_epoch(student, train_loader, loss, opt, sched, scaler, params, run, epoch)
         metrics.update(epoch=epoch + 1, accuracy=_validate(student, loaders.val, run), lr=opt.param_groups[0]["lr"])
         history.append(metrics)
         log.info("%s epoch %d/%d loss %.4f val_acc %.4f", desc, epoch + 1, run.epochs, metrics["loss"],
                  metrics["accuracy"])
         if ckpt_path is not None:
-            atomic_save({**{k: v.state_dict() for k, v in state.items()}, "rng": _rng_state(),
-                         "epoch": epoch + 1, "history": history}, ckpt_path)
+            _save_checkpoint(ckpt_path, state, epoch + 1, history)
         if on_epoch is not None:
             on_epoch(epoch + 1, dict(metrics))
     if run.channels_last:
         student.to(memory_format=torch.contiguous_format)
     return FitResult(epochs_done=len(history), history=history, seconds=time.perf_counter() - t0)
+
+
+def _make_run(cfg: TrainConfig, seed: int, lr: float | None, epochs: int | None, desc: str) -> _Run:
+    """The run's device, precision, schedule length, learning rate and place among the ranks."""
+    device = resolve_device(cfg.device)
+    rank, n_ranks = world()
+    return _Run(device, _flag(cfg.amp, device), _flag(cfg.channels_last, device),
+                int(epochs if epochs is not None else cfg.epochs), float(lr if lr is not None else cfg.lr),
+                seed, rank, n_ranks, desc)
+
+
+def _train_loader(loader: Any, run: _Run) -> tuple[Any, Any]:
+    """This rank's share of the training data: ``(loader, DistributedSampler or None)``."""
+    train_loader, dist_sampler = shard_train_loader(loader, run.seed) if isinstance(
+        loader, DataLoader) else (loader, None)
+    if run.n_ranks > 1:
+        log.info("%s: data-parallel, rank %d of %d, %d samples per epoch in batches of %d on this rank", run.desc,
+                 run.rank, run.n_ranks, len(dist_sampler) if dist_sampler is not None else -1,
+                 getattr(train_loader, "batch_size", -1) or -1)
+    return train_loader, dist_sampler
+
+
+def _optimisation(params: list[torch.Tensor], cfg: TrainConfig, run: _Run, n_batches: int
+                  ) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
+    """Optimizer, per-batch cosine schedule over the whole run, and the AMP gradient scaler."""
+    opt = _optimizer(params, cfg, run.lr)
+    steps = max(1, run.epochs * n_batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp and run.device.type == "cuda")
+    return opt, sched, scaler
+
+
+def _checkpoint_path(checkpoint_dir: str | os.PathLike | None) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _resume(ckpt_path: Path | None, state: dict[str, Any], run: _Run) -> tuple[int, list[dict]]:
+    """``(epochs done, history)`` from the checkpoint when there is one, else ``(0, [])``."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return 0, []
+    start, history = _load_checkpoint(ckpt_path, state, run.device)
+    log.info("%s: resumed after epoch %d of %d", run.desc, start, run.epochs)
+    return start, history
+
+
+def _seed_epoch(run: _Run, epoch: int, sampler_gen: torch.Generator | None, dist_sampler: Any) -> None:
+    """Reseed per epoch: batches/augmentations of epoch e are a function of (seed, e) only."""
+    torch.manual_seed(run.seed * 100_003 + epoch + 7_919 * run.rank)  # ranks draw different augmentations
+    if sampler_gen is not None:
+        sampler_gen.manual_seed(run.seed * 100_003 + epoch)
+    if dist_sampler is not None:
+        dist_sampler.set_epoch(epoch)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any], epochs_done: int, history: list[dict]) -> None:
+    """The full training state after ``epochs_done`` epochs (read back by :func:`_load_checkpoint`)."""
+    atomic_save({**{k: v.state_dict() for k, v in state.items()}, "rng": _rng_state(),
+                 "epoch": epochs_done, "history": history}, path)
 
 
 def _place(student: nn.Module, teacher: nn.Module | None, loss: DistillLoss, run: _Run) -> None:

@@ -20,6 +20,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from kpid_core.errors import ConfigError
 
@@ -138,11 +139,27 @@ def init_ray(
         "include_dashboard": dashboard,
     }
     if address:
-        try:
-            ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError) as exc:
-            raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {exc}") from None
-        return True
+        _join(address, common)
+    else:
+        _start_local(num_cpus, num_gpus, temp_dir, common)
+    return True
+
+
+def _join(address: str, common: dict[str, Any]) -> None:
+    """Connect to the cluster at ``address``; ConfigError when it does not answer."""
+    import ray
+
+    try:
+        ray.init(address=address, **common)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ConfigError(f"--address: cannot join the Ray cluster at {address!r}: {exc}") from None
+
+
+def _start_local(num_cpus: int | None, num_gpus: int | None, temp_dir: str | None, common: dict[str, Any]) -> None:
+    """Start a cluster on this machine bound to loopback; ConfigError (and no cluster) when Ray
+    bound it to another address."""
+    import ray
+
     _local_only()
     ray.init(
         num_cpus=num_cpus,
@@ -161,7 +178,6 @@ def init_ray(
             f"{LOCAL_ONLY_ENV}=0 in the environment before starting Python, or start a cluster yourself "
             "and pass --address"
         )
-    return True
 
 
 def _local_only() -> None:

@@ -23,6 +23,10 @@ from typing import Any, NamedTuple
 if __package__ in (None, ""):  # run as a script: make `sweeps` and `kpid_core` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# tuner.pkl files of earlier sweeps refer to this function as sweeps.run._trial_dirname: the name keeps
+# them restorable with --resume.
+from sweeps.tuner import trial_dirname as _trial_dirname  # noqa: F401
+
 __all__ = ["EXIT_USAGE", "ResourceRequest", "RunDescription", "build_parser", "describe_run", "main", "run_sweep"]
 
 EXIT_USAGE = 2
@@ -238,48 +242,6 @@ def _local_totals() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(local_gpu_count()), TRIAL_SLOT: 10_000.0}
 
 
-def _trial_dirname(trial: Any) -> str:
-    """Short trial folder names (Ray's default embeds every parameter and a timestamp)."""
-    return f"trial_{trial.trial_id}"
-
-
-def _progress_callback(base: dict[str, Any], out=sys.stdout) -> Any:
-    from ray.tune import Callback
-
-    from sweeps.results import trial_row
-
-    class _Progress(Callback):
-        """One line per trial that ends (finished / stopped early / error)."""
-
-        def __init__(self, stream: Any) -> None:  # a parameter, not a closure: see __getstate__
-            self.done = 0
-            self.out = stream
-
-        def __getstate__(self) -> dict[str, Any]:
-            # Tune pickles its callbacks into tuner.pkl; a notebook's or pytest's stream cannot be pickled
-            return {"done": self.done}
-
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            self.done, self.out = state["done"], sys.stdout
-
-        def _line(self, trial: Any, error: str | None = None) -> None:
-            self.done += 1
-            r = trial_row(trial.trial_id, trial.config, base, trial.last_result or {}, error)
-            acc = r["accuracy"] if r["status"] == "finished" else r["val_accuracy"]
-            macs = f"{int(r['macs']):,d}" if r["macs"] is not None else "-"
-            extra = f"  {r['error'][:80]}" if r["error"] else ""
-            print(f"[{self.done:>3}] {r['status']:<13} budget={r['budget']:.3f} metric={r['metric']:<10} "
-                  f"acc={acc:.4f} MACs={macs}{extra}", file=self.out, flush=True)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._line(trial)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._line(trial, error="crashed (see the trial's error.txt)")
-
-    return _Progress(out)
-
-
 def run_sweep(
     args: argparse.Namespace,
     *,
@@ -397,6 +359,7 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
     """The sweep proper: sweep file, shared artifacts, Tune, the trials table, baselines, report.
     ``guard`` (:class:`sweeps.interrupt.StopGuard`) learns the phase and watches the trials."""
     from kpid_core.files import atomic_write_text, output_dir
+    from sweeps.tuner import build_tuner
 
     exp_path = output_dir(run.exp_dir, "--storage")  # a local (mounted) path: _storage_root refuses URIs
     if not run.resume:
@@ -416,7 +379,7 @@ def _execute(run: RunDescription, res: Any, guard: Any, *, trial_fn: Any, prepar
         from sweeps.resume_checks import check_shared
 
         check_shared(shared)
-    tuner = _tuner(run, res, shared, trial_fn, out)
+    tuner = build_tuner(run, res, shared, trial_fn, out)
     print(f"running {run.spec.num_trials()} trial(s), up to {res.slots} at once -> {run.exp_dir}", file=out,
           flush=True)
     guard.phase = "running trials"
@@ -476,83 +439,6 @@ def _prepare(run: RunDescription, res: Any, prepare_fn: Any, out: Any) -> Any:
         apply_params(run.spec.base, {}), Path(run.exp_dir), run.spec.metrics, prepare_fn=prepare_fn,
         num_cpus=min(1.0, res.cpus_per_trial), num_gpus=1.0 if res.num_gpus >= 1 else 0.0, reuse=run.resume,
         waits=run.waits,
-    )
-
-
-def _callbacks(base: dict[str, Any], out: Any) -> list[Any]:
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    # explicit, so that result.json / progress.csv exist even when a user's environment sets
-    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS
-    return [_progress_callback(base, out), JsonLoggerCallback(), CSVLoggerCallback()]
-
-
-def _tuner(run: RunDescription, res: Any, shared: Any, trial_fn: Any, out: Any) -> Any:
-    """A new ``tune.Tuner`` for the run, or the interrupted one restored (``run.resume``)."""
-    from ray import tune
-
-    from sweeps.space import tune_param_space
-    from sweeps.trainable import make_trainable
-
-    spec = run.spec
-    trainable = tune.with_resources(
-        make_trainable(spec.base, shared, trial_fn=trial_fn, workers=res.workers,
-                       cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker),
-        res.tune_request(),
-    )
-    if run.resume and tune.Tuner.can_restore(run.exp_dir):
-        tuner = tune.Tuner.restore(run.exp_dir, trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        # Callbacks are not restored from tuner.pkl and the restore API takes none: Ray has no public
-        # way to set them, so they go into the restored tuner's private run config.
-        tuner._local_tuner._run_config.callbacks = _callbacks(spec.base, out)  # type: ignore[union-attr]
-        return tuner
-    storage, name = _tune_storage(run)
-    return tune.Tuner(
-        trainable,
-        param_space=tune_param_space(spec),
-        tune_config=_tune_config(run, res),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=1 if run.verbose else 0,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=_callbacks(spec.base, out),
-        ),
-    )
-
-
-def _tune_storage(run: RunDescription) -> tuple[str, str]:
-    """Tune's ``(storage_path, name)``: the experiment directory's parent and last component."""
-    storage, name = run.exp_dir.rstrip("/").rsplit("/", 1)
-    return storage, name
-
-
-def _tune_config(run: RunDescription, res: Any) -> Any:
-    from ray import tune
-
-    from sweeps.search import BudgetASHA, make_searcher
-    from sweeps.space import BUDGET_KEY
-
-    spec = run.spec
-    max_epochs = spec.space.get("train.epochs", [spec.base["train.epochs"]])
-    max_t = int(max(max_epochs) if isinstance(max_epochs, list) else max_epochs["high"])
-    scheduler = None
-    if spec.early_stopping:
-        scheduler = BudgetASHA(BUDGET_KEY, metric=spec.objectives[0][0], mode=spec.objectives[0][1],
-                               max_t=max_t, **spec.early_stopping)
-    searcher = None
-    if spec.mode == "optuna":
-        searcher = make_searcher(spec.objectives, str(Path(run.exp_dir) / "optuna.db"),
-                                 f"kpid-{_tune_storage(run)[1]}", spec.seed)
-    max_conc = spec.max_concurrent or res.slots
-    return tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-        max_concurrent_trials=min(max_conc, res.slots),
-        trial_dirname_creator=_trial_dirname,
-        # A trial worker costs ~3 s to start (Python + torch import): reuse it across trials.
-        # Data-parallel trials keep fresh actors (their Train workers are per trial anyway).
-        reuse_actors=res.workers == 1,
-        # metric/mode stay off TuneConfig: there they would make the study single-objective
     )
 
 

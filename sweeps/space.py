@@ -204,59 +204,27 @@ def _expand(key: str, rng: dict[str, Any], where: str) -> list[float]:
 
 
 def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
-    """Validate a sweep dict; every problem is a one-line ConfigError naming the field."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys {sorted(_TOP_KEYS)}")
-    bad = set(raw) - _TOP_KEYS
-    if bad:
-        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(bad)}; allowed: {sorted(_TOP_KEYS)}")
+    """Validate a sweep dict; every problem is a one-line ConfigError naming the field.
+
+    Args:
+        raw: the sweep mapping (``name``, ``base``, ``gpu``, ``space``, ``search``, ``resources``,
+            ``baselines``), as read from YAML.
+        where: what to name in error messages (the file's path).
+
+    Returns:
+        The validated :class:`SweepSpec`.
+    """
+    _check_top_keys(raw, where)
     defaults = _defaults()
     valid = set(defaults)
     base = dict(defaults)
     for k, v in flatten(raw.get("base") or {}).items():
         base[canonical_key(k, valid, f"{where}: base")] = v
-
     gpu = {canonical_key(k, valid, f"{where}: gpu"): v for k, v in flatten(raw.get("gpu") or {}).items()}
-    space: dict[str, Any] = {}
-    for k, v in (raw.get("space") or {}).items():
-        key = canonical_key(k, valid, f"{where}: space")
-        if isinstance(v, dict):
-            v = _range(k, v, where)
-            if v["low"] == v["high"]:
-                base[key] = v["low"]
-                continue
-        elif isinstance(v, (list, tuple)):
-            if not v:
-                raise ConfigError(f"{where}: space.{k}: empty list")
-            if len(v) == 1:  # one value is not a dimension: it goes into the base config
-                base[key] = v[0]
-                continue
-            v = list(v)
-        else:
-            base[key] = v
-            continue
-        space[key] = v
-
+    space = _split_space(raw.get("space") or {}, base, valid, where)
     search = dict(raw.get("search") or {})
-    bad = set(search) - _SEARCH_KEYS
-    if bad:
-        raise ConfigError(f"{where}: search: unknown key(s) {sorted(bad)}; allowed: {sorted(_SEARCH_KEYS)}")
-    mode = search.get("mode", "optuna")
-    if mode not in ("optuna", "grid"):
-        raise ConfigError(f"{where}: search.mode: {mode!r}; allowed: optuna, grid")
-
-    if BUDGET_KEY in space and isinstance(space[BUDGET_KEY], dict):
-        space[BUDGET_KEY] = _expand("budget", space[BUDGET_KEY], where)
-    if mode == "grid":
-        for k, v in list(space.items()):
-            if isinstance(v, dict):
-                space[k] = _expand(k, v, where)
-    budgets = space.get(BUDGET_KEY, [base[BUDGET_KEY]])
-    for b in budgets:
-        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < float(b) <= 1:
-            raise ConfigError(f"{where}: budget {b!r} is outside (0, 1] (fraction of the dense MACs kept)")
-    if BUDGET_KEY in space:
-        space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
+    mode = _search_mode(search, where)
+    _resolve_budgets(space, base, mode, where)
     _validate_trial(base, space, where)
     if gpu:
         _validate_trial({**base, **gpu}, space, f"{where}: gpu")
@@ -265,25 +233,11 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
             f"{where}: space: empty search space; list at least one key with two or more values "
             "(e.g. budget: [0.3, 0.5])"
         )
-
-    es = search.get("early_stopping", {"grace_period": 1, "reduction_factor": 2})
-    if es is not None and es is not False:
-        if not isinstance(es, dict) or set(es) - {"grace_period", "reduction_factor"}:
-            raise ConfigError(f"{where}: search.early_stopping: expected {{grace_period, reduction_factor}} "
-                              "or null")
-        es = {"grace_period": int(es.get("grace_period", 1)),
-              "reduction_factor": float(es.get("reduction_factor", 2))}
-        if es["grace_period"] < 1 or es["reduction_factor"] <= 1:
-            raise ConfigError(f"{where}: search.early_stopping: grace_period >= 1, reduction_factor > 1")
-    else:
-        es = None
+    es = _early_stopping(search, where)
     num_samples = int(search.get("num_samples", 1 if mode == "grid" else 8))
     if num_samples < 1:
         raise ConfigError(f"{where}: search.num_samples must be >= 1")
-    resources = dict(raw.get("resources") or {})
-    bad = set(resources) - _RESOURCE_KEYS
-    if bad:
-        raise ConfigError(f"{where}: resources: unknown key(s) {sorted(bad)}; allowed: {sorted(_RESOURCE_KEYS)}")
+    resources = _resources(raw, where)
     objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
     spec = SweepSpec(
         name=raw.get("name"),
@@ -301,11 +255,98 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
         baselines=_baselines(raw.get("baselines"), where),
         raw=raw,
     )
+    _check_baseline_labels(spec, where)
+    return spec
+
+
+def _check_top_keys(raw: Any, where: str) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {sorted(_TOP_KEYS)}")
+    bad = set(raw) - _TOP_KEYS
+    if bad:
+        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(bad)}; allowed: {sorted(_TOP_KEYS)}")
+
+
+def _split_space(raw_space: dict[str, Any], base: dict[str, Any], valid: set[str], where: str) -> dict[str, Any]:
+    """The swept dimensions (dotted key → list or range). A single value, a one-item list or a range
+    with low == high is not a dimension: it goes into ``base`` (updated in place)."""
+    space: dict[str, Any] = {}
+    for k, v in raw_space.items():
+        key = canonical_key(k, valid, f"{where}: space")
+        if isinstance(v, dict):
+            v = _range(k, v, where)
+            if v["low"] == v["high"]:
+                base[key] = v["low"]
+                continue
+        elif isinstance(v, (list, tuple)):
+            if not v:
+                raise ConfigError(f"{where}: space.{k}: empty list")
+            if len(v) == 1:  # one value is not a dimension: it goes into the base config
+                base[key] = v[0]
+                continue
+            v = list(v)
+        else:
+            base[key] = v
+            continue
+        space[key] = v
+    return space
+
+
+def _search_mode(search: dict[str, Any], where: str) -> str:
+    bad = set(search) - _SEARCH_KEYS
+    if bad:
+        raise ConfigError(f"{where}: search: unknown key(s) {sorted(bad)}; allowed: {sorted(_SEARCH_KEYS)}")
+    mode = search.get("mode", "optuna")
+    if mode not in ("optuna", "grid"):
+        raise ConfigError(f"{where}: search.mode: {mode!r}; allowed: optuna, grid")
+    return mode
+
+
+def _resolve_budgets(space: dict[str, Any], base: dict[str, Any], mode: str, where: str) -> None:
+    """Expand ranges to lists where they must be lists (the budget always, every key in grid mode)
+    and check every budget is in (0, 1]; ``space`` is updated in place."""
+    if BUDGET_KEY in space and isinstance(space[BUDGET_KEY], dict):
+        space[BUDGET_KEY] = _expand("budget", space[BUDGET_KEY], where)
+    if mode == "grid":
+        for k, v in list(space.items()):
+            if isinstance(v, dict):
+                space[k] = _expand(k, v, where)
+    budgets = space.get(BUDGET_KEY, [base[BUDGET_KEY]])
+    for b in budgets:
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0 < float(b) <= 1:
+            raise ConfigError(f"{where}: budget {b!r} is outside (0, 1] (fraction of the dense MACs kept)")
+    if BUDGET_KEY in space:
+        space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
+
+
+def _early_stopping(search: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """``search.early_stopping`` → ``{grace_period, reduction_factor}``, or None when switched off."""
+    es = search.get("early_stopping", {"grace_period": 1, "reduction_factor": 2})
+    if es is None or es is False:
+        return None
+    if not isinstance(es, dict) or set(es) - {"grace_period", "reduction_factor"}:
+        raise ConfigError(f"{where}: search.early_stopping: expected {{grace_period, reduction_factor}} "
+                          "or null")
+    es = {"grace_period": int(es.get("grace_period", 1)),
+          "reduction_factor": float(es.get("reduction_factor", 2))}
+    if es["grace_period"] < 1 or es["reduction_factor"] <= 1:
+        raise ConfigError(f"{where}: search.early_stopping: grace_period >= 1, reduction_factor > 1")
+    return es
+
+
+def _resources(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    resources = dict(raw.get("resources") or {})
+    bad = set(resources) - _RESOURCE_KEYS
+    if bad:
+        raise ConfigError(f"{where}: resources: unknown key(s) {sorted(bad)}; allowed: {sorted(_RESOURCE_KEYS)}")
+    return resources
+
+
+def _check_baseline_labels(spec: SweepSpec, where: str) -> None:
     labels = [r["label"] for r in spec.baseline_runs()]
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:  # two runs with one label would share one result directory
         raise ConfigError(f"{where}: baselines: the same baseline run is listed twice: {', '.join(twice)}")
-    return spec
 
 
 def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:

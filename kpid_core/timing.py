@@ -1,0 +1,231 @@
+"""Timing models on a device: the settings, a timer (``time.perf_counter`` at a fixed thread count on
+CPU; CUDA events on GPU, optionally under fp16 autocast and channels_last), interleaved rounds that
+spread load drifts over every variant alike, and the paired dense-vs-pruned latency a trial reports.
+:mod:`kpid_core.latency_table` builds its per-layer table on these (and re-exports them).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kpid_core.errors import ConfigError
+
+__all__ = ["LatencySettings", "Threads", "Timer", "device_name", "paired_latency", "time_calls", "time_interleaved"]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """Where and how latency is measured.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        batch: images per forward.
+        threads: torch intra-op threads while timing (CPU).
+        amp: fp16 autocast (CUDA only).
+        channels_last: channels_last memory format (CUDA only in practice).
+        repeats: interleaved timing rounds (the median is taken).
+        min_sample_s: each timing sample repeats the call until it lasts this long (seconds).
+        cache_dir: where tables are cached; None = ``$KPID_CACHE_DIR/latency`` or
+            ``~/.cache/kpid/latency``.
+    """
+
+    device: str = "cpu"
+    batch: int = 8
+    threads: int = 1
+    amp: bool = False
+    channels_last: bool = False
+    repeats: int = 5
+    cache_dir: str | None = None
+    min_sample_s: float = 0.02
+
+    def check(self) -> LatencySettings:
+        """Validate every field (ConfigError naming it); returns self."""
+        if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ConfigError(f"latency device {self.device!r}: allowed values are cpu, cuda, cuda:N")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"latency device {self.device!r}: CUDA is not available here; allowed: cpu")
+        for name in ("batch", "threads", "repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"latency {name} must be a whole number >= 1, got {v!r}")
+        if not (isinstance(self.min_sample_s, (int, float)) and 0 < self.min_sample_s <= 10):
+            raise ConfigError(f"latency min_sample_s must be in (0, 10] seconds, got {self.min_sample_s!r}")
+        return self
+
+    @property
+    def dtype(self) -> str:
+        return "float16-autocast" if self.amp else "float32"
+
+
+def device_name(device: str) -> str:
+    """A human and cache-key name of the timing device: the GPU's name, or the CPU model.
+
+    Args:
+        device: ``cpu`` or ``cuda[:N]``.
+
+    Returns:
+        e.g. ``"cuda: NVIDIA H200"`` or ``"cpu: Intel(R) Xeon(R) ... x86_64"``.
+    """
+    if str(device).startswith("cuda"):
+        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {model or platform.processor() or 'unknown'} {platform.machine()}".strip()
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+class Timer:
+    """Puts models on the settings' device and times calls (perf_counter on CPU, CUDA events on GPU).
+
+    Args:
+        settings: the :class:`LatencySettings`.
+    """
+
+    def __init__(self, settings: LatencySettings):
+        self.s = settings
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def prepare(self, model: nn.Module, input_shape: tuple[int, ...]) -> Callable[[], None]:
+        """A no-argument function that runs ``model`` once on a random batch of ``input_shape``.
+
+        Args:
+            model: the module (moved to the device, eval mode; not copied).
+            input_shape: the full input shape, batch first.
+
+        Returns:
+            The call.
+        """
+        model = model.eval().to(self.device)
+        x = torch.randn(*input_shape, device=self.device)
+        if self.s.channels_last and x.dim() == 4:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = self.s.amp and self.device.type == "cuda"
+
+        def call() -> None:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+                model(x)
+
+        return call
+
+    def time(self, fn: Callable[[], None], n: int) -> float:
+        """Seconds per call, averaged over ``n`` back-to-back calls."""
+        return time_calls(fn, n, self.device)
+
+
+def time_calls(fn: Callable[[], None], n: int, device: torch.device) -> float:
+    """Seconds per call of ``fn``, averaged over ``n`` back-to-back calls: CUDA events on a CUDA
+    ``device`` (the queue is drained before reading them), ``time.perf_counter`` elsewhere.
+
+    Args:
+        fn: the call to time (e.g. one forward pass).
+        n: how many calls.
+        device: where ``fn`` runs.
+
+    Returns:
+        The mean seconds per call.
+    """
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+class Threads:
+    """Context manager: torch runs ``n`` intra-op threads inside, its previous count after.
+
+    Args:
+        n: threads while inside.
+    """
+
+    def __init__(self, n: int):
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self):
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, warmup: int = 2,
+                     min_sample_s: float = 0.02) -> list[list[float]]:
+    """Per function, ``repeats`` samples (seconds per call). Each round times every function once,
+    starting at a rotating offset, so load drifts hit all alike; a sample repeats the call until it
+    lasts at least ``min_sample_s``.
+
+    Args:
+        fns: calls from :meth:`Timer.prepare`.
+        repeats: rounds.
+        timer: the timer.
+        warmup: untimed calls of each function first.
+        min_sample_s: the shortest sample.
+
+    Returns:
+        ``samples[i]`` for ``fns[i]``.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    if timer.device.type == "cuda":
+        torch.cuda.synchronize()
+    reps = [max(1, math.ceil(min_sample_s / max(timer.time(fn, 1), 1e-6))) for fn in fns]
+    out: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        for j in range(len(fns)):
+            i = (j + r) % len(fns)
+            out[i].append(timer.time(fns[i], reps[i]))
+    return out
+
+
+def paired_latency(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
+                   settings: LatencySettings) -> dict[str, Any]:
+    """Latency of a dense and a pruned model timed in interleaved pairs (copies are timed; the
+    models are left where they were).
+
+    Args:
+        dense: the dense model.
+        pruned: the pruned model.
+        input_shape: one image's shape (C, H, W).
+        settings: device, batch, threads, AMP, channels_last, repeats.
+
+    Returns:
+        ``latency_dense_ms`` and ``latency_ms`` (medians per batch, milliseconds), ``latency_ratio``
+        (median over rounds of t_pruned / t_dense), ``latency_batch``, ``latency_device`` (named).
+    """
+    settings.check()
+    timer = Timer(settings)
+    shape = (settings.batch, *input_shape)
+    with Threads(settings.threads):
+        fns = [timer.prepare(copy.deepcopy(m), shape) for m in (dense, pruned)]
+        d, p = time_interleaved(fns, settings.repeats, timer, min_sample_s=settings.min_sample_s)
+    return {"latency_dense_ms": statistics.median(d) * 1e3, "latency_ms": statistics.median(p) * 1e3,
+            "latency_ratio": statistics.median(b / a for a, b in zip(d, p)), "latency_batch": settings.batch,
+            "latency_device": device_name(settings.device)}
