@@ -134,6 +134,19 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         UnsupportedModelError: a structure the engine cannot prune (the message names the operation).
         SpecError: ``scores`` do not match the model.
     """
+    budget, min_keep, round_to = _check_args(budget, min_keep, allocation, solver, normalize, linearize, spread,
+                                             model_kwargs, cost, round_to)
+    settings = _latency_settings(latency) if cost == "latency" else None
+
+    # the same result inside torch.no_grad() / torch.inference_mode() as outside
+    with torch.inference_mode(False), torch.enable_grad():
+        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
+                      spread, model_name, model_kwargs, cost=cost, round_to=round_to, settings=settings, log=log)
+
+
+def _check_args(budget: Any, min_keep: Any, allocation: str, solver: str, normalize: str, linearize: str,
+                spread: Any, model_kwargs: Any, cost: str, round_to: Any) -> tuple[float, float, int]:
+    """prune_to_budget's argument checks; returns the checked (budget, min_keep, round_to)."""
     budget = check_fraction("budget", budget)
     min_keep = check_fraction("min_keep", min_keep)
     if allocation not in ALLOCATIONS:
@@ -150,12 +163,7 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         raise ConfigError("model_kwargs must be a dict")
     check_cost(cost)
     round_to = check_round_to(round_to)
-    settings = _latency_settings(latency) if cost == "latency" else None
-
-    # the same result inside torch.no_grad() / torch.inference_mode() as outside
-    with torch.inference_mode(False), torch.enable_grad():
-        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
-                      spread, model_name, model_kwargs, cost=cost, round_to=round_to, settings=settings, log=log)
+    return budget, min_keep, round_to
 
 
 def _traced(model: nn.Module, example_input: Any) -> tuple[nn.Module, torch.Tensor, Any]:
