@@ -231,6 +231,24 @@ def _in_units(ranked: list[np.ndarray], steps: np.ndarray | None) -> list[np.nda
     return [r.reshape(-1, int(s)).sum(1) for r, s in zip(ranked, steps)]
 
 
+def _check_feasible(cm: CostModel, floors: np.ndarray, budget_cost: float, budget: float, min_keep: float) -> None:
+    """Raise InfeasibleBudgetError when the ``min_keep`` floors alone cost more than the budget."""
+    dense = cm.total()
+    floor_cost = cm.total(floors)
+    if floor_cost <= budget_cost:
+        return
+    min_budget = floor_cost / dense
+    # cost that no kept count changes: layers no prunable group reaches (channel splits,
+    # grouped convolutions), named so that the user is not sent chasing min_keep alone
+    fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
+    why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned (channel splits, "
+           f"grouped convolutions)" if fixed > 0.05 else "")
+    raise InfeasibleBudgetError(
+        f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
+        f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
+        f"or a smaller min_keep", min_budget)
+
+
 def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: float, *, min_keep: float = 0.1,
              allocation: str = "knapsack", solver: str = "dp", normalize: str = "none",
              linearize: str = "current", spread: float = 1.5, cost: CostModel | None = None,
@@ -266,21 +284,9 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     """
     cm = blocked(cost if cost is not None else mac_cost(groups), round_to)
     steps = cm.steps if cm.steps is not None else np.ones(len(cm.sizes), dtype=np.int64)
-    dense = cm.total()
     budget_cost = _budget_in(cm, budget)
     floors = _floors(cm.sizes, min_keep)
-    floor_cost = cm.total(floors)
-    if floor_cost > budget_cost:
-        min_budget = floor_cost / dense
-        # cost that no kept count changes: layers no prunable group reaches (channel splits,
-        # grouped convolutions), named so that the user is not sent chasing min_keep alone
-        fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
-        why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned (channel splits, "
-               f"grouped convolutions)" if fixed > 0.05 else "")
-        raise InfeasibleBudgetError(
-            f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
-            f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
-            f"or a smaller min_keep", min_budget)
+    _check_feasible(cm, floors, budget_cost, budget, min_keep)
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
     ranked = normalize_scores([np.maximum(v[o], 0.0) for v, o in zip(score_vectors, order)], normalize)

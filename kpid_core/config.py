@@ -99,6 +99,8 @@ class PruneConfig:
     spread: float = 1.5  # s > 1: each group within [1/s, s] x its uniform count; 0 = unbounded (the paper)
     cost: str = "macs"  # macs | params | latency: what the budget is a fraction of (kpid_core.cost)
     round_to: int = 1  # 1 | 8 | 16 | 32: kept channel counts are multiples of it where the group size allows
+    steps: int = 1  # knapsack cuts to reach the budget; > 1 = progressive prune-and-distill (kpid_core.progressive)
+    step_epochs: int = 1  # fine-tuning epochs after each intermediate cut, taken from train.epochs
 
 
 @dataclass
@@ -299,8 +301,14 @@ def _check_ranges(cfg: TrialConfig) -> None:
     for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
                         ("data.batch_size", d.batch_size, 1),
                         ("data.num_workers", d.num_workers, 0),
-                        ("prune.importance_batches", p.importance_batches, 1)):
+                        ("prune.importance_batches", p.importance_batches, 1),
+                        ("prune.steps", p.steps, 1), ("prune.step_epochs", p.step_epochs, 1)):
         _range(name, v, lo, None)
+    if p.steps > 1 and (p.steps - 1) * p.step_epochs >= tr.epochs:
+        raise ConfigError(f"prune.steps={p.steps} x prune.step_epochs={p.step_epochs}: the intermediate steps "
+                          f"need (steps - 1) x step_epochs < train.epochs={tr.epochs} (the last cut is fine-tuned too)")
+    if p.steps > 1 and p.cost != "macs":
+        raise ConfigError(f"prune.steps={p.steps} needs prune.cost=macs (got {p.cost!r})")
     for name, v in (("data.image_size", d.image_size), ("data.train_size", d.train_size)):
         if v is not None:
             _range(name, v, 1, None)

@@ -28,7 +28,7 @@ from kpid_core.allocation import (
     score_vectors,
 )
 from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
-from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
+from kpid_core.errors import ConfigError, SpecError, UnknownNameError, UnsupportedModelError
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
 from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
@@ -49,6 +49,7 @@ __all__ = [
     "load_pruned",
     "output_channels",
     "prune_to_budget",
+    "prune_to_kept",
     "save_pruned",
 ]
 
@@ -133,6 +134,19 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         UnsupportedModelError: a structure the engine cannot prune (the message names the operation).
         SpecError: ``scores`` do not match the model.
     """
+    budget, min_keep, round_to = _check_args(budget, min_keep, allocation, solver, normalize, linearize, spread,
+                                             model_kwargs, cost, round_to)
+    settings = _latency_settings(latency) if cost == "latency" else None
+
+    # the same result inside torch.no_grad() / torch.inference_mode() as outside
+    with torch.inference_mode(False), torch.enable_grad():
+        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
+                      spread, model_name, model_kwargs, cost=cost, round_to=round_to, settings=settings, log=log)
+
+
+def _check_args(budget: Any, min_keep: Any, allocation: str, solver: str, normalize: str, linearize: str,
+                spread: Any, model_kwargs: Any, cost: str, round_to: Any) -> tuple[float, float, int]:
+    """prune_to_budget's argument checks; returns the checked (budget, min_keep, round_to)."""
     budget = check_fraction("budget", budget)
     min_keep = check_fraction("min_keep", min_keep)
     if allocation not in ALLOCATIONS:
@@ -149,34 +163,49 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         raise ConfigError("model_kwargs must be a dict")
     check_cost(cost)
     round_to = check_round_to(round_to)
-    settings = _latency_settings(latency) if cost == "latency" else None
-
-    # the same result inside torch.no_grad() / torch.inference_mode() as outside
-    with torch.inference_mode(False), torch.enable_grad():
-        return _prune(model, example_input, budget, scores, min_keep, allocation, solver, normalize, linearize,
-                      spread, model_name, model_kwargs, cost=cost, round_to=round_to, settings=settings, log=log)
+    return budget, min_keep, round_to
 
 
-def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min_keep: float, allocation: str,
-           solver: str, normalize: str, linearize: str, spread: float, model_name: str | None,
-           model_kwargs: dict | None, *, cost: str, round_to: int, settings: LatencySettings | None,
-           log: Callable[[str], None] | None) -> PruneResult:
+def _traced(model: nn.Module, example_input: Any) -> tuple[nn.Module, torch.Tensor, Any]:
+    """A deep copy of ``model`` (the one surgery will cut), the (1, C, H, W) input on its device and
+    its channel groups."""
     work = copy.deepcopy(model)
-    was_training = model.training
     p = next(iter(work.parameters()), None)
     x = example_input.clone() if isinstance(example_input, torch.Tensor) else torch.zeros(1, *example_input[-3:])
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if p is not None:
         x = x.to(p.device)
-    input_shape = tuple(int(s) for s in x.shape[1:])
-    groups = find_groups(work, x)
-    macs_before = groups.macs()  # == count_macs(work): the same traced forward
-    params_before = count_params(work)
+    return work, x, find_groups(work, x)
+
+
+def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min_keep: float, allocation: str,
+           solver: str, normalize: str, linearize: str, spread: float, model_name: str | None,
+           model_kwargs: dict | None, *, cost: str, round_to: int, settings: LatencySettings | None,
+           log: Callable[[str], None] | None) -> PruneResult:
+    work, x, groups = _traced(model, example_input)
     vectors = score_vectors(groups, scores, work)
     cm = _cost_model(cost, groups, work, settings, log)
     kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
                     normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs)
+    if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
+        result.spec.update(cost=cost, round_to=round_to, cost_before=result.cost_before,
+                           cost_after=result.cost_after)
+        if settings is not None:
+            result.spec["latency_settings"] = {k: v for k, v in dataclasses.asdict(settings).items() if k != "cache_dir"}
+    return result
+
+
+def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: dict[str, list[int]],
+         budget: float, cm: CostModel, allocation: str, min_keep: float, model_name: str | None,
+         model_kwargs: dict | None) -> PruneResult:
+    """Remove from ``work`` (a traced copy of ``model``) every channel ``kept`` drops; check the
+    MACs against the cost model and describe the result."""
+    was_training = model.training
+    input_shape = tuple(int(s) for s in x.shape[1:])
+    macs_before = groups.macs()  # == count_macs(work): the same traced forward
+    params_before = count_params(work)
     counts = groups.counts({k: len(v) for k, v in kept.items()})
     cost_before, cost_after = cm.total(), cm.total(counts)
     cmap, dense_sizes = remove_channels(work, groups, kept)
@@ -194,22 +223,59 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
             f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
             f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
     expected = groups.macs(counts)
-    if macs_after != expected or (cost == "macs" and macs_after > math.floor(budget * macs_before)):
+    if macs_after != expected or (cm.name == "macs" and macs_after > math.floor(budget * macs_before)):
         raise RuntimeError(f"internal: pruned model has {macs_after} MACs, MAC model predicted {expected}, "
                            f"budget {math.floor(budget * macs_before)}")
     params_after = count_params(work)
-    if cost == "params" and params_after != cost_after:
+    if cm.name == "params" and params_after != cost_after:
         raise RuntimeError(f"internal: pruned model has {params_after} params, the params model predicted {cost_after}")
     result = PruneResult(work, macs_before, macs_after, params_before, params_after, budget, {}, kept, cmap,
-                         cost, float(cost_before), float(cost_after))
+                         cm.name, float(cost_before), float(cost_after))
     result.spec = make_spec(result, input_shape, model_name, model_kwargs, groups.execution_order,
                             dense_sizes, allocation, min_keep)
-    if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
-        result.spec.update(cost=cost, round_to=round_to, cost_before=float(cost_before),
-                           cost_after=float(cost_after))
-        if settings is not None:
-            result.spec["latency_settings"] = {k: v for k, v in dataclasses.asdict(settings).items() if k != "cache_dir"}
     return result
+
+
+def prune_to_kept(model: nn.Module, example_input: Any, kept: dict[str, list[int]], *, allocation: str = "given",
+                  min_keep: float = 0.0, model_name: str | None = None, model_kwargs: dict | None = None
+                  ) -> PruneResult:
+    """Prune a copy of ``model`` to exactly the channels ``kept`` names (no allocation).
+
+    For allocations decided elsewhere: a progressive prune composes the kept channels of several
+    steps and rebuilds the result from the dense model, so that its spec and channel map refer to
+    the dense model's channels. ``model`` itself is never modified.
+
+    Args:
+        model: the dense model.
+        example_input: a (1, C, H, W) tensor or a (C, H, W) shape; MACs are counted at that size.
+        kept: ``group_key -> kept channel indices`` for every channel group of ``model`` (as
+            :attr:`PruneResult.kept`).
+        allocation: recorded in the spec as the allocation that chose the channels.
+        min_keep: recorded in the spec.
+        model_name: the registry name that rebuilds the dense model, stored in the spec.
+        model_kwargs: that registry builder's keyword arguments.
+
+    Returns:
+        A :class:`PruneResult` (MAC cost model; ``budget`` = the MAC ratio reached).
+
+    Raises:
+        SpecError: ``kept`` misses a group, names an unknown one or holds an index out of range.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        work, x, groups = _traced(model, example_input)
+        sizes = {g.key: g.size for g in groups}
+        if set(kept) != set(sizes):
+            raise SpecError(f"kept names groups {sorted(set(kept) ^ set(sizes))[:4]} that differ from the model's")
+        clean = {}
+        for key, idx in kept.items():
+            idx = sorted(int(i) for i in idx)
+            if not idx or idx[0] < 0 or idx[-1] >= sizes[key] or len(set(idx)) != len(idx):
+                raise SpecError(f"kept[{key!r}] must hold distinct indices in [0, {sizes[key]}), at least one")
+            clean[key] = idx
+        cm = mac_cost(groups)
+        ratio = cm.total(groups.counts({k: len(v) for k, v in clean.items()})) / max(cm.total(), 1)
+        return _cut(model, work, x, groups, clean, min(1.0, ratio), cm, allocation, min_keep, model_name,
+                    model_kwargs)
 
 
 def _latency_settings(latency: Any) -> LatencySettings:

@@ -26,10 +26,11 @@ from torch import nn
 from kpid_core.config import TrialConfig
 from kpid_core.data import DataBundle, build_data
 from kpid_core.distill import DistillLoss
-from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save, atomic_write_text
 from kpid_core.latency_table import LatencySettings, paired_latency
 from kpid_core.models import build_model, default_taps, model_in_channels
+from kpid_core.prune import PruneResult, output_channels, prune_to_budget, prune_to_kept, save_pruned
 from kpid_core.spec import cpu_state_dict
 from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
 from kpid_core.train import evaluate, fit, resolve_device, seed_everything, train_flag
@@ -37,8 +38,17 @@ from kpid_core.train import evaluate, fit, resolve_device, seed_everything, trai
 if TYPE_CHECKING:
     from kpid_core.importance import ImportanceScores
 
-__all__ = ["TRIAL_STATE_FILE", "SharedArtifacts", "latency_settings", "load_teacher", "prepare_shared", "run_trial", "teacher_importance",
-           "trial_data"]
+__all__ = [
+    "TRIAL_STATE_FILE",
+    "SharedArtifacts",
+    "final_epochs",
+    "latency_settings",
+    "load_teacher",
+    "prepare_shared",
+    "run_trial",
+    "teacher_importance",
+    "trial_data",
+]
 
 log = logging.getLogger("kpid_core.trial")
 TRIAL_STATE_FILE = "trial_state.json"  # in checkpoint_dir: the prune result a resumed trial must reproduce
@@ -281,11 +291,11 @@ def run_trial(cfg: Any, on_epoch: Callable[[int, dict], None] | None = None, *,
             raise
 
 
+_STUDENT_FILE = "progressive_student.pt"  # in checkpoint_dir: the student a progressive prune handed over
+
+
 def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts | None, ckdir: Path | None,
          resume: bool) -> dict[str, Any]:
-    from kpid_core.importance import ImportanceScores
-    from kpid_core.prune import output_channels, prune_to_budget, save_pruned
-
     t_start = time.perf_counter()
     times: dict[str, float] = {}
     seed_everything(cfg.seed)
@@ -297,6 +307,82 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     t = time.perf_counter()
     teacher = load_teacher(cfg, data, shared, device)
     times["teacher_s"] = time.perf_counter() - t
+    result, times = _prune_phase(cfg, teacher, data, shared, ckdir, resume, device, times)
+    student = result.model.to(device)
+    facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
+             "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
+             "params_dense": int(result.params_before), "budget": cfg.prune.budget}
+    if cfg.prune.cost != "macs":  # a MAC-budgeted trial reports exactly what it always did
+        facts.update(cost=cfg.prune.cost, cost_ratio=result.cost_ratio)
+    log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
+             facts["macs_ratio"], cfg.prune.budget)
+
+    def epoch_cb(epoch: int, m: dict) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, {**m, **{x: facts[x] for x in ("macs", "macs_ratio", "budget", "params")}})
+
+    loss = _distill_loss(cfg, student, teacher.model.to(device), result, data, device)
+    fr = fit(student, teacher.model, data, loss, cfg.train, on_epoch=epoch_cb, checkpoint_dir=ckdir,
+             resume=resume and ckdir is not None and (ckdir / TRIAL_STATE_FILE).is_file(), seed=cfg.seed,
+             epochs=final_epochs(cfg), desc="finetune")
+    loss.detach()
+    times["finetune_s"] = fr.seconds + times.get("step_finetune_s", 0.0)
+    student.eval()
+    acc = evaluate(student, data.test, device)
+    val_acc = fr.last["accuracy"] if fr.history else evaluate(student, data.val, device)
+    if cfg.latency.measure == "on" or (cfg.latency.measure == "auto" and cfg.prune.cost == "latency"):
+        t = time.perf_counter()
+        facts.update(paired_latency(teacher.model, student, data.input_shape, latency_settings(cfg, device)))
+        times["latency_s"] = time.perf_counter() - t
+        log.info("latency on %s (batch %d): dense %.2f ms, pruned %.2f ms (ratio %.3f)", facts["latency_device"],
+                 cfg.latency.batch, facts["latency_dense_ms"], facts["latency_ms"], facts["latency_ratio"])
+    times["total_s"] = time.perf_counter() - t_start
+    metrics = {"accuracy": acc, "val_accuracy": val_acc, "teacher_accuracy": teacher.accuracy, **facts,
+               "metric": cfg.prune.metric, "status": "finished",
+               "epochs_done": fr.epochs_done + (cfg.prune.steps - 1) * cfg.prune.step_epochs,
+               "times": times, "config": cfg.to_dict()}
+    log.info("trial finished: test acc %.4f (teacher %.4f), MACs ratio %.4f", acc, teacher.accuracy or 0.0,
+             facts["macs_ratio"])
+    if out is not None:
+        result.model = student.cpu()
+        save_pruned(result, out / "model", overwrite=True)  # library call: a re-run replaces its own output
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def final_epochs(cfg: TrialConfig) -> int:
+    """Fine-tuning epochs after the last cut: ``train.epochs`` less those of a progressive prune's
+    intermediate steps (so that one-shot and progressive trials train equally long).
+
+    Args:
+        cfg: the trial config.
+
+    Returns:
+        ``train.epochs - (prune.steps - 1) * prune.step_epochs``.
+    """
+    return cfg.train.epochs - (cfg.prune.steps - 1) * cfg.prune.step_epochs
+
+
+def _distill_loss(cfg: TrialConfig, student: nn.Module, teacher: nn.Module, result: PruneResult, data: DataBundle,
+                  device: torch.device) -> DistillLoss:
+    """The trial's loss, attached to ``student`` and ``teacher`` (inner KD at the model's taps)."""
+    taps = cfg.distill.taps if cfg.distill.taps is not None else default_taps(cfg.model.name)
+    kept = {tap: output_channels(result, tap) for tap in taps}
+    k = cfg.distill
+    loss = DistillLoss(ce_weight=k.ce_weight, kd_weight=k.kd_weight, inner_weight=k.inner_weight,
+                       temperature=k.temperature, kd_form=k.kd_form, match=k.match,
+                       label_smoothing=cfg.train.label_smoothing)
+    loss.attach(student, teacher, taps, kept, example_input=next(iter(data.val))[0][:2].to(device)
+                if k.match == "projection" else None)
+    return loss
+
+
+def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: SharedArtifacts | None,
+                 ckdir: Path | None, resume: bool, device: torch.device, times: dict[str, float]
+                 ) -> tuple[PruneResult, dict[str, float]]:
+    """Scores, allocation and surgery (and, with ``prune.steps`` > 1, the intermediate fine-tunes);
+    on resume the checkpoint's kept channels are reproduced (one shot) or rebuilt (progressive)."""
+    from kpid_core.importance import ImportanceScores
 
     t = time.perf_counter()
     state_path = ckdir / TRIAL_STATE_FILE if ckdir is not None else None
@@ -311,72 +397,78 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     times["importance_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    kw = model_kwargs(cfg, data.input_shape[0])
     dense = copy.deepcopy(teacher.model).cpu()
-    result = prune_to_budget(dense, _example(data), cfg.prune.budget, scores, min_keep=cfg.prune.min_keep,
-                             allocation=cfg.prune.allocation, solver=cfg.prune.solver,
-                             normalize=cfg.prune.normalize, linearize=cfg.prune.linearize,
-                             spread=cfg.prune.spread, cost=cfg.prune.cost, round_to=cfg.prune.round_to,
-                             latency=latency_settings(cfg, device, table=True) if cfg.prune.cost == "latency" else None,
-                             model_name=cfg.model.name, model_kwargs=kw, log=log.info)
-    times["prune_s"] = time.perf_counter() - t
+    if saved is not None and cfg.prune.steps > 1:
+        result = _rebuild(cfg, dense, data, saved["kept"])
+        if (ckdir / _STUDENT_FILE).is_file():
+            load_state_dict_file(ckdir / _STUDENT_FILE, result.model, what="progressive student checkpoint")
+    elif cfg.prune.steps > 1:
+        result = _progressive(cfg, dense, teacher, data, scores, device, times)
+    else:
+        result = _prune_once(cfg, dense, data, scores, cfg.prune.budget, device)
+    times["prune_s"] = time.perf_counter() - t - times.get("step_finetune_s", 0.0)
     if saved is not None and saved["kept"] != _jsonable(result.kept):
         raise SpecError(f"resume: the prune result differs from the checkpoint in {str(ckdir)!r} "
                         "(different teacher, scores or config?)")
     if state_path is not None and saved is None:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         scores.save(ckdir / _SCORES_FILE)
+        if cfg.prune.steps > 1:
+            atomic_save(cpu_state_dict(result.model), ckdir / _STUDENT_FILE)
         state_path.write_text(json.dumps({"kept": _jsonable(result.kept), "config": cfg.to_dict(),
                                           "times": times}))
     elif saved is not None:
         times = {**saved["times"], "teacher_s": times["teacher_s"] + saved["times"].get("teacher_s", 0.0)}
-    student = result.model.to(device)
-    facts = {"macs": int(result.macs_after), "macs_dense": int(result.macs_before),
-             "macs_ratio": result.macs_after / result.macs_before, "params": int(result.params_after),
-             "params_dense": int(result.params_before), "budget": cfg.prune.budget}
-    if cfg.prune.cost != "macs":  # a MAC-budgeted trial reports exactly what it always did
-        facts.update(cost=cfg.prune.cost, cost_ratio=result.cost_ratio)
-    log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
-             facts["macs_ratio"], cfg.prune.budget)
+    return result, times
 
-    taps = cfg.distill.taps if cfg.distill.taps is not None else default_taps(cfg.model.name)
-    kept = {tap: output_channels(result, tap) for tap in taps}
-    k = cfg.distill
-    loss = DistillLoss(ce_weight=k.ce_weight, kd_weight=k.kd_weight, inner_weight=k.inner_weight,
-                       temperature=k.temperature, kd_form=k.kd_form, match=k.match,
-                       label_smoothing=cfg.train.label_smoothing)
-    loss.attach(student, teacher.model.to(device), taps, kept, example_input=next(iter(data.val))[0][:2].to(device)
-                if k.match == "projection" else None)
 
-    def epoch_cb(epoch: int, m: dict) -> None:
-        if on_epoch is not None:
-            on_epoch(epoch, {**m, **{x: facts[x] for x in ("macs", "macs_ratio", "budget", "params")}})
+def _prune_once(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
+                device: torch.device) -> PruneResult:
+    """One knapsack cut of ``model`` to ``budget`` of its own cost, with the config's allocation."""
+    p = cfg.prune
+    return prune_to_budget(model, _example(data), budget, scores, min_keep=p.min_keep, allocation=p.allocation,
+                           solver=p.solver, normalize=p.normalize, linearize=p.linearize, spread=p.spread,
+                           cost=p.cost, round_to=p.round_to,
+                           latency=latency_settings(cfg, device, table=True) if p.cost == "latency" else None,
+                           model_name=cfg.model.name, model_kwargs=model_kwargs(cfg, data.input_shape[0]),
+                           log=log.info)
 
-    t = time.perf_counter()
-    fr = fit(student, teacher.model, data, loss, cfg.train, on_epoch=epoch_cb, checkpoint_dir=ckdir,
-             resume=saved is not None, seed=cfg.seed, desc="finetune")
-    loss.detach()
-    times["finetune_s"] = fr.seconds
-    student.eval()
-    acc = evaluate(student, data.test, device)
-    val_acc = fr.last["accuracy"] if fr.history else evaluate(student, data.val, device)
-    if cfg.latency.measure == "on" or (cfg.latency.measure == "auto" and cfg.prune.cost == "latency"):
-        t = time.perf_counter()
-        facts.update(paired_latency(teacher.model, student, data.input_shape, latency_settings(cfg, device)))
-        times["latency_s"] = time.perf_counter() - t
-        log.info("latency on %s (batch %d): dense %.2f ms, pruned %.2f ms (ratio %.3f)", facts["latency_device"],
-                 cfg.latency.batch, facts["latency_dense_ms"], facts["latency_ms"], facts["latency_ratio"])
-    times["total_s"] = time.perf_counter() - t_start
-    metrics = {"accuracy": acc, "val_accuracy": val_acc, "teacher_accuracy": teacher.accuracy, **facts,
-               "metric": cfg.prune.metric, "status": "finished", "epochs_done": fr.epochs_done,
-               "times": times, "config": cfg.to_dict()}
-    log.info("trial finished: test acc %.4f (teacher %.4f), MACs ratio %.4f", acc, teacher.accuracy or 0.0,
-             facts["macs_ratio"])
-    if out is not None:
+
+def _rebuild(cfg: TrialConfig, dense: nn.Module, data: DataBundle, kept: dict[str, list[int]]) -> PruneResult:
+    """``dense`` cut to exactly ``kept``, recorded with the trial's budget and allocation."""
+    result = prune_to_kept(dense, _example(data), kept, allocation=cfg.prune.allocation, min_keep=cfg.prune.min_keep,
+                           model_name=cfg.model.name, model_kwargs=model_kwargs(cfg, data.input_shape[0]))
+    result.budget = result.spec["budget"] = cfg.prune.budget
+    result.spec["steps"] = cfg.prune.steps
+    return result
+
+
+def _progressive(cfg: TrialConfig, dense: nn.Module, teacher: Teacher, data: DataBundle, scores: Any,
+                 device: torch.device, times: dict[str, float]) -> PruneResult:
+    """:func:`~kpid_core.progressive.progressive_prune` with the trial's allocation, metric and loss."""
+    from kpid_core.progressive import progressive_prune
+
+    if cfg.prune.cost != "macs":
+        raise ConfigError("prune.steps > 1 needs prune.cost=macs (a progressive prune composes MAC budgets)")
+
+    def tune(result: PruneResult, step: int) -> None:
+        student = result.model.to(device)
+        loss = _distill_loss(cfg, student, teacher.model.to(device), result, data, device)
+        fr = fit(student, teacher.model, data, loss, cfg.train, seed=cfg.seed + 7919 * (step + 1),
+                 epochs=cfg.prune.step_epochs, desc=f"step {step + 1}/{cfg.prune.steps}")
+        loss.detach()
+        times["step_finetune_s"] = times.get("step_finetune_s", 0.0) + fr.seconds
+        log.info("progressive step %d/%d: val accuracy %.4f after %d epoch(s)", step + 1, cfg.prune.steps,
+                 fr.last.get("accuracy", float("nan")) if fr.history else float("nan"), fr.epochs_done)
         result.model = student.cpu()
-        save_pruned(result, out / "model", overwrite=True)  # library call: a re-run replaces its own output
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return metrics
+
+    def rescore(student: nn.Module) -> Any:
+        return teacher_importance(cfg, student.to(device), data, cfg.prune.metric, device)
+
+    return progressive_prune(
+        dense, _example(data), cfg.prune.budget, cfg.prune.steps, scores,
+        prune=lambda m, b, s: _prune_once(cfg, m.cpu(), data, s, b, device), rescore=rescore, tune=tune,
+        rebuild=lambda kept: _rebuild(cfg, dense, data, kept), log=log.info)
 
 
 def latency_settings(cfg: TrialConfig, device: torch.device, *, table: bool = False) -> LatencySettings:
