@@ -119,8 +119,9 @@ def normalize_scores(vectors: list[np.ndarray], how: str, unit_cost: np.ndarray 
     (Torch-Pruning's default group normaliser), ``max`` by its largest; ``none`` keeps the sums.
     ``cost`` divides by the mean and multiplies by the cost of one of the group's channels
     (``unit_cost``, taken at the uniform allocation): every group's average channel is then worth
-    what it costs, so with flat scores the knapsack's optimum is the uniform allocation, and it
-    moves channels only where a group's scores are more or less concentrated than another's.
+    what it costs there, so neither a group's scale (member count, spatial size) nor its position
+    decides how many channels it keeps, only how concentrated its scores are (a group whose few top
+    channels carry most of its score gives up more of the rest).
 
     Args:
         vectors: one non-negative score array per group.
