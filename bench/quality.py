@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 
 from bench._paired import METHODS, SETTINGS, cell_stats, load_results, paired, run_jobs
 
-__all__ = ["PRUNING", "SCRATCH", "goals", "main", "table"]
+__all__ = ["PRUNING", "SCRATCH", "goals", "main", "parse_variants", "table"]
 
 PRUNING = ["ours", "no_kd", "uniform_kd", "tp_plain", "tp_kd"]
 SCRATCH = ["effnet_b0", "mnv3_small", "mnv3_large"]
@@ -143,6 +143,9 @@ def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParse
                     help="result and teacher cache (default $KPID_BENCH_CACHE or %(default)s)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra trial-config override for every method (changes the cache key)")
+    ap.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="also run 'ours' with these trial-config overrides, under NAME (same cache key; repeatable), "
+                    "e.g. prog2:prune.steps=2")
     ap.add_argument("--md", default=None, help="also write the markdown report to this file")
     ap.add_argument("--no-run", action="store_true", help="only summarise what the cache holds")
     ap.add_argument("--winner", default=None, metavar="JSON",
@@ -162,6 +165,18 @@ def winner_variants(path: str | None, methods: list[str]) -> tuple[list[str], di
     return [m for m in methods if m not in kd], {m: ov + kd[m] for m in methods if m in kd}
 
 
+def parse_variants(specs: list[str], ap) -> dict[str, list[str]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` → ``{NAME: [KEY=VALUE, ...]}`` (argparse error on a bad one)."""
+    out = {}
+    for spec in specs:
+        name, _, ov = spec.partition(":")
+        pairs = [kv for kv in ov.split(",") if kv]
+        if not name or name in METHODS or not pairs or not all("=" in kv for kv in pairs):
+            ap.error(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE] with a NAME that is not a method")
+        out[name] = pairs
+    return out
+
+
 def resolve(args, ap) -> tuple:
     setting = SETTINGS[args.setting or ("quick" if args.quick else "full")]
     try:
@@ -177,17 +192,20 @@ def resolve(args, ap) -> tuple:
         ap.error(f"--methods: unknown {', '.join(bad)}; allowed: {', '.join(METHODS)}")
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    args.variant_overrides = parse_variants(args.variants, ap)
     extra = list(args.overrides) + ([f"train.device={args.device}"] if args.device != "auto" else [])
     return setting, seeds, budgets, methods, extra
 
 
 def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
     """Run what the cache lacks (unless ``--no-run``), then every cached row of these seeds and methods."""
+    plain, variants = winner_variants(args.winner, methods)
+    variants.update(args.variant_overrides)
     if not args.no_run:
-        plain, variants = winner_variants(args.winner, methods)
         run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
                  log=lambda s: print(s, file=sys.stderr, flush=True))
-    return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in methods]
+    names = set(methods) | set(variants)
+    return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in names]
 
 
 def header(title: str, setting, seeds, extra, argv) -> list[str]:
@@ -212,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
     rows = run_and_load(args, setting, seeds, budgets, methods, extra)
+    methods = methods + [v for v in args.variant_overrides if v not in methods]
     lines = header("Pruning quality on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
                    ["bench/quality.py", *argv])
     lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]

@@ -31,7 +31,7 @@ __all__ = ["ALLOCATIONS", "LINEARIZE_AT", "NORMALIZERS", "SOLVERS", "allocate", 
 
 ALLOCATIONS = ("knapsack", "uniform")
 SOLVERS = KNAPSACK_METHODS  # the knapsack's own list
-NORMALIZERS = ("none", "mean", "max")
+NORMALIZERS = ("none", "mean", "max", "cost")
 LINEARIZE_AT = ("current", "uniform")
 _KNAPSACK_ROUNDS = 6
 
@@ -111,26 +111,35 @@ def min_keep_floors(groups: ChannelGroups, min_keep: float) -> np.ndarray:
     return _floors(groups.sizes, min_keep)
 
 
-def normalize_scores(vectors: list[np.ndarray], how: str) -> list[np.ndarray]:
+def normalize_scores(vectors: list[np.ndarray], how: str, unit_cost: np.ndarray | None = None) -> list[np.ndarray]:
     """Put every group's scores on one scale before groups compete in the knapsack.
 
     A group's score sums over its member layers, so a residual-stream group of a dozen layers and a
     block-inner group of two are on different scales. ``mean`` divides each group by its mean score
     (Torch-Pruning's default group normaliser), ``max`` by its largest; ``none`` keeps the sums.
+    ``cost`` divides by the mean and multiplies by the cost of one of the group's channels
+    (``unit_cost``, taken at the uniform allocation): every group's average channel is then worth
+    what it costs there, so neither a group's scale (member count, spatial size) nor its position
+    decides how many channels it keeps, only how concentrated its scores are (a group whose few top
+    channels carry most of its score gives up more of the rest).
 
     Args:
         vectors: one non-negative score array per group.
         how: one of :data:`NORMALIZERS`.
+        unit_cost: per group, the cost of one channel (required for ``cost``).
 
     Returns:
         The normalised arrays (a group of all-zero scores stays zero).
     """
     if how == "none":
         return list(vectors)
+    if how == "cost" and (unit_cost is None or len(unit_cost) != len(vectors)):
+        raise ValueError("normalize='cost' needs one unit cost per group")
     out = []
-    for v in vectors:
-        d = float(np.mean(v)) if how == "mean" else float(np.max(v, initial=0.0))
-        out.append(v / d if d > 0 else v.copy())
+    for i, v in enumerate(vectors):
+        d = float(np.mean(v)) if how in ("mean", "cost") else float(np.max(v, initial=0.0))
+        w = float(unit_cost[i]) if how == "cost" else 1.0
+        out.append(v * (w / d) if d > 0 else v.copy())
     return out
 
 
@@ -289,13 +298,14 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     _check_feasible(cm, floors, budget_cost, budget, min_keep)
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
-    ranked = normalize_scores([np.maximum(v[o], 0.0) for v, o in zip(score_vectors, order)], normalize)
+    even = _uniform_counts(cm, floors, budget_cost)
+    unit = np.maximum(cm.marginal(even), 0.0) / steps if normalize == "cost" else None  # per channel
+    ranked = normalize_scores([np.maximum(v[o], 0.0) for v, o in zip(score_vectors, order)], normalize, unit)
     ranked = _in_units(ranked, cm.steps)
     caps = cm.sizes.copy()
     if allocation == "uniform":
-        k = _uniform_counts(cm, floors, budget_cost)
+        k = even
     else:
-        even = _uniform_counts(cm, floors, budget_cost)
         if spread > 0:
             floors = np.maximum(floors, np.ceil(even / spread - 1e-9).astype(np.int64))
             caps = np.maximum(floors, np.minimum(caps, np.floor(even * spread + 1e-9).astype(np.int64)))

@@ -42,10 +42,12 @@ def test_quality_and_ablation_run_cache_and_summarise(tmp_path, capsys):
     cache = tmp_path / "cache"
     argv = ["--setting", "smoke", "--seeds", "1", "--cache", str(cache), "--set", f"data.root={tmp_path / 'fm'}",
             "--methods", "ours,no_kd,tp_plain,mnv3_small"]
-    assert quality.main(argv) == 0
+    assert quality.main([*argv, "--variant", "spread2:prune.spread=2"]) == 0
     out = capsys.readouterr().out
     files = sorted(cache.glob("smoke-*/seed0/b0.25/*.json"))
-    assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "tp_plain"]
+    assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "spread2", "tp_plain"]
+    assert "prune.spread=2" in json.loads(files[3].read_text())["overrides"] and "| spread2 | " in out
+    files.pop(3)
     row = json.loads((files[2]).read_text())
     assert 0 <= row["accuracy"] <= 1 and row["macs_ratio"] <= 0.25 and row["seed"] == 0
     assert "| ours | " in out and "| tp_plain | " in out and "ours − tp_plain" not in out
@@ -63,3 +65,7 @@ def test_bad_arguments_are_one_line(capsys):
     assert e.value.code == 2 and "--methods: unknown magic" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         quality.main(["--budgets", "1.5"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--variant", "ours:prune.steps=2"])  # a method's name cannot be a variant's
+    assert e.value.code == 2 and "--variant" in capsys.readouterr().err

@@ -77,3 +77,28 @@ def test_prune_to_budget_and_config_check_the_new_options(resnet20):
         load_config(overrides=["prune.spread=1"])
     with pytest.raises(ConfigError, match="prune.normalize='l2' is not allowed; allowed values: none, mean, max"):
         load_config(overrides=["prune.normalize=l2"])
+
+
+def test_cost_normalizer_values_a_groups_average_channel_at_its_cost():
+    v = [np.array([4.0, 2.0, 0.0]), np.array([30.0, 10.0])]
+    out = normalize_scores(v, "cost", np.array([5.0, 1.0]))
+    assert np.allclose(out[0], [10.0, 5.0, 0.0]) and np.allclose(out[1], [1.5, 0.5])
+    with pytest.raises(ValueError):
+        normalize_scores(v, "cost")
+
+
+def test_cost_normalizer_ignores_a_groups_scale_and_follows_its_concentration(resnet20):
+    _, groups, _ = resnet20
+    keys = [g.key for g in groups]
+    base = [np.linspace(2.0, 1.0, g.size) for g in groups]  # every group: the same mild slope
+    a, b = keys.index("layer1.0.conv1"), keys.index("layer1.1.conv1")  # twin block-inner groups
+    scaled = [v * (1000.0 if i == a else 1.0) for i, v in enumerate(base)]
+    for budget in (0.25, 0.1):
+        k = _counts(groups, allocate(groups, base, budget, normalize="cost"))
+        assert np.array_equal(k, _counts(groups, allocate(groups, scaled, budget, normalize="cost")))
+        # the paper's sums do move channels to the group whose scores are 1000x larger
+        assert _counts(groups, allocate(groups, scaled, budget))[a] > k[a]
+    peaked = list(base)
+    peaked[a] = np.concatenate([[40.0], np.full(len(base[a]) - 1, 0.1)])  # one channel carries the group
+    k = _counts(groups, allocate(groups, peaked, 0.25, normalize="cost", spread=0))
+    assert k[a] < k[b]  # a concentrated group gives up channels, its flat twin keeps them
