@@ -317,9 +317,12 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     log.info("pruned: %d -> %d MACs (ratio %.4f, budget %.3f)", facts["macs_dense"], facts["macs"],
              facts["macs_ratio"], cfg.prune.budget)
 
-    def epoch_cb(epoch: int, m: dict) -> None:
+    done_before = cfg.train.epochs - final_epochs(cfg)  # a progressive prune's intermediate epochs
+
+    def epoch_cb(epoch: int, m: dict) -> None:  # epochs count from the first cut, so ASHA compares like with like
         if on_epoch is not None:
-            on_epoch(epoch, {**m, **{x: facts[x] for x in ("macs", "macs_ratio", "budget", "params")}})
+            on_epoch(epoch + done_before, {**m, "epoch": epoch + done_before,
+                                           **{x: facts[x] for x in ("macs", "macs_ratio", "budget", "params")}})
 
     loss = _distill_loss(cfg, student, teacher.model.to(device), result, data, device)
     fr = fit(student, teacher.model, data, loss, cfg.train, on_epoch=epoch_cb, checkpoint_dir=ckdir,
@@ -339,7 +342,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     times["total_s"] = time.perf_counter() - t_start
     metrics = {"accuracy": acc, "val_accuracy": val_acc, "teacher_accuracy": teacher.accuracy, **facts,
                "metric": cfg.prune.metric, "status": "finished",
-               "epochs_done": fr.epochs_done + (cfg.prune.steps - 1) * cfg.prune.step_epochs,
+               "epochs_done": fr.epochs_done + done_before,
                "times": times, "config": cfg.to_dict()}
     log.info("trial finished: test acc %.4f (teacher %.4f), MACs ratio %.4f", acc, teacher.accuracy or 0.0,
              facts["macs_ratio"])

@@ -104,7 +104,7 @@ def test_progressive_trial_trains_the_same_epochs_saves_reloads_and_resumes(tmp_
     epochs = []
     full = run_trial(cfg, on_epoch=lambda e, m: epochs.append(e), out_dir=tmp_path / "out",
                      checkpoint_dir=tmp_path / "full")
-    assert epochs == [1, 2] and full["epochs_done"] == 3  # 1 epoch after the first cut + 2 after the last
+    assert epochs == [2, 3] and full["epochs_done"] == 3  # 1 epoch after the first cut + 2 after the last
     assert full["macs_ratio"] <= 0.2 and full["status"] == "finished"
     assert "step_finetune_s" in full["times"]
     spec = json.loads((tmp_path / "out" / "model" / "spec.json").read_text())
@@ -113,7 +113,8 @@ def test_progressive_trial_trains_the_same_epochs_saves_reloads_and_resumes(tmp_
     assert evaluate(model, trial_data(cfg).test) == pytest.approx(full["accuracy"], abs=1e-9)
 
     def stop(epoch, metrics):
-        if epoch == 1:
+        assert metrics["epoch"] == epoch
+        if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
