@@ -91,7 +91,7 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
 
 
 def test_teacher_is_cached_by_config(tmp_path):
-    cfg = load_config(overrides=["teacher.epochs=1", "data.train_size=200", f"teacher.cache_dir={tmp_path}"])
+    cfg = load_config(overrides=["teacher.epochs=1", f"teacher.cache_dir={tmp_path}"])
     data = trial_mod.trial_data(cfg)
     first = get_teacher(cfg, data)
     assert first.source == "train" and len(list(tmp_path.glob("*.pt"))) == 1
@@ -103,7 +103,7 @@ def test_teacher_is_cached_by_config(tmp_path):
     assert again.source == "cache" and again.accuracy == first.accuracy
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
-    other = load_config(overrides=["teacher.epochs=2", "data.train_size=200", f"teacher.cache_dir={tmp_path}"])
+    other = load_config(overrides=["teacher.epochs=2", f"teacher.cache_dir={tmp_path}"])
     with pytest.raises(AssertionError, match="trained again"):  # a different teacher config misses the cache
         get_teacher(other, data, train_fn=no_training)
 
