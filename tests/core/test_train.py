@@ -79,8 +79,14 @@ def _run(ckdir, stop_after=None, resume=False):
     return res, student, loss, seen
 
 
-def test_resume_gives_identical_results(tmp_path):
-    full, s_full, l_full, seen_full = _run(tmp_path / "a")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The 3-epoch run both resume tests compare with (run once): (result, student, loss, epochs seen)."""
+    return _run(tmp_path_factory.mktemp("full"))
+
+
+def test_resume_gives_identical_results(tmp_path, uninterrupted):
+    full, s_full, l_full, seen_full = uninterrupted
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "b", stop_after=1)
     resumed, s_res, l_res, seen_res = _run(tmp_path / "b", resume=True)
@@ -91,10 +97,10 @@ def test_resume_gives_identical_results(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(l_full.projections.parameters(), l_res.projections.parameters()))
 
 
-def test_resume_after_the_last_epoch_trains_nothing_and_returns_the_history(tmp_path):
+def test_resume_after_the_last_epoch_trains_nothing_and_returns_the_history(tmp_path, uninterrupted):
     # The driver can die after a trial's last report: the restarted trial starts from the final
     # epoch's checkpoint and must still return that run's metrics and weights.
-    full, s_full, _, _ = _run(tmp_path / "a")
+    full, s_full, _, _ = uninterrupted
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "b", stop_after=3)
     resumed, s_res, _, seen_res = _run(tmp_path / "b", resume=True)

@@ -19,8 +19,15 @@ from kpid_core.trial import prepare_shared, run_trial
 
 CONTRACT_FIELDS = {"accuracy", "val_accuracy", "teacher_accuracy", "macs", "macs_dense", "macs_ratio", "params",
                    "params_dense", "budget", "metric", "status", "epochs_done", "times", "config"}
-# Small but honest: a 5-epoch teacher and a 3-epoch fine-tune for the plumbing tests.
-TINY = ["teacher.epochs=5", "epochs=3", "budget=0.5"]
+# Small but honest: a 3-epoch teacher and a 2-epoch fine-tune for the plumbing tests. The teacher
+# recipe is test_baseline's too: the session's teacher cache ($KPID_CACHE_DIR) trains it once.
+TINY = ["teacher.epochs=3", "epochs=2", "budget=0.5"]
+
+
+@pytest.fixture(scope="module")
+def tiny_trial(tmp_path_factory):
+    """One uninterrupted TINY trial (with checkpoints), the reference of the resume and shared tests."""
+    return run_trial(load_config(overrides=TINY), checkpoint_dir=tmp_path_factory.mktemp("full"))
 
 
 @pytest.mark.slow
@@ -44,9 +51,9 @@ def test_default_cli_trial_keeps_accuracy_at_budget_03_and_model_reloads(tmp_pat
 
 
 @pytest.mark.slow
-def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path, tiny_trial):
     cfg = load_config(overrides=TINY)
-    full = run_trial(cfg, checkpoint_dir=tmp_path / "full")
+    full = tiny_trial
 
     def stop(epoch, metrics):
         assert {"epoch", "accuracy", "loss", "macs", "macs_ratio", "budget", "params"} <= set(metrics)
@@ -58,15 +65,15 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     epochs = []
     resumed = run_trial(cfg, on_epoch=lambda e, m: epochs.append(e), resume_from=tmp_path / "ck",
                         checkpoint_dir=tmp_path / "ck2")
-    assert epochs == [2, 3]
+    assert epochs == [2]
     for k in ("accuracy", "val_accuracy", "macs", "params", "epochs_done", "teacher_accuracy"):
         assert resumed[k] == full[k], k
 
 
 @pytest.mark.slow
-def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monkeypatch):
+def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monkeypatch, tiny_trial):
     cfg = load_config(overrides=TINY)
-    alone = run_trial(cfg)
+    alone = tiny_trial  # checkpoints change nothing a trial computes: the same as without them
     shared = prepare_shared(cfg, tmp_path / "shared", ["taylor", "l1"])
     assert shared.split.is_file() and shared.teacher.is_file() and set(shared.importance) == {"taylor", "l1"}
     assert shared.teacher_accuracy == alone["teacher_accuracy"]
@@ -79,8 +86,8 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
     with_shared = run_trial(cfg, shared=str(tmp_path / "shared"))  # a path works (Ray passes strings)
     for k in ("accuracy", "val_accuracy", "macs", "params"):
         assert with_shared[k] == alone[k], k
-    l1 = run_trial(cfg.with_overrides({"metric": "l1"}), shared=shared)
-    assert l1["metric"] == "l1" and l1["status"] == "finished"
+    l1 = run_trial(cfg.with_overrides({"metric": "l1", "epochs": 1}), shared=shared)
+    assert l1["metric"] == "l1" and l1["status"] == "finished" and l1["epochs_done"] == 1
 
 
 def test_teacher_is_cached_by_config(tmp_path):
@@ -171,11 +178,11 @@ def test_cli_errors_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_nan_loss_clear_status_exit_3(tmp_path, capsys):
     out = tmp_path / "nan"
-    code = main(["trial", "--set", "lr=1e30", "--set", "teacher.epochs=5", "--set", "epochs=1", "--out", str(out),
+    code = main(["trial", "--set", "lr=1e30", "--set", "teacher.epochs=3", "--set", "epochs=1", "--out", str(out),
                  "--quiet"])
     assert code == 3
     err = capsys.readouterr().err
     assert err.startswith("status: non_finite_loss") and "Traceback" not in err
     assert json.loads((out / "metrics.json").read_text())["status"] == "non_finite_loss"
     with pytest.raises(NonFiniteLossError):
-        run_trial(load_config(overrides=["lr=1e30", "teacher.epochs=5", "epochs=1"]))
+        run_trial(load_config(overrides=["lr=1e30", "teacher.epochs=3", "epochs=1"]))

@@ -24,8 +24,15 @@ def _ray_session():
 
 @pytest.fixture
 def ray_2_cpus(_ray_session):
-    """The shared 2-CPU / 8-simulated-GPU cluster (started once, reused); yields its GCS address."""
+    """The shared 2-CPU / 8-simulated-GPU cluster (started on first use, reused; started again after a
+    ``ray_2_nodes`` test); yields its GCS address."""
     yield start_shared_ray()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the 2-node cluster run last: the shared cluster they stop is then not started again
+    for nothing (``ray_2_cpus`` starts it on demand, so any order still works)."""
+    items.sort(key=lambda item: "ray_2_nodes" in getattr(item, "fixturenames", ()))  # stable sort
 
 
 @pytest.fixture
@@ -33,16 +40,14 @@ def ray_2_nodes(_ray_session):
     """A simulated 2-node cluster (``ray.cluster_utils.Cluster``, one CPU per node, trial slots on the
     head) in place of the shared cluster; yields the ``Cluster``.
 
-    A driver joins one cluster at a time, so the shared cluster is stopped first, and started again
-    afterwards if it was running: the tests after this one find Ray as they would have without it, in
-    whatever order they run.
+    A driver joins one cluster at a time, so the shared cluster is stopped first; the next test that
+    asks for ``ray_2_cpus`` starts it again (whatever order the tests run in).
     """
     import ray
     from ray.cluster_utils import Cluster
 
     from sweeps.cluster import TRIAL_SLOT
 
-    was_running = ray.is_initialized()
     ray.shutdown()
     temp_dir = os.path.join(SHORT_TMP, "ray")
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -55,8 +60,6 @@ def ray_2_nodes(_ray_session):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        if was_running:
-            start_shared_ray()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ One local cluster for the whole session: 2 CPUs, 8 *simulated* GPUs (Ray schedul
 ``CUDA_VISIBLE_DEVICES``; torch still sees none) and the custom resource that data-parallel trials
 hold. It listens on 127.0.0.1, has no dashboard, keeps its sockets under a short temp dir, and is
 shut down at the end (its own processes, by Ray). The ``ray_2_nodes`` fixture swaps it for a
-``ray.cluster_utils.Cluster`` of two nodes for one test and restores it afterwards.
+``ray.cluster_utils.Cluster`` of two nodes for one test (those tests run last); ``ray_2_cpus`` starts it again on demand.
 """
 
 from __future__ import annotations
