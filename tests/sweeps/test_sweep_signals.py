@@ -1,6 +1,6 @@
 """Signals: the first SIGINT or SIGTERM stops the sweep driver in every phase (preparing, trials,
 baselines, report) with one line giving the ``--resume`` command, and ``--resume`` then finishes the
-sweep with every trial present once and no finished trial or baseline redone.
+sweep with every trial present once and no trial saved as finished (nor the finished baseline) redone.
 
 One sweep is interrupted phase after phase: each leg is a real driver process (``sweeps/run.py``'s
 ``main``, the stand-in trial/preparation/baseline of fake_trial on the session's Ray cluster), the
@@ -125,6 +125,9 @@ def test_first_signal_stops_every_phase_and_resume_finishes(ray_2_cpus, tmp_path
     _resume_line(err, "running trials", "SIGINT")
     assert not (exp / "trials.parquet").exists()
     saved_done = _terminated_in_saved_state(exp)
+    # A trial can finish (its "done" line written) in a leg whose signal came before Tune saved it as
+    # finished; it is then run again, legitimately. What must never happen is a run after the save.
+    done_at_save = Counter(line.split()[-1] for line in _lines(root, "done"))
 
     # 4. baselines (every trial done by now or in this leg)
     behaviour(sleep=0.3, baseline_sleep=60)
@@ -151,8 +154,8 @@ def test_first_signal_stops_every_phase_and_resume_finishes(ray_2_cpus, tmp_path
     assert df[df["kind"] == "baseline"]["trial_id"].tolist() == ["baseline-mobilenet_v3_small-w1"]
     done = Counter(line.split()[-1] for line in _lines(root, "done"))
     assert set(done) == {f"trial_{t}" for t in trials["trial_id"]}
-    for tid in saved_done:  # finished before a signal: never run again
-        assert done[f"trial_{tid}"] == 1, (tid, done)
+    for tid in saved_done:  # saved as finished before a signal: never run again
+        assert done[f"trial_{tid}"] == done_at_save[f"trial_{tid}"] >= 1, (tid, done, done_at_save)
     assert len(_lines(root, "prepare")) == 2  # the interrupted preparation, then one that finished
     assert len(_lines(root, "baseline_done")) == 1
     assert (exp / "report" / "pareto.png").exists()
