@@ -188,7 +188,8 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
     cm = _cost_model(cost, groups, work, settings, log)
     kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
                     normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
-    result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs)
+    result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs,
+                  enforce_budget=True)
     if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
         result.spec.update(cost=cost, round_to=round_to, cost_before=result.cost_before,
                            cost_after=result.cost_after)
@@ -199,9 +200,10 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
 
 def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: dict[str, list[int]],
          budget: float, cm: CostModel, allocation: str, min_keep: float, model_name: str | None,
-         model_kwargs: dict | None) -> PruneResult:
+         model_kwargs: dict | None, *, enforce_budget: bool) -> PruneResult:
     """Remove from ``work`` (a traced copy of ``model``) every channel ``kept`` drops; check the
-    MACs against the cost model and describe the result."""
+    MACs against the cost model (and, with ``enforce_budget``, against ``budget``) and describe the
+    result."""
     was_training = model.training
     input_shape = tuple(int(s) for s in x.shape[1:])
     macs_before = groups.macs()  # == count_macs(work): the same traced forward
@@ -223,8 +225,8 @@ def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: 
             f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
             f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
     expected = groups.macs(counts)
-    # (+1e-6: a ratio computed from the counts, as prune_to_kept's, times macs_before can land a hair under them)
-    if macs_after != expected or (cm.name == "macs" and macs_after > math.floor(budget * macs_before + 1e-6)):
+    if macs_after != expected or (enforce_budget and cm.name == "macs"
+                                  and macs_after > math.floor(budget * macs_before)):
         raise RuntimeError(f"internal: pruned model has {macs_after} MACs, MAC model predicted {expected}, "
                            f"budget {math.floor(budget * macs_before)}")
     params_after = count_params(work)
@@ -275,8 +277,10 @@ def prune_to_kept(model: nn.Module, example_input: Any, kept: dict[str, list[int
             clean[key] = idx
         cm = mac_cost(groups)
         ratio = cm.total(groups.counts({k: len(v) for k, v in clean.items()})) / max(cm.total(), 1)
+        # no budget to enforce: the ratio is derived from these counts (and, in floating point, ratio x
+        # dense MACs can land a hair under them)
         return _cut(model, work, x, groups, clean, min(1.0, ratio), cm, allocation, min_keep, model_name,
-                    model_kwargs)
+                    model_kwargs, enforce_budget=False)
 
 
 def _latency_settings(latency: Any) -> LatencySettings:
