@@ -139,7 +139,7 @@ def normalize_scores(vectors: list[np.ndarray], how: str, unit_cost: np.ndarray 
     for i, v in enumerate(vectors):
         d = float(np.mean(v)) if how in ("mean", "cost") else float(np.max(v, initial=0.0))
         w = float(unit_cost[i]) if how == "cost" else 1.0
-        out.append(v * (w / d) if d > 0 else v.copy())
+        out.append(v / d * w if d > 0 else v.copy())  # (w = 1: exactly v / d, as before "cost")
     return out
 
 
