@@ -7,8 +7,9 @@ of its group (the conv producing it, its BN, the convs/linears consuming it, ...
 
 Metrics: ``taylor`` — the paper's |Σ_batches Σ_params w·∂L/∂w| (gradients accumulated over the
 batches, absolute value taken once); ``taylor_abs`` — Σ_batches |Σ_params w·∂L/∂w| (Molchanov et
-al.); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all of the channel's parameters; ``bn_gamma`` —
-Σ|γ| of the group's batch norms (0 for groups without one); ``random`` — seeded uniform noise.
+al.); ``taylor_sq`` — Σ_batches (Σ_params w·∂L/∂w)² (Molchanov et al. 2019's squared score, a
+loss-increase estimate on one scale for every group); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all
+of the channel's parameters; ``bn_gamma`` — Σ|γ| of the group's batch norms (0 for groups without one); ``random`` — seeded uniform noise.
 ``sensitivity`` (:mod:`kpid_core.sensitivity`) — each group's measured loss curve, Taylor-ranked
 within the group, as per-channel values with diminishing returns.
 """
@@ -216,7 +217,7 @@ def logits(out: Any) -> torch.Tensor:
 
 class _TaylorBase(Importance):
     needs_data = True
-    per_batch_abs = False
+    per_batch: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: sum over batches first
 
     def _loss(self, ctx, x, y):
         return (ctx.loss_fn or nn.functional.cross_entropy)(logits(ctx.model(x)), y)
@@ -230,15 +231,15 @@ class _TaylorBase(Importance):
             p.grad = None
         acc = [torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups]
         for x, y in batches(ctx):
-            if self.per_batch_abs:
+            if self.per_batch is not None:
                 for p in params:
                     p.grad = None
             loss = self._loss(ctx, x, y)
             loss.backward()
-            if self.per_batch_abs:
+            if self.per_batch is not None:
                 for i, g in enumerate(ctx.groups):
-                    acc[i] += self._signed(ctx, g).abs()
-        if not self.per_batch_abs:
+                    acc[i] += self.per_batch(self._signed(ctx, g))
+        if self.per_batch is None:
             acc = [self._signed(ctx, g).abs() for g in ctx.groups]
         ctx.state[self.name] = {g.key: a for g, a in zip(ctx.groups, acc)}
 
@@ -261,7 +262,21 @@ class TaylorImportance(_TaylorBase):
 class TaylorAbsImportance(_TaylorBase):
     """Σ_batches |Σ_params w·∂L/∂w| — per-batch absolute value (Molchanov et al. 2019)."""
 
-    per_batch_abs = True
+    per_batch = staticmethod(torch.abs)
+
+
+@register_metric("taylor_sq")
+class TaylorSquaredImportance(_TaylorBase):
+    """Σ_batches (Σ_params w·∂L/∂w)² — Molchanov et al. 2019's squared first-order Taylor score.
+
+    Σ_params w·∂L/∂w is the first-order change of a batch's loss when the channel is removed from every
+    member of its group at once; its mean square over batches is a (Fisher) estimate of the loss
+    increase, in the same unit (loss²) for every group whatever its member count, position or weight
+    scale. The signed sum over batches (``taylor``) tends to zero at a trained network's minimum, where
+    the mean gradient vanishes; the per-batch square does not.
+    """
+
+    per_batch = staticmethod(torch.square)
 
 
 from kpid_core import sensitivity as _sensitivity  # noqa: F401  (registers "sensitivity")

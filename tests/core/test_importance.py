@@ -27,7 +27,7 @@ def _per_channel(tensors, f):
 
 
 def test_metric_names():
-    assert set(METRICS) >= {"taylor", "taylor_abs", "l1", "l2", "bn_gamma", "random"}
+    assert set(METRICS) >= {"taylor", "taylor_abs", "taylor_sq", "l1", "l2", "bn_gamma", "random"}
     with pytest.raises(UnknownNameError, match="valid metrics: .*taylor"):
         compute_importance(torch.nn.Linear(2, 2), (2,), "magic")
 
@@ -63,8 +63,10 @@ def test_taylor_vs_taylor_abs(tiny):
     s1, s2 = _signed_taylor(tiny, data[0]), _signed_taylor(tiny, data[1])
     taylor = compute_importance(tiny, X, "taylor", loader=data, n_batches=2).scores["expand"]
     tabs = compute_importance(tiny, X, "taylor_abs", loader=data, n_batches=2).scores["expand"]
+    tsq = compute_importance(tiny, X, "taylor_sq", loader=data, n_batches=2).scores["expand"]
     torch.testing.assert_close(taylor, (s1 + s2).abs())  # paper: abs of the accumulated sum
     torch.testing.assert_close(tabs, s1.abs() + s2.abs())  # Molchanov: sum of per-batch abs
+    torch.testing.assert_close(tsq, s1.square() + s2.square())  # Molchanov's squared: per-batch squares
     assert (tabs > taylor + 1e-12).any()  # signs disagree somewhere, so the two differ
     only_first = compute_importance(tiny, X, "taylor", loader=data, n_batches=1).scores["expand"]
     torch.testing.assert_close(only_first, s1.abs())  # n_batches limits the batches used
