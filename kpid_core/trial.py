@@ -380,6 +380,20 @@ def _distill_loss(cfg: TrialConfig, student: nn.Module, teacher: nn.Module, resu
     return loss
 
 
+def _shared_scores(cfg: TrialConfig, shared: SharedArtifacts | None):
+    """The sweep's shared scores of the trial's metric, if they were computed over as many batches as
+    this trial asks for; None otherwise (a sweep that varies ``prune.importance_batches``), and the
+    trial scores its teacher itself. The seed is not compared: shared artifacts (teacher, split,
+    scores) are the base config's whatever seed a trial draws."""
+    from kpid_core.importance import ImportanceScores
+
+    if shared is None or cfg.prune.metric not in shared.importance:
+        return None
+    scores = ImportanceScores.load(shared.importance[cfg.prune.metric])
+    made = scores.meta.get("n_batches", cfg.prune.importance_batches)  # files without it: trusted
+    return scores if made == cfg.prune.importance_batches else None
+
+
 def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: SharedArtifacts | None,
                  ckdir: Path | None, resume: bool, device: torch.device, times: dict[str, float]
                  ) -> tuple[PruneResult, dict[str, float]]:
@@ -393,10 +407,9 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
     if resume and state_path is not None and state_path.is_file():
         saved = json.loads(state_path.read_text())
         scores = ImportanceScores.load(ckdir / _SCORES_FILE)
-    elif shared is not None and cfg.prune.metric in shared.importance:
-        scores = ImportanceScores.load(shared.importance[cfg.prune.metric])
     else:
-        scores = teacher_importance(cfg, teacher.model, data, cfg.prune.metric, device)
+        scores = _shared_scores(cfg, shared) or teacher_importance(cfg, teacher.model, data,
+                                                                   cfg.prune.metric, device)
     times["importance_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

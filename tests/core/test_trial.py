@@ -88,6 +88,9 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
         assert with_shared[k] == alone[k], k
     l1 = run_trial(cfg.with_overrides({"metric": "l1", "epochs": 1}), shared=shared)
     assert l1["metric"] == "l1" and l1["status"] == "finished" and l1["epochs_done"] == 1
+    # shared scores over 8 batches do not answer a trial that asks for 3: it scores its teacher itself
+    with pytest.raises(AssertionError, match="recomputed although shared"):
+        run_trial(cfg.with_overrides({"prune.importance_batches": 3}), shared=shared)
 
 
 def test_teacher_is_cached_by_config(tmp_path):
