@@ -379,7 +379,7 @@ def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
     while where.tb_next is not None:
         where = where.tb_next
     op = where.tb_frame.f_code.co_name
-    hint = "; a reshape that mixes channels, e.g. ShuffleNet's channel shuffle" if "reshape" in op else ""
+    hint = "; a reshape that mixes channels" if "reshape" in op else ""
     return UnsupportedModelError(
         f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
         f"dependencies ({type(exc).__name__} in {op}{hint})")
