@@ -36,7 +36,7 @@ def _assert_pruned_equals_masked(dense: nn.Module, size: int, budget: float = 0.
     with torch.no_grad():
         got, want = res.model.eval()(x), _masked(dense, res.channel_map).eval()(x)
     assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))  # random init: small logits
 
 
 def test_shufflenet_groups_keep_shuffled_channels_whole():
