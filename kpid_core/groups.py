@@ -78,6 +78,68 @@ def _is_grouped(m: nn.Module) -> bool:
 
 # torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph
 _SPLIT_OPS = ("_SplitOp", "_UnbindOp", "_SliceOp")
+_VIEW_FUNCS = (torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten, torch.unflatten,
+               torch.Tensor.flatten, torch.flatten)
+_CHUNK_FUNCS = (torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split)
+# ops that permute channels in one call (nn.ChannelShuffle): torch-pruning maps them one to one
+_SHUFFLE_FUNCS = (torch.nn.functional.channel_shuffle, torch.channel_shuffle, torch.native_channel_shuffle)
+
+
+def _regroups_channels(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the view ``a -> b`` splits the channel dim in two (``(N, C, *S) -> (N, g, C/g, *S)``)
+    or merges two dims into channels (the reverse), as a channel shuffle does around its transpose."""
+    if a.dim() > b.dim():
+        a, b = b, a
+    return (a.dim() >= 3 and b.dim() == a.dim() + 1 and b.shape[0] == a.shape[0] and b.shape[1] > 1
+            and b.shape[2] > 1 and b.shape[3:] == a.shape[2:])
+
+
+class _ChannelRegroup(torch.autograd.Function):
+    """One tensor op that reorders channels (``op(x)``), as one autograd node that torch-pruning
+    traces as element-wise (its name holds none of the words torch-pruning maps to
+    reshape/split/concat handling); the groups that reach it are left unpruned."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, op: Any) -> torch.Tensor:
+        ctx.op = op
+        ctx.save_for_backward(x)
+        return op(x).clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            return torch.autograd.grad(ctx.op(xx), xx, grad)[0], None
+
+
+class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
+    """During torch-pruning's tracing forward: every view that regroups channels (ShuffleNetV2's
+    channel shuffle: ``view(N, g, C/g, H, W)``, ``transpose``, ``view(N, C, H, W)``) and every
+    ``channel_shuffle`` call (``nn.ChannelShuffle``) becomes a :class:`_ChannelRegroup`, recorded
+    in ``regroups`` (its ``grad_fn``); a channel split of a
+    regroup's output (``chunk``/``split`` on dim 1, ShuffleNetV2's next block) becomes ``split``
+    with explicit sizes, which torch-pruning reads from the graph (for ``chunk`` it infers them
+    through the graph, and fails past a regroup). Other splits are traced as before, so every
+    model without a regroup traces exactly as without this mode. Values are unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.regroups: set[Any] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad):
+            return out
+        x = args[0]
+        if isinstance(out, torch.Tensor) and (func in _SHUFFLE_FUNCS or (func in _VIEW_FUNCS
+                                                                       and _regroups_channels(x, out))):
+            out = _ChannelRegroup.apply(x, lambda t, f=func, a=args[1:], k=kwargs or {}: f(t, *a, **k))
+            self.regroups.add(out.grad_fn)
+        elif (func in _CHUNK_FUNCS and x.grad_fn in self.regroups and isinstance(out, (tuple, list))
+              and len(out) > 1 and all(o.shape[0] == x.shape[0] and o.shape[2:] == x.shape[2:] for o in out)):
+            out = torch.split(x, [int(o.shape[1]) for o in out], dim=1)
+        return out
 
 
 def _refuse_channel_slices(model: nn.Module, dg: Any) -> None:
@@ -236,7 +298,10 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
 
     The returned object is bound to ``model`` (its dependency graph references the modules), so
     prune a copy if the original must survive. Groups touching a grouped (non-depthwise)
-    convolution are left unpruned: torch-pruning 1.6 cannot shrink those consistently.
+    convolution, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
+    merges the channel dim, ``channel_shuffle``) are left unpruned: torch-pruning 1.6 cannot
+    shrink those consistently. So ShuffleNetV2 prunes its stem, every branch's inner channels and
+    its head conv, and keeps the shuffled channels between blocks whole.
 
     Args:
         model: the network (traced in eval mode; its train/eval mode and ``requires_grad`` flags
@@ -262,19 +327,27 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     ignored = _resolve_ignored(model, ignored_layers)
     if classifier is not None:
         ignored.append(modules[classifier])
-    dg, raw = _trace_dependencies(model, x, ignored)
+    dg, raw, mixing = _trace_dependencies(model, x, ignored)
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
     for grp in raw:
-        group = _channel_group(grp, dg, names, len(groups))
+        group = _channel_group(grp, dg, names, len(groups), mixing)
         if group is not None:
             groups.append(group)
     return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
 
 
-def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]) -> tuple[Any, list[Any]]:
-    """torch-pruning's dependency graph of ``model`` and its raw groups (outside ``ignored``)."""
+def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]
+                        ) -> tuple[Any, list[Any], set[Any]]:
+    """torch-pruning's dependency graph of ``model``, its raw groups (outside ``ignored``) and the
+    graph's ops that regroup channels (see :class:`_ChannelMixTracer`)."""
     import torch_pruning as tp
+
+    tracer = _ChannelMixTracer()
+
+    def forward(net: nn.Module, inp: torch.Tensor) -> Any:
+        with tracer:
+            return net(inp)
 
     was_training = model.training
     model.eval()
@@ -286,9 +359,11 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
             for p in frozen:
                 p.requires_grad_(True)
             try:
-                dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), verbose=False)
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), forward_fn=forward,
+                                                           verbose=False)
                 _refuse_channel_slices(model, dg)
-                return dg, list(dg.get_all_groups(ignored_layers=ignored))
+                mixing = {op for op, node in dg.module2node.items() if node.grad_fn in tracer.regroups}
+                return dg, list(dg.get_all_groups(ignored_layers=ignored)), mixing
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
                 raise _untraceable(model, exc) from None
             finally:
@@ -304,13 +379,14 @@ def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
     while where.tb_next is not None:
         where = where.tb_next
     op = where.tb_frame.f_code.co_name
-    hint = "; a reshape that mixes channels, e.g. ShuffleNet's channel shuffle" if "reshape" in op else ""
+    hint = "; a reshape that mixes channels" if "reshape" in op else ""
     return UnsupportedModelError(
         f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
         f"dependencies ({type(exc).__name__} in {op}{hint})")
 
 
-def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int) -> ChannelGroup | None:
+def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int, mixing: set[Any]
+                   ) -> ChannelGroup | None:
     """One torch-pruning group as a :class:`ChannelGroup`; None when it cannot be pruned here."""
     root_item = grp[0]
     root = root_item.dep.target.module
@@ -318,7 +394,7 @@ def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int) -
     size = len(root_item.idxs)
     if key is None or size < 2:
         return None
-    members = _group_members(grp, dg, names, size)
+    members = _group_members(grp, dg, names, size, mixing)
     if members is None:
         return None
     # key: the group's first out-member in definition order — independent of trace order
@@ -327,15 +403,20 @@ def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int) -
     return ChannelGroup(key, size, members, index, root, root_item.dep.handler)
 
 
-def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int) -> list[GroupMember] | None:
+def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mixing: set[Any]
+                   ) -> list[GroupMember] | None:
     """The module dimensions of a group with MACs; None when any member makes it unprunable."""
     members: list[GroupMember] = []
     for item in grp:
         mod = item.dep.target.module
+        if mod in mixing:
+            # channels through a channel shuffle: their order changes there, and torch-pruning maps
+            # them one to one, so pruning them would remove the wrong channels after it
+            return None
         if type(mod).__name__ in _SPLIT_OPS:
             # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
             # its own code or attributes, which torch-pruning cannot update: pruning either side
-            # would break it (ShuffleNetV2, CSPNet, MixNet's mixed convs)
+            # would break it (ShuffleNetV2's chunk, CSPNet, MixNet's mixed convs)
             return None
         name = names.get(mod)
         if name is None or not isinstance(mod, nn.Module):

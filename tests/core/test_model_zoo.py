@@ -19,7 +19,7 @@ from kpid_core.prune import load_pruned, prune_to_budget, save_pruned
 
 # The smallest model of each family, at a reduced input (inception_v3 needs 75 px).
 TORCHVISION_SMALL = ["resnet18", "mobilenet_v3_small", "mnasnet0_5", "squeezenet1_1", "googlenet",
-                     "efficientnet_b0", "regnet_x_400mf", "densenet121", "convnext_tiny"]
+                     "efficientnet_b0", "regnet_x_400mf", "densenet121", "convnext_tiny", "shufflenet_v2_x0_5"]
 TIMM_SMALL = ["timm:resnet10t", "timm:cspresnet50", "timm:mobilenetv3_small_050", "timm:lcnet_050",
               "timm:regnetx_002"]
 
@@ -62,18 +62,15 @@ def test_every_torchvision_classifier_is_offered_or_refused_with_one_line():
         with pytest.raises(UnsupportedModelError) as e:
             check_model_name(name)
         assert "\n" not in str(e.value) and name in str(e.value)
-        assert name.startswith(("vit_", "swin_", "maxvit", "shufflenet_v2_")), name
+        assert name.startswith(("vit_", "swin_", "maxvit")), name
     offered = [n for n in names if n in models.MODEL_NAMES]
     convs = [n for n in names if not n.startswith(("vit_", "swin_", "maxvit"))]
-    assert len(offered) >= 0.95 * len(convs) - 4  # all but ShuffleNetV2's four sizes
+    assert offered == convs  # every convolutional classifier, ShuffleNetV2's four sizes too
 
 
-def test_shufflenet_and_rexnet_structures_fail_with_one_line_naming_the_operation():
-    """Refused by name before any work, and through the API (a user's own instance) in the tracer."""
-    with pytest.raises(UnsupportedModelError, match="channel shuffle"):
-        build_model("shufflenet_v2_x1_0")
-    with pytest.raises(UnsupportedModelError, match="channel shuffle"):
-        prune_to_budget(torchvision.models.shufflenet_v2_x0_5(num_classes=10), (3, 32, 32), 0.5)
+def test_rexnet_structure_fails_with_one_line_naming_the_operation():
+    """Refused in the tracer, before any allocation (ShuffleNetV2's channel shuffle prunes: see
+    tests/core/test_channel_shuffle.py)."""
     with pytest.raises(UnsupportedModelError, match=r"slices channels \(x\[:, "):
         prune_to_budget(build_model("timm:rexnetr_100", 10), (3, 32, 32), 0.5)
 
