@@ -69,12 +69,17 @@ def all_names() -> list[str]:
 
 
 def _tp_time(model, x, budget: float) -> tuple[float | None, float | None, str]:
+    """Torch-Pruning's time and MAC ratio on ``model``, or its failure as the row's message. When
+    the row's ``--timeout`` runs out during the anchor, kpid's measurements (already taken) stay and
+    the message says so (torch-pruning's own group search on ECA-ResNets takes many minutes)."""
     from bench._anchors import tp_global_stepped
 
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         ratio = tp_global_stepped(model, x, budget, steps=10)
         return time.perf_counter() - t0, ratio, ""
+    except _Timeout:
+        return None, None, f"tp: not finished when the row's --timeout ran out ({time.perf_counter() - t0:.0f} s in)"
     except Exception as exc:  # noqa: BLE001 (the anchor's failure is a result)
         return None, None, f"tp: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
 
@@ -230,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=int, default=None, metavar="PIXELS",
                    help="square input size for every model (default: each model's own, e.g. 224)")
     p.add_argument("--models", default=None, help="comma-separated names (default: all)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds per model (default 900); a Torch-Pruning run still going then is stopped and "
+                        "kpid's measurements kept (with --isolate the whole row is lost)")
     p.add_argument("--csv", default=None, help="write the rows here (CSV)")
     p.add_argument("--md", default=None, help="write the markdown table here")
     p.add_argument("--readme", default=None, metavar="README", help="regenerate this README's model table")

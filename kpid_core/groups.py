@@ -94,6 +94,19 @@ def _regroups_channels(a: torch.Tensor, b: torch.Tensor) -> bool:
             and b.shape[2] > 1 and b.shape[3:] == a.shape[2:])
 
 
+def _channels_along_length(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the view ``a -> b`` lays the channels out along a 1-D length (``(N, C)`` or
+    ``(N, C, 1, 1)`` -> ``(N, 1, C)``), or back: ECA's channel attention (timm's ``EcaModule``,
+    ``CecaModule``) runs a ``Conv1d`` across the channels that way, so each channel's gate depends on
+    its neighbours. torch-pruning maps such a view as a flatten of stride C, which makes one
+    channel of the ``Conv1d`` stand for all C, and its group search then builds C × C indices per
+    pass (minutes for timm's ecaresnet26t, whose C reaches 2048)."""
+    if a.dim() == 3:
+        a, b = b, a
+    return (b.dim() == 3 and b.shape[1] == 1 and b.shape[2] > 1 and a.dim() >= 2 and a.shape[0] == b.shape[0]
+            and a.shape[1] == b.shape[2] and all(s == 1 for s in a.shape[2:]))
+
+
 class _ChannelRegroup(torch.autograd.Function):
     """One tensor op that reorders channels (``op(x)``), as one autograd node that torch-pruning
     traces as element-wise (its name holds none of the words torch-pruning maps to
@@ -115,8 +128,10 @@ class _ChannelRegroup(torch.autograd.Function):
 
 class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
     """During torch-pruning's tracing forward: every view that regroups channels (ShuffleNetV2's
-    channel shuffle: ``view(N, g, C/g, H, W)``, ``transpose``, ``view(N, C, H, W)``) and every
-    ``channel_shuffle`` call (``nn.ChannelShuffle``) becomes a :class:`_ChannelRegroup`, recorded
+    channel shuffle: ``view(N, g, C/g, H, W)``, ``transpose``, ``view(N, C, H, W)``), every view
+    that lays the channels along a ``Conv1d``'s length and back (ECA's channel attention, see
+    :func:`_channels_along_length`) and every ``channel_shuffle`` call (``nn.ChannelShuffle``)
+    becomes a :class:`_ChannelRegroup`, recorded
     in ``regroups`` (its ``grad_fn``); a channel split of a
     regroup's output (``chunk``/``split`` on dim 1, ShuffleNetV2's next block) becomes ``split``
     with explicit sizes, which torch-pruning reads from the graph (for ``chunk`` it infers them
@@ -132,8 +147,8 @@ class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
         if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad):
             return out
         x = args[0]
-        if isinstance(out, torch.Tensor) and (func in _SHUFFLE_FUNCS or (func in _VIEW_FUNCS
-                                                                       and _regroups_channels(x, out))):
+        if isinstance(out, torch.Tensor) and (func in _SHUFFLE_FUNCS or (func in _VIEW_FUNCS and (
+                _regroups_channels(x, out) or _channels_along_length(x, out)))):
             out = _ChannelRegroup.apply(x, lambda t, f=func, a=args[1:], k=kwargs or {}: f(t, *a, **k))
             self.regroups.add(out.grad_fn)
         elif (func in _CHUNK_FUNCS and x.grad_fn in self.regroups and isinstance(out, (tuple, list))
@@ -299,9 +314,10 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     The returned object is bound to ``model`` (its dependency graph references the modules), so
     prune a copy if the original must survive. Groups touching a grouped (non-depthwise)
     convolution, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
-    merges the channel dim, ``channel_shuffle``) are left unpruned: torch-pruning 1.6 cannot
-    shrink those consistently. So ShuffleNetV2 prunes its stem, every branch's inner channels and
-    its head conv, and keeps the shuffled channels between blocks whole.
+    merges the channel dim, ``channel_shuffle``) or a channel attention that convolves across the
+    channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those consistently. So
+    ShuffleNetV2 prunes its stem, every branch's inner channels and its head conv, and keeps the
+    shuffled channels between blocks whole; an ECA-ResNet keeps the channels its ECA gates whole.
 
     Args:
         model: the network (traced in eval mode; its train/eval mode and ``requires_grad`` flags
