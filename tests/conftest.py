@@ -23,3 +23,17 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import torch
 
 torch.set_num_threads(1)  # 2 cores shared with Ray workers; oversubscription makes the suite slower
+
+import pytest
+
+_TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_stay_one():
+    """Every test starts with one intra-op thread, whatever an earlier test set: code run in-process
+    (the bench scripts' ``torch.set_num_threads(cpu_count // jobs)``, latency timers) may leave more,
+    and two threads contending with Ray's workers made every later torch test ~15× slower."""
+    torch.set_num_threads(_TORCH_THREADS)
+    yield
+    torch.set_num_threads(_TORCH_THREADS)

@@ -148,9 +148,15 @@ def test_main_bad_input_one_line_exit_2(tmp_path, trials_df, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["not a sweep", "only errors"])  # the rest: in-process above
-def test_cli_bad_input_subprocess(tmp_path, trials_df, case):
+def test_cli_bad_input_subprocess(tmp_path, trials_df, case, capsys):
+    """``not a sweep`` as a program (exit status and stderr of ``python -m analysis.report``); ``only errors``
+    through the same ``main`` in-process (one more interpreter start would test nothing more)."""
     args, message = _bad_inputs(tmp_path, trials_df)[case]
-    res = _run(*args)
+    if case == "not a sweep":
+        res = _run(*args)
+    else:
+        code = main(args)
+        res = subprocess.CompletedProcess(args, code, *capsys.readouterr())
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
@@ -158,11 +164,12 @@ def test_cli_bad_input_subprocess(tmp_path, trials_df, case):
     assert not (Path(args[0]) / "report").exists()  # nothing written on bad input
 
 
-def test_cli_out_that_cannot_be_created(results_dir, tmp_path):
+def test_cli_out_that_cannot_be_created(results_dir, tmp_path, capsys):
+    """In-process: the program's exit status and stderr are covered by the subprocess tests above."""
     blocker = tmp_path / "file"
     blocker.write_text("mine")
     out = blocker / "report"
-    r = _run(str(results_dir), "--out", str(out))
+    r = subprocess.CompletedProcess([], main([str(results_dir), "--out", str(out)]), *capsys.readouterr())
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"error: --out: cannot write {str(out)!r}: Not a directory\n", r.stderr
     assert blocker.read_text() == "mine"

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +14,6 @@ from kpid_core.config import TrialConfig
 from kpid_core.errors import ConfigError
 from kpid_core.groups import find_groups
 from kpid_core.models import build_model
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -110,18 +105,17 @@ def test_settings_and_config_reject_bad_values():
         TrialConfig.from_dict({"latency.measure": "sometimes"})
 
 
-def _cli(*args, tmp_path):
-    return subprocess.run([sys.executable, "-m", "kpid_core", *args], check=False, cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                            "KPID_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+def test_cli_prune_cost_latency(tmp_path, capsys, monkeypatch):
+    """In-process (``python -m kpid_core`` as a program is run by test_cli_engine and test_cli_storage)."""
+    from kpid_core.__main__ import main
 
-
-def test_cli_prune_cost_latency(tmp_path):
-    r = _cli("prune", "--model", "mobilenet_v3_small", "--input", "32", "--budget", "0.9", "--metric", "l1",
-             "--cost", "latency", "--batch", "2", "--table-repeats", "1", "--round-to", "8",
-             "--out", str(tmp_path / "out"), "--json", tmp_path=tmp_path)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    monkeypatch.setenv("KPID_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["prune", "--model", "mobilenet_v3_small", "--input", "32", "--budget", "0.9", "--metric", "l1",
+               "--cost", "latency", "--batch", "2", "--table-repeats", "1", "--round-to", "8",
+               "--out", str(tmp_path / "out"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    out = json.loads(captured.out)
     assert out["cost"] == "latency" and out["cost_ratio"] <= 0.9 and out["round_to"] == 8
     spec = json.loads((tmp_path / "out" / "spec.json").read_text())
     assert spec["cost"] == "latency" and spec["latency_settings"]["batch"] == 2

@@ -99,8 +99,8 @@ def test_progressive_config_checks():
 
 @pytest.mark.slow
 def test_progressive_trial_trains_the_same_epochs_saves_reloads_and_resumes(tmp_path):
-    cfg = load_config(overrides=["teacher.epochs=2", "epochs=3", "budget=0.2", "prune.steps=2",
-                                 f"teacher.cache_dir={tmp_path / 'teachers'}"])
+    # teacher.epochs=3: test_trial's and test_baseline's teacher, trained once in the session's cache
+    cfg = load_config(overrides=["teacher.epochs=3", "epochs=3", "budget=0.2", "prune.steps=2"])
     epochs = []
     full = run_trial(cfg, on_epoch=lambda e, m: epochs.append(e), out_dir=tmp_path / "out",
                      checkpoint_dir=tmp_path / "full")
