@@ -222,12 +222,22 @@ def result_path(job: Job, method: str) -> Path:
 
 
 def _run_job(job: Job) -> list[str]:
+    """One job's methods at ``job.threads`` torch threads; the caller's thread count is restored
+    (with ``--jobs 1`` jobs run in the caller's process, e.g. a test's)."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        return _run_methods(job)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_methods(job: Job) -> list[str]:
     from kpid_core.errors import KPIDError
     from kpid_core.files import atomic_write_text
 
-    torch.set_num_threads(job.threads)
     cfg, shared = _prepare(job)
     lines = []
     if job.budget is None:

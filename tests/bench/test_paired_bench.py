@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
@@ -42,7 +43,9 @@ def test_quality_and_ablation_run_cache_and_summarise(tmp_path, capsys):
     cache = tmp_path / "cache"
     argv = ["--setting", "smoke", "--seeds", "1", "--cache", str(cache), "--set", f"data.root={tmp_path / 'fm'}",
             "--methods", "ours,no_kd,tp_plain,mnv3_small"]
+    threads = torch.get_num_threads()
     assert quality.main([*argv, "--variant", "spread2:prune.spread=2"]) == 0
+    assert torch.get_num_threads() == threads  # the jobs' own thread count does not leak to the caller
     out = capsys.readouterr().out
     files = sorted(cache.glob("smoke-*/seed0/b0.25/*.json"))
     assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "spread2", "tp_plain"]
