@@ -9,7 +9,8 @@ Metrics: ``taylor`` — the paper's |Σ_batches Σ_params w·∂L/∂w| (gradien
 batches, absolute value taken once); ``taylor_abs`` — Σ_batches |Σ_params w·∂L/∂w| (Molchanov et
 al.); ``taylor_sq`` — Σ_batches (Σ_params w·∂L/∂w)² (Molchanov et al. 2019's squared score, a
 loss-increase estimate on one scale for every group); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all
-of the channel's parameters; ``bn_gamma`` — Σ|γ| of the group's batch norms (0 for groups without one); ``random`` — seeded uniform noise.
+of the channel's parameters; ``bn_gamma`` — Σ|γ| of the group's batch norms (0 for groups without
+one); ``random`` — seeded uniform noise.
 ``sensitivity`` (:mod:`kpid_core.sensitivity`) — each group's measured loss curve, Taylor-ranked
 within the group, as per-channel values with diminishing returns.
 """
