@@ -131,9 +131,8 @@ class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
     channel shuffle: ``view(N, g, C/g, H, W)``, ``transpose``, ``view(N, C, H, W)``), every view
     that lays the channels along a ``Conv1d``'s length and back (ECA's channel attention, see
     :func:`_channels_along_length`) and every ``channel_shuffle`` call (``nn.ChannelShuffle``)
-    becomes a :class:`_ChannelRegroup`, recorded
-    in ``regroups`` (its ``grad_fn``); a channel split of a
-    regroup's output (``chunk``/``split`` on dim 1, ShuffleNetV2's next block) becomes ``split``
+    becomes a :class:`_ChannelRegroup`, recorded in ``regroups`` (its ``grad_fn``); a channel split
+    of a regroup's output (``chunk``/``split`` on dim 1, ShuffleNetV2's next block) becomes ``split``
     with explicit sizes, which torch-pruning reads from the graph (for ``chunk`` it infers them
     through the graph, and fails past a regroup). Other splits are traced as before, so every
     model without a regroup traces exactly as without this mode. Values are unchanged."""
