@@ -189,7 +189,7 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
     for metric in metrics or [cfg.prune.metric]:
         cfg_m = cfg.with_overrides({"prune.metric": metric})  # validates the metric name
         path = out / "importance" / f"{metric}.pt"
-        if not path.is_file():
+        if not (path.is_file() and _scores_fit(_load_scores(path), cfg_m)):  # absent, or over other batches
             teacher_importance(cfg_m, teacher.model, data, metric, device).save(path)
         imp[metric] = path
     shared = SharedArtifacts(out, split, tpath, float(teacher.accuracy or 0.0), imp)
@@ -385,13 +385,24 @@ def _shared_scores(cfg: TrialConfig, shared: SharedArtifacts | None):
     this trial asks for; None otherwise (a sweep that varies ``prune.importance_batches``), and the
     trial scores its teacher itself. The seed is not compared: shared artifacts (teacher, split,
     scores) are the base config's whatever seed a trial draws."""
-    from kpid_core.importance import ImportanceScores
-
     if shared is None or cfg.prune.metric not in shared.importance:
         return None
-    scores = ImportanceScores.load(shared.importance[cfg.prune.metric])
-    made = scores.meta.get("n_batches", cfg.prune.importance_batches)  # files without it: trusted
-    return scores if made == cfg.prune.importance_batches else None
+    scores = _load_scores(shared.importance[cfg.prune.metric])
+    return scores if _scores_fit(scores, cfg) else None
+
+
+def _load_scores(path: Path):
+    """An importance file (a corrupt one raises SpecError naming it)."""
+    from kpid_core.importance import ImportanceScores
+
+    return ImportanceScores.load(path)
+
+
+def _scores_fit(scores: Any, cfg: TrialConfig) -> bool:
+    """Whether stored ``scores`` answer ``cfg``: the same metric over as many batches (files written
+    without the batch count are trusted)."""
+    made = scores.meta.get("n_batches", cfg.prune.importance_batches)
+    return scores.metric == cfg.prune.metric and made == cfg.prune.importance_batches
 
 
 def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: SharedArtifacts | None,

@@ -26,7 +26,7 @@ def _run(rank: int, world: int, root: str, body) -> None:
     try:
         body(rank, root)
         ok = True
-    except BaseException:
+    except BaseException:  # noqa: BLE001 (printed; the rank then exits 1)
         traceback.print_exc()
     finally:
         _close(ok)

@@ -11,6 +11,7 @@ from kpid_core import trial as trial_mod
 from kpid_core.__main__ import main
 from kpid_core.config import load_config
 from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
+from kpid_core.importance import ImportanceScores
 from kpid_core.models import build_model
 from kpid_core.prune import load_pruned
 from kpid_core.teacher import get_teacher, pretrained_weights_path
@@ -91,6 +92,13 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
     # shared scores over 8 batches do not answer a trial that asks for 3: it scores its teacher itself
     with pytest.raises(AssertionError, match="recomputed although shared"):
         run_trial(cfg.with_overrides({"prune.importance_batches": 3}), shared=shared)
+    # preparing again over the same folder keeps the files that answer the config, rescores the others
+    monkeypatch.setattr(trial_mod, "get_teacher", get_teacher)
+    again = prepare_shared(cfg, tmp_path / "shared", ["taylor"])  # teacher_importance is still boom
+    assert again.importance["taylor"] == shared.importance["taylor"]
+    monkeypatch.undo()
+    three = prepare_shared(cfg.with_overrides({"prune.importance_batches": 3}), tmp_path / "shared", ["taylor"])
+    assert ImportanceScores.load(three.importance["taylor"]).meta["n_batches"] == 3
 
 
 def test_teacher_is_cached_by_config(tmp_path):
