@@ -247,11 +247,11 @@ def _check_feasible(cm: CostModel, floors: np.ndarray, budget_cost: float, budge
     if floor_cost <= budget_cost:
         return
     min_budget = floor_cost / dense
-    # cost that no kept count changes: layers no prunable group reaches (channel splits,
-    # grouped convolutions), named so that the user is not sent chasing min_keep alone
+    # cost that no kept count changes: layers no prunable group reaches (channel splits and
+    # shuffles), named so that the user is not sent chasing min_keep alone
     fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
     why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned (channel splits, "
-           f"grouped convolutions)" if fixed > 0.05 else "")
+           f"channel shuffles)" if fixed > 0.05 else "")
     raise InfeasibleBudgetError(
         f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
         f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "

@@ -59,7 +59,8 @@ class PruneResult:
     """A pruned model and how it was obtained.
 
     ``macs_*`` are MACs for one image at the example input's size; ``kept[group_key]`` the sorted
-    teacher channel indices a group keeps; ``channel_map[module] = {"out": [...], "in": [...]}``
+    teacher channel indices a group keeps (unit indices for a group of tied units, e.g. through a
+    grouped conv: :attr:`~kpid_core.groups.ChannelGroup.units`); ``channel_map[module] = {"out": [...], "in": [...]}``
     the teacher indices kept on each dim of every module that lost channels.
     """
 

@@ -55,7 +55,9 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
     Args:
         model: the model ``groups`` was traced from; modified in place.
         groups: its channel groups (their dependency graph does the removal).
-        kept: ``group_key -> kept channel indices``, as from :func:`kpid_core.allocation.allocate`.
+        kept: ``group_key -> kept unit indices`` (channels, or the tied channels of a grouped conv's
+            blocks: :attr:`~kpid_core.groups.ChannelGroup.units`), as from
+            :func:`kpid_core.allocation.allocate`.
 
     Returns:
         ``(channel_map, dense_sizes)``: ``channel_map[module] = {"out": [...], "in": [...]}``, the
@@ -70,7 +72,7 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
 
     for g in groups:
         keep = set(kept[g.key])
-        drop = [i for i in range(g.size) if i not in keep]
+        drop = g.root_channels(i for i in range(g.size) if i not in keep)  # units -> root channels
         if drop:
             groups.dg.get_pruning_group(g.root, g.prune_fn, drop).prune(record_history=False)
     return cmap, dense_sizes

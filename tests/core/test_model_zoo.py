@@ -76,7 +76,7 @@ def test_rexnet_structure_fails_with_one_line_naming_the_operation():
 
 
 def test_split_channel_models_are_infeasible_with_a_reason():
-    """MixNet's mixed convs split channels (as CSPNet, GhostNet, ResNeSt's grouped convs do): those
+    """MixNet's mixed convs split channels (torch.split with sizes kept in the module): those
     layers stay whole, and the one line says how much of the MACs they hold."""
     for name in ("timm:mixnet_s",):
         with pytest.raises(InfeasibleBudgetError, match="in layers whose channels cannot be pruned") as e:
