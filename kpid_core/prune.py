@@ -224,7 +224,7 @@ def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: 
         raise UnsupportedModelError(
             f"model {type(model).__name__} cannot be pruned: after its channels were removed its forward fails "
             f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
-            f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
+            f"pruning does not resize (e.g. a channel-sized tensor that is not per output channel on its first dim)") from None
     expected = groups.macs(counts)
     if macs_after != expected or (enforce_budget and cm.name == "macs"
                                   and macs_after > math.floor(budget * macs_before)):

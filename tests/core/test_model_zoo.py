@@ -155,8 +155,38 @@ def test_models_command_lists_names_and_refusals(capsys):
     assert "timm:ghostnet_100" in capsys.readouterr().out
 
 
+class _RowScaledConv(torch.nn.Conv2d):
+    """A conv that keeps a channel-sized buffer on a dim other than the first."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("row", torch.ones(1, self.out_channels, 1, 1))
+
+    def forward(self, x):
+        return super().forward(x) * self.row
+
+
 def test_a_layer_with_channel_sized_state_fails_in_one_line():
-    """timm's NF-ResNet: ScaledStdConv2d's gain is not resized by torch-pruning; one line, not a traceback."""
+    """A channel-sized tensor that is not per output channel on its first dim is not resized: one
+    line naming the failing forward, not a traceback."""
+    net = torch.nn.Sequential(_RowScaledConv(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    net(torch.zeros(1, 3, 12, 12))
     with pytest.raises(UnsupportedModelError, match="forward fails") as e:
-        prune_to_budget(build_model("timm:nf_resnet26", 10), (3, 32, 32), 0.5)
+        prune_to_budget(net, (3, 12, 12), 0.5)
     assert "\n" not in str(e.value)
+
+
+def test_a_conv_subclass_gain_is_cut_with_its_outputs(tmp_path):
+    """timm's NF-ResNet: ScaledStdConv2d's gain (out, 1, 1, 1) is cut like the conv's outputs, so it
+    prunes to the budget, runs forward and backward, and reloads with identical outputs."""
+    _roundtrip("timm:nf_resnet26", 32, tmp_path)
+    torch.manual_seed(0)
+    dense = build_model("timm:nf_resnet26", num_classes=10)
+    res = prune_to_budget(dense, (3, 32, 32), 0.5)
+    convs = dict(dense.named_modules())
+    cut = [(n, m) for n, m in res.model.named_modules() if n in res.channel_map and hasattr(m, "gain")
+           and m.out_channels < convs[n].out_channels]
+    assert cut
+    for name, m in cut:
+        assert torch.equal(m.gain, convs[name].gain[res.channel_map[name]["out"]])
