@@ -109,8 +109,9 @@ def _block_period(m: nn.Module, dim: str) -> int | None:
     return None
 
 
-# torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph
-_SPLIT_OPS = ("_SplitOp", "_UnbindOp", "_SliceOp")
+# torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph, and what they trace
+_SPLIT_OPS = {"_SplitOp": "a channel split (torch.split/chunk)", "_UnbindOp": "a channel unbind",
+              "_SliceOp": "a channel slice"}
 _VIEW_FUNCS = (torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten, torch.unflatten,
                torch.Tensor.flatten, torch.flatten)
 _CHUNK_FUNCS = (torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split)
@@ -227,8 +228,11 @@ class ChannelGroups:
     """
 
     def __init__(self, model: nn.Module, dg: Any, groups: list[ChannelGroup], layers: list[LayerMACs],
-                 input_shape: tuple[int, ...], classifier: str | None, order: list[str]):
+                 input_shape: tuple[int, ...], classifier: str | None, order: list[str],
+                 whole: dict[str, list[str]] | None = None):
         self.model = model
+        # operations that keep channels unpruned -> the root modules of the groups they keep whole
+        self.whole = dict(whole or {})
         self.dg = dg
         self.groups = groups
         self.layers = layers
@@ -385,11 +389,14 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     dg, raw, mixing = _trace_dependencies(model, x, ignored)
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
+    whole: dict[str, list[str]] = {}  # why groups stay unpruned -> the root modules of those groups
     for grp in raw:
         group = _channel_group(grp, dg, names, len(groups), mixing)
-        if group is not None:
+        if isinstance(group, ChannelGroup):
             groups.append(group)
-    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
+        elif group is not None:
+            whole.setdefault(group, []).append(names.get(grp[0].dep.target.module, "?"))
+    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order, whole)
 
 
 def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]
@@ -441,8 +448,9 @@ def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
 
 
 def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int, mixing: set[Any]
-                   ) -> ChannelGroup | None:
-    """One torch-pruning group as a :class:`ChannelGroup`; None when it cannot be pruned here."""
+                   ) -> ChannelGroup | str | None:
+    """One torch-pruning group as a :class:`ChannelGroup`; the operation that keeps it whole (one
+    phrase), or None for a group with nothing to prune (one channel, no module)."""
     root_item = grp[0]
     root = root_item.dep.target.module
     key = names.get(root)
@@ -450,13 +458,15 @@ def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int, m
     if key is None or size < 2:
         return None
     found = _group_members(grp, dg, names, size, mixing)
-    if found is None:
-        return None
+    if isinstance(found, str):
+        return found
     members, blocks = found
     units = None
     if blocks:
         units = _tied_units(members, blocks, size)
-        if units is None or len(units) < 2:
+        if units is None:
+            return "grouped-conv or GroupNorm blocks that cannot be kept equal"
+        if len(units) < 2:
             return None
         size = len(units)
     # key: the group's first out-member in definition order — independent of trace order
@@ -520,9 +530,10 @@ def _tied_units(members: list[GroupMember], blocks: dict[int, tuple[int, int]], 
 
 
 def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mixing: set[Any]
-                   ) -> tuple[list[GroupMember], dict[int, tuple[int, int]]] | None:
+                   ) -> tuple[list[GroupMember], dict[int, tuple[int, int]]] | str:
     """The module dimensions of a group with MACs, and for each member on a grouped conv or
-    GroupNorm (by position) its channels per block; None when any member makes it unprunable."""
+    GroupNorm (by position) its channels per block; or, when a member makes the group unprunable,
+    the operation that does (one phrase)."""
     members: list[GroupMember] = []
     blocks: dict[int, int] = {}
     for item in grp:
@@ -530,24 +541,27 @@ def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mi
         if mod in mixing:
             # channels through a channel shuffle: their order changes there, and torch-pruning maps
             # them one to one, so pruning them would remove the wrong channels after it
-            return None
+            return "a channel shuffle or a view that regroups channels"
         if type(mod).__name__ in _SPLIT_OPS:
             # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
             # its own code or attributes, which torch-pruning cannot update: pruning either side
             # would break it (ShuffleNetV2's chunk, CSPNet, MixNet's mixed convs)
-            return None
+            return _SPLIT_OPS[type(mod).__name__]
         name = names.get(mod)
         if name is None or not isinstance(mod, nn.Module):
             continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
         if _is_grouped(mod) and mod.transposed:
-            return None  # torch-pruning slices a grouped transposed conv's weight as if ungrouped
+            # torch-pruning slices a grouped transposed conv's weight as if ungrouped
+            return "a grouped transposed conv"
         dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
         if max(item.idxs, default=0) >= _dim_size(mod, dim):
-            return None  # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+            # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+            return "a channel split whose indices torch-pruning loses"
         root_idxs = [int(r) for r in item.root_idxs]
         counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
         if len(counts) != size or counts.min() != counts.max():
-            return None  # non-uniform index mapping: not affine in the kept count
+            # non-uniform index mapping: not affine in the kept count
+            return "a concatenation or split that torch-pruning maps unevenly"
         period = _block_period(mod, dim)
         if period is not None:
             blocks[len(members)] = (period, _dim_size(mod, dim) // period)

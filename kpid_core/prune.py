@@ -28,7 +28,13 @@ from kpid_core.allocation import (
     score_vectors,
 )
 from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
-from kpid_core.errors import ConfigError, SpecError, UnknownNameError, UnsupportedModelError
+from kpid_core.errors import (
+    ConfigError,
+    InfeasibleBudgetError,
+    SpecError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
 from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
@@ -187,8 +193,11 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
     work, x, groups = _traced(model, example_input)
     vectors = score_vectors(groups, scores, work)
     cm = _cost_model(cost, groups, work, settings, log)
-    kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
-                    normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    try:
+        kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
+                        normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    except InfeasibleBudgetError as exc:  # name the model, as the other refusals do
+        raise InfeasibleBudgetError(f"model {model_name or type(model).__name__}: {exc}", exc.min_budget) from None
     result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs,
                   enforce_budget=True)
     if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was

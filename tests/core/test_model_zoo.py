@@ -4,6 +4,7 @@ backward, and reload with identical outputs; the rest is refused with one line."
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -76,12 +77,15 @@ def test_rexnet_structure_fails_with_one_line_naming_the_operation():
 
 
 def test_split_channel_models_are_infeasible_with_a_reason():
-    """MixNet's mixed convs split channels (torch.split with sizes kept in the module): those
-    layers stay whole, and the one line says how much of the MACs they hold."""
-    for name in ("timm:mixnet_s",):
+    """MixNet's mixed convs split channels (torch.split with sizes kept in the module), SKNet splits
+    its input across paths and regroups its attention's channels: those layers stay whole, and the
+    one line names the model, how much of the MACs they hold and the operations, at a module."""
+    for name, op in (("timm:mixnet_s", r"a channel split \(torch.split/chunk\) at blocks\.\d"),
+                     ("timm:skresnet18", r"a view that regroups channels at layer\d\.\d\.conv1\.attn")):
         with pytest.raises(InfeasibleBudgetError, match="in layers whose channels cannot be pruned") as e:
-            prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3)
-        assert "\n" not in str(e.value)
+            prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3, model_name=name)
+        assert "\n" not in str(e.value) and str(e.value).startswith(f"model {name}: budget 0.3 is infeasible")
+        assert re.search(op, str(e.value)), str(e.value)
 
 
 def test_transformers_and_unknown_names():
