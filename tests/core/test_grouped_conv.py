@@ -129,3 +129,43 @@ def test_grouped_conv_families_prune_run_and_reload(name, tmp_path):
     loaded = load_pruned(tmp_path / "p").eval()
     with torch.no_grad():
         assert torch.equal(res.model.eval()(x), loaded(x))
+
+
+class _Wide(nn.Module):
+    """conv (32) → grouped conv (2 groups, 32 → 32) → 1x1 conv → linear: 16 units on each side."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c2, self.b2 = nn.Conv2d(32, 32, 3, padding=1, groups=2), nn.BatchNorm2d(32)
+        self.c3, self.fc = nn.Conv2d(32, 32, 1), nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        return self.fc(self.c3(x).mean((2, 3)))
+
+
+def test_progressive_cuts_compose_units_back_to_the_dense_model():
+    """Two cuts (the second on the tuned student): the student's units are the dense model's kept
+    units in order, so the composed result equals one cut of the dense model, with tuned weights."""
+    from kpid_core.progressive import progressive_prune
+
+    torch.manual_seed(0)
+    dense = _Wide().eval()
+
+    def tune(result, step):
+        with torch.no_grad():
+            for mod in result.model.modules():
+                if isinstance(mod, nn.Conv2d):
+                    mod.weight.mul_(2.0)
+
+    res = progressive_prune(dense, (3, 8, 8), 0.3, 2, compute_importance(dense, (3, 8, 8), "l1"),
+                            prune=lambda m, b, s: prune_to_budget(m, (3, 8, 8), b, s),
+                            rescore=lambda m: compute_importance(m, (3, 8, 8), "l1"), tune=tune,
+                            rebuild=lambda kept: prune_to_kept(dense, (3, 8, 8), kept))
+    ref = prune_to_kept(dense, (3, 8, 8), res.kept)
+    assert res.spec["shapes"] == ref.spec["shapes"] and res.channel_map == ref.channel_map
+    assert res.model.c2.in_channels < 32 and res.model.c2.groups == 2
+    for name in ("c1", "c2", "c3"):
+        torch.testing.assert_close(getattr(res.model, name).weight, 2.0 * getattr(ref.model, name).weight)
