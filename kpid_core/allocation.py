@@ -255,8 +255,12 @@ def _check_feasible(cm: CostModel, floors: np.ndarray, budget_cost: float, budge
     fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
     ops = "; ".join(f"{op} at {roots[0]}" + (f" and {len(roots) - 1} more" if len(roots) > 1 else "")
                     for op, roots in (whole or {}).items())
-    why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned ({ops or 'channel splits, channel shuffles'})"
-           if fixed > 0.05 else "")
+    if fixed <= 0.05:
+        why = ""
+    elif ops:
+        why = f"; {fixed:.4f} of it is in layers whose channels cannot be pruned ({ops})"
+    else:  # e.g. a latency model's fixed per-call time, the stem's input and the logits
+        why = f"; {fixed:.4f} of it does not change with any kept channel count"
     raise InfeasibleBudgetError(
         f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
         f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
