@@ -300,7 +300,7 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     Raises:
         InfeasibleBudgetError: the ``min_keep`` floors alone cost more than the budget.
     """
-    cm = blocked(cost if cost is not None else mac_cost(groups), round_to)
+    cm = blocked(cost if cost is not None else mac_cost(groups), round_to, getattr(groups, "unit_channels", None))
     steps = cm.steps if cm.steps is not None else np.ones(len(cm.sizes), dtype=np.int64)
     budget_cost = _budget_in(cm, budget)
     floors = _floors(cm.sizes, min_keep)

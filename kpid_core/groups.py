@@ -241,6 +241,9 @@ class ChannelGroups:
         self.execution_order = order
         self.by_key = {g.key: g for g in groups}
         self.sizes = np.array([g.size for g in groups], dtype=np.int64)
+        # root channels per unit of each group (0: units of different sizes)
+        self.unit_channels = np.array([1 if g.units is None else len(g.units[0]) * all(
+            len(u) == len(g.units[0]) for u in g.units) for g in groups], dtype=np.int64)
         self._build_mac_model()
 
     # ---- MAC model -------------------------------------------------------------------------

@@ -169,3 +169,16 @@ def test_progressive_cuts_compose_units_back_to_the_dense_model():
     assert res.model.c2.in_channels < 32 and res.model.c2.groups == 2
     for name in ("c1", "c2", "c3"):
         torch.testing.assert_close(getattr(res.model, name).weight, 2.0 * getattr(ref.model, name).weight)
+
+
+def test_round_to_counts_channels_of_tied_units():
+    """round_to=8 on a group of 4-channel units keeps an even number of units (a multiple of 8
+    channels), not any number of them (multiples of 4)."""
+    torch.manual_seed(0)
+    groups = find_groups(_Grouped(), (3, 8, 8))
+    assert dict(zip(groups.keys(), groups.unit_channels.tolist())) == {"c1": 4, "c2": 12, "c3": 1}
+    for budget in (0.5, 0.7, 0.9):
+        res = prune_to_budget(_Grouped(), (3, 8, 8), budget, round_to=8)
+        net = res.model
+        assert net.c1.out_channels % 8 == 0 and net.c2.out_channels % 8 == 0 and net.c3.out_channels % 8 == 0
+        assert net.c2.groups == 4
