@@ -240,18 +240,27 @@ def _in_units(ranked: list[np.ndarray], steps: np.ndarray | None) -> list[np.nda
     return [r.reshape(-1, int(s)).sum(1) for r, s in zip(ranked, steps)]
 
 
-def _check_feasible(cm: CostModel, floors: np.ndarray, budget_cost: float, budget: float, min_keep: float) -> None:
-    """Raise InfeasibleBudgetError when the ``min_keep`` floors alone cost more than the budget."""
+def _check_feasible(cm: CostModel, floors: np.ndarray, budget_cost: float, budget: float, min_keep: float,
+                    whole: dict[str, list[str]] | None = None) -> None:
+    """Raise InfeasibleBudgetError when the ``min_keep`` floors alone cost more than the budget.
+    ``whole``: the operations that keep channels unpruned -> the roots of the groups they keep whole
+    (:attr:`ChannelGroups.whole`), named in the message."""
     dense = cm.total()
     floor_cost = cm.total(floors)
     if floor_cost <= budget_cost:
         return
     min_budget = floor_cost / dense
-    # cost that no kept count changes: layers no prunable group reaches (channel splits,
-    # grouped convolutions), named so that the user is not sent chasing min_keep alone
+    # cost that no kept count changes: layers no prunable group reaches (channel splits and
+    # shuffles), named so that the user is not sent chasing min_keep alone
     fixed = cm.total(np.zeros(len(cm.sizes), dtype=np.int64)) / dense
-    why = (f"; {fixed:.4f} of it is in layers whose channels cannot be pruned (channel splits, "
-           f"grouped convolutions)" if fixed > 0.05 else "")
+    ops = "; ".join(f"{op} at {roots[0]}" + (f" and {len(roots) - 1} more" if len(roots) > 1 else "")
+                    for op, roots in (whole or {}).items())
+    if fixed <= 0.05:
+        why = ""
+    elif ops:
+        why = f"; {fixed:.4f} of it is in layers whose channels cannot be pruned ({ops})"
+    else:  # e.g. a latency model's fixed per-call time, the stem's input and the logits
+        why = f"; {fixed:.4f} of it does not change with any kept channel count"
     raise InfeasibleBudgetError(
         f"budget {budget:g} is infeasible with min_keep={min_keep:g}: keeping the minimum channels "
         f"costs {min_budget:.4f} of the dense {cm.unit}{why}; use budget >= {math.ceil(min_budget * 1e4) / 1e4:.4f} "
@@ -291,11 +300,11 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
     Raises:
         InfeasibleBudgetError: the ``min_keep`` floors alone cost more than the budget.
     """
-    cm = blocked(cost if cost is not None else mac_cost(groups), round_to)
+    cm = blocked(cost if cost is not None else mac_cost(groups), round_to, getattr(groups, "unit_channels", None))
     steps = cm.steps if cm.steps is not None else np.ones(len(cm.sizes), dtype=np.int64)
     budget_cost = _budget_in(cm, budget)
     floors = _floors(cm.sizes, min_keep)
-    _check_feasible(cm, floors, budget_cost, budget, min_keep)
+    _check_feasible(cm, floors, budget_cost, budget, min_keep, getattr(groups, "whole", None))
     # channels by descending score; ties broken by index so the choice is deterministic
     order = [np.lexsort((np.arange(len(v)), -v)) for v in score_vectors]
     even = _uniform_counts(cm, floors, budget_cost)

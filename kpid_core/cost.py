@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,13 +209,16 @@ def _channels_of(mod: nn.Module) -> int:
     return int(w.shape[0]) if w is not None and w.dim() >= 1 else 0
 
 
-def blocked(cost: CostModel, step: int) -> CostModel:
+def blocked(cost: CostModel, step: int, unit_channels: np.ndarray | None = None) -> CostModel:
     """``cost`` in units of ``step`` channels: a group whose size is a multiple of ``step`` keeps a
     multiple of ``step`` channels; other groups stay per channel (their sizes allow no such count).
 
     Args:
-        cost: a per-channel cost model.
+        cost: a per-channel (or per-unit) cost model.
         step: channels per unit (1 returns ``cost`` unchanged).
+        unit_channels: channels in each of a group's units (:attr:`ChannelGroups.unit_channels`:
+            1 per channel, G for a grouped conv's tied units, 0 when its units differ in size); a
+            group of u-channel units keeps a multiple of ``step / gcd(step, u)`` units. None = 1.
 
     Returns:
         A new cost model with ``sizes`` in units and ``steps`` the channels per unit of each group;
@@ -222,7 +226,9 @@ def blocked(cost: CostModel, step: int) -> CostModel:
     """
     if step == 1:
         return cost
-    steps = np.array([step if s % step == 0 else 1 for s in cost.sizes], dtype=np.int64)
+    per = np.ones(len(cost.sizes), dtype=np.int64) if unit_channels is None else np.asarray(unit_channels)
+    need = np.array([step // math.gcd(step, int(u)) if u > 0 else 0 for u in per], dtype=np.int64)
+    steps = np.array([n if n > 0 and s % n == 0 else 1 for n, s in zip(need, cost.sizes)], dtype=np.int64)
     out = copy.copy(cost)
     return dataclasses.replace(out, sizes=cost.sizes // steps, A=cost.A * steps[None, :], B=cost.B * steps[None, :],
                                steps=steps)

@@ -5,10 +5,16 @@ rules: residual additions tie the channels of a whole stage, depthwise convs tie
 output, squeeze-excitation convs join the group of the channels they gate. The final classifier's
 output (the logits) is never pruned.
 
+A grouped conv (G > 1 groups, not depthwise) and a GroupNorm split their channels into equal blocks
+that must stay equal: their groups are pruned in *units*, the channels at one position of every
+block (``ChannelGroup.units``), as torch-pruning's own pruners do for grouped convs. A group's
+``size``, its scores and its kept indices then count units.
+
 The MAC model: for every conv/linear call L, ``MACs_L = coef_L · cin_L / groups_L · cout_L`` where
-``cin_L`` and ``cout_L`` are affine in the kept channel counts ``k`` of the groups (the input image
-and the logits are fixed; a depthwise conv has ``cin/groups == 1``). ``ChannelGroups.macs(k)`` is
-therefore an exact quadratic in ``k`` and equals ``count_macs`` of the physically pruned model.
+``cin_L / groups_L`` and ``cout_L`` are affine in the kept counts ``k`` of the groups (the input
+image and the logits are fixed; a depthwise conv has ``cin/groups == 1``; a kept unit adds one input
+channel per block to a grouped conv). ``ChannelGroups.macs(k)`` is therefore an exact quadratic in
+``k`` and equals ``count_macs`` of the physically pruned model.
 """
 
 from __future__ import annotations
@@ -53,9 +59,24 @@ class ChannelGroup:
     index: int = 0
     root: Any = field(default=None, repr=False)        # the root nn.Module (traced model)
     prune_fn: Any = field(default=None, repr=False)    # torch-pruning handler of the root's out dim
+    # units[u]: the root channels that unit u removes together (None: each unit is one channel)
+    units: list[list[int]] | None = field(default=None, repr=False)
 
     def modules(self, dim: str | None = None) -> list[str]:
         return [m.module for m in self.members if dim is None or m.dim == dim]
+
+    def root_channels(self, units: Iterable[int]) -> list[int]:
+        """The root module's channel indices of the given units (sorted).
+
+        Args:
+            units: unit indices of this group (what ``size``, scores and kept lists count).
+
+        Returns:
+            The channels those units hold on the group's root module.
+        """
+        if self.units is None:
+            return sorted(int(u) for u in units)
+        return sorted(c for u in units for c in self.units[int(u)])
 
 
 def is_depthwise(m: nn.Module) -> bool:
@@ -76,8 +97,21 @@ def _is_grouped(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not is_depthwise(m)
 
 
-# torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph
-_SPLIT_OPS = ("_SplitOp", "_UnbindOp", "_SliceOp")
+def _block_period(m: nn.Module, dim: str) -> int | None:
+    """Channels per block on ``dim`` of a module that splits that dim into equal blocks whose sizes
+    must stay equal: a grouped conv (``groups`` blocks on each side) or a GroupNorm. None otherwise
+    (a depthwise conv ties its input to its output instead; torch-pruning handles that)."""
+    if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not (
+            m.groups == m.in_channels == m.out_channels):
+        return (m.out_channels if dim == "out" else m.in_channels) // m.groups
+    if isinstance(m, nn.GroupNorm) and 1 < m.num_groups < m.num_channels:
+        return m.num_channels // m.num_groups
+    return None
+
+
+# torch-pruning's stand-ins for channel-splitting tensor ops in a traced graph, and what they trace
+_SPLIT_OPS = {"_SplitOp": "a channel split (torch.split/chunk)", "_UnbindOp": "a channel unbind",
+              "_SliceOp": "a channel slice"}
 _VIEW_FUNCS = (torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten, torch.unflatten,
                torch.Tensor.flatten, torch.flatten)
 _CHUNK_FUNCS = (torch.Tensor.chunk, torch.chunk, torch.Tensor.split, torch.split)
@@ -175,6 +209,8 @@ def _dim_size(m: nn.Module, dim: str) -> int:
         return m.out_channels if dim == "out" else m.in_channels
     if isinstance(m, nn.Linear):
         return m.out_features if dim == "out" else m.in_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
     w = getattr(m, "weight", None)
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() >= 1 else 1 << 62
 
@@ -192,8 +228,11 @@ class ChannelGroups:
     """
 
     def __init__(self, model: nn.Module, dg: Any, groups: list[ChannelGroup], layers: list[LayerMACs],
-                 input_shape: tuple[int, ...], classifier: str | None, order: list[str]):
+                 input_shape: tuple[int, ...], classifier: str | None, order: list[str],
+                 whole: dict[str, list[str]] | None = None):
         self.model = model
+        # operations that keep channels unpruned -> the root modules of the groups they keep whole
+        self.whole = dict(whole or {})
         self.dg = dg
         self.groups = groups
         self.layers = layers
@@ -202,6 +241,9 @@ class ChannelGroups:
         self.execution_order = order
         self.by_key = {g.key: g for g in groups}
         self.sizes = np.array([g.size for g in groups], dtype=np.int64)
+        # root channels per unit of each group (0: units of different sizes)
+        self.unit_channels = np.array([1 if g.units is None else len(g.units[0]) * all(
+            len(u) == len(g.units[0]) for u in g.units) for g in groups], dtype=np.int64)
         self._build_mac_model()
 
     # ---- MAC model -------------------------------------------------------------------------
@@ -216,10 +258,14 @@ class ChannelGroups:
             for mem in g.members:
                 for i in rows_of.get(mem.module, []):
                     mult = len(mem.idxs) // g.size
+                    lay = self.layers[i]
                     if mem.dim == "out":
                         B[i, gi] += mult
-                    elif self.layers[i].groups == 1:  # depthwise: cin/groups stays 1
+                    elif lay.groups == 1:
                         A[i, gi] += mult
+                    elif lay.groups != lay.in_channels:  # grouped: a unit holds one channel per block
+                        A[i, gi] += mult // lay.groups
+                    # (depthwise: cin/groups stays 1)
         cin = np.array([lay.in_channels // lay.groups for lay in self.layers], dtype=np.int64)
         cout = np.array([lay.out_channels for lay in self.layers], dtype=np.int64)
         self.coef = np.array([lay.coef for lay in self.layers], dtype=np.int64)
@@ -311,8 +357,9 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     """Trace ``model`` with torch-pruning and return its prunable channel groups + MAC model.
 
     The returned object is bound to ``model`` (its dependency graph references the modules), so
-    prune a copy if the original must survive. Groups touching a grouped (non-depthwise)
-    convolution, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
+    prune a copy if the original must survive. Groups through a grouped conv or a GroupNorm prune
+    in units that keep every block the same size (see the module docstring). Groups touching a
+    grouped transposed conv, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
     merges the channel dim, ``channel_shuffle``) or a channel attention that convolves across the
     channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those consistently. So
     ShuffleNetV2 prunes its stem, every branch's inner channels and its head conv, and keeps the
@@ -345,11 +392,14 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     dg, raw, mixing = _trace_dependencies(model, x, ignored)
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
+    whole: dict[str, list[str]] = {}  # why groups stay unpruned -> the root modules of those groups
     for grp in raw:
         group = _channel_group(grp, dg, names, len(groups), mixing)
-        if group is not None:
+        if isinstance(group, ChannelGroup):
             groups.append(group)
-    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order)
+        elif group is not None:
+            whole.setdefault(group, []).append(names.get(grp[0].dep.target.module, "?"))
+    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order, whole)
 
 
 def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]
@@ -401,49 +451,122 @@ def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
 
 
 def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int, mixing: set[Any]
-                   ) -> ChannelGroup | None:
-    """One torch-pruning group as a :class:`ChannelGroup`; None when it cannot be pruned here."""
+                   ) -> ChannelGroup | str | None:
+    """One torch-pruning group as a :class:`ChannelGroup`; the operation that keeps it whole (one
+    phrase), or None for a group with nothing to prune (one channel, no module)."""
     root_item = grp[0]
     root = root_item.dep.target.module
     key = names.get(root)
     size = len(root_item.idxs)
     if key is None or size < 2:
         return None
-    members = _group_members(grp, dg, names, size, mixing)
-    if members is None:
-        return None
+    found = _group_members(grp, dg, names, size, mixing)
+    if isinstance(found, str):
+        return found
+    members, blocks = found
+    units = None
+    if blocks:
+        units = _tied_units(members, blocks, size)
+        if units is None:
+            return "grouped-conv or GroupNorm blocks that cannot be kept equal"
+        if len(units) < 2:
+            return None
+        size = len(units)
     # key: the group's first out-member in definition order — independent of trace order
     outs = {m.module for m in members if m.dim == "out"}
     key = next((n for n in names.values() if n in outs), key)
-    return ChannelGroup(key, size, members, index, root, root_item.dep.handler)
+    return ChannelGroup(key, size, members, index, root, root_item.dep.handler, units)
+
+
+def _tied_units(members: list[GroupMember], blocks: dict[int, tuple[int, int]], size: int) -> list[list[int]] | None:
+    """Split a group's ``size`` root channels into units that keep every block of a grouped conv
+    (or GroupNorm) the same size; rewrite the members' ``root_idxs`` to unit indices.
+
+    In a conv with G groups, input channel ``c`` feeds only the filters of group ``c // (C/G)``
+    and output channel ``c`` comes from them; removing the channels at the same position
+    ``c % (C/G)`` of every block keeps the conv a G-group conv of C/G fewer channels per side (what
+    torch-pruning's ``ConvPruner`` assumes for the input side: it keeps the first block's positions).
+    So the channels at one position are tied: one unit, removed together, across every member.
+
+    Args:
+        members: the group's members (their ``root_idxs`` are replaced by unit indices).
+        blocks: member position in ``members`` -> (channels per block, blocks) on that member's dim.
+        size: the group's number of root channels.
+
+    Returns:
+        ``units[u]`` = the root channels of unit u (units ordered by their first channel), or None
+        when a position's channels are not all in this group or the members do not see every unit
+        the same number of times (then the group is left unpruned).
+    """
+    parent = list(range(size))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for pos, (period, n_blocks) in blocks.items():
+        mem = members[pos]
+        by_slot: dict[int, list[tuple[int, int]]] = {}
+        for i, r in zip(mem.idxs, mem.root_idxs):
+            by_slot.setdefault(i % period, []).append((i, r))
+        for slot in by_slot.values():
+            if len({i for i, _ in slot}) != n_blocks:
+                return None  # a position whose channels lie partly outside this group
+            for _, r in slot[1:]:
+                parent[find(r)] = find(slot[0][1])
+    comp: dict[int, list[int]] = {}
+    for c in range(size):
+        comp.setdefault(find(c), []).append(c)
+    units = sorted(comp.values(), key=lambda u: u[0])
+    unit_of = np.empty(size, dtype=np.int64)
+    for u, chans in enumerate(units):
+        unit_of[chans] = u
+    for mem in members:
+        new = unit_of[np.asarray(mem.root_idxs, dtype=np.int64)]
+        counts = np.bincount(new, minlength=len(units))
+        if counts.min() != counts.max():
+            return None  # not affine in the kept units
+        mem.root_idxs = [int(u) for u in new]
+    return units
 
 
 def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mixing: set[Any]
-                   ) -> list[GroupMember] | None:
-    """The module dimensions of a group with MACs; None when any member makes it unprunable."""
+                   ) -> tuple[list[GroupMember], dict[int, tuple[int, int]]] | str:
+    """The module dimensions of a group with MACs, and for each member on a grouped conv or
+    GroupNorm (by position) its channels per block; or, when a member makes the group unprunable,
+    the operation that does (one phrase)."""
     members: list[GroupMember] = []
+    blocks: dict[int, int] = {}
     for item in grp:
         mod = item.dep.target.module
         if mod in mixing:
             # channels through a channel shuffle: their order changes there, and torch-pruning maps
             # them one to one, so pruning them would remove the wrong channels after it
-            return None
+            return "a channel shuffle or a view that regroups channels"
         if type(mod).__name__ in _SPLIT_OPS:
             # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
             # its own code or attributes, which torch-pruning cannot update: pruning either side
             # would break it (ShuffleNetV2's chunk, CSPNet, MixNet's mixed convs)
-            return None
+            return _SPLIT_OPS[type(mod).__name__]
         name = names.get(mod)
         if name is None or not isinstance(mod, nn.Module):
             continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
-        if _is_grouped(mod):
-            return None
+        if _is_grouped(mod) and mod.transposed:
+            # torch-pruning slices a grouped transposed conv's weight as if ungrouped
+            return "a grouped transposed conv"
         dim = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
         if max(item.idxs, default=0) >= _dim_size(mod, dim):
-            return None  # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+            # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
+            return "a channel split whose indices torch-pruning loses"
         root_idxs = [int(r) for r in item.root_idxs]
         counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
         if len(counts) != size or counts.min() != counts.max():
-            return None  # non-uniform index mapping: not affine in the kept count
+            # non-uniform index mapping: not affine in the kept count
+            return "a concatenation or split that torch-pruning maps unevenly"
+        period = _block_period(mod, dim)
+        if period is not None:
+            blocks[len(members)] = (period, _dim_size(mod, dim) // period)
         members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
-    return members
+    return members, blocks

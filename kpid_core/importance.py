@@ -150,9 +150,26 @@ def reduce_channels(ctx: ImportanceContext, group: ChannelGroup,
             if v is None:
                 continue
             v = v.detach().to(torch.float64).cpu().movedim(dim, 0)
+            if mem.dim == "in" and pname == "weight" and _grouped_input(module):
+                v = _per_input_channel(v, module.groups)
             vals = reduce(v.reshape(v.shape[0], -1)).index_select(0, idx)
             total.index_add_(0, roots, vals)
     return total
+
+
+def _grouped_input(module: nn.Module) -> bool:
+    """A non-transposed conv whose weight holds ``in_channels / groups`` inputs per filter."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not module.transposed
+            and not is_depthwise(module))
+
+
+def _per_input_channel(v: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's weight-shaped values moved to ``[in/groups, out, ...]``, as one row per input
+    channel: input ``c`` of block ``b = c // (in/groups)`` meets only block b's filters, at position
+    ``c % (in/groups)``."""
+    per_in, out = v.shape[0], v.shape[1]
+    v = v.reshape(per_in, groups, out // groups, *v.shape[2:]).movedim(1, 0)
+    return v.reshape(groups * per_in, -1)
 
 
 def _weights(module, pname, p):

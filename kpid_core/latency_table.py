@@ -189,7 +189,7 @@ def _block(call: _Call, cin: int, cout: int) -> nn.Module:
         layer: nn.Module = nn.Linear(cin, cout, bias=m.bias is not None)
     else:
         dw = is_depthwise(m)
-        groups = cin if dw else 1
+        groups = cin if dw else m.groups  # a grouped conv's widths are multiples of its groups
         layer = type(m)(cin, cout if not dw else cin, m.kernel_size, m.stride, m.padding, m.dilation, groups,
                         m.bias is not None)
     out_c = cin if isinstance(m, nn.modules.conv._ConvNd) and is_depthwise(m) else cout
@@ -202,6 +202,11 @@ def _block(call: _Call, cin: int, cout: int) -> nn.Module:
         else:
             follow.append(copy.deepcopy(f))
     return nn.Sequential(layer, *follow)
+
+
+def _half(n: int, step: int) -> int:
+    """About :data:`_HALF` of ``n`` channels, a multiple of ``step`` (a grouped conv's groups), at least ``step``."""
+    return max(step, round(n * _HALF / step) * step)
 
 
 def _fit(t1: float, t_in: float | None, t_out: float | None, c: int, c_h: int, o: int, o_h: int
@@ -241,10 +246,11 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
     with Threads(settings.threads):
         for i, (call, lay) in enumerate(zip(calls, groups.layers)):
             c, o = lay.in_channels, lay.out_channels
-            dw = lay.groups > 1
+            dw = lay.groups > 1 and lay.groups == c  # depthwise: its channels are its input's
+            step = lay.groups if lay.groups > 1 and not dw else 1  # a grouped conv keeps its groups
             p_in = bool(groups.A[i].any()) and not dw
             p_out = bool(groups.B[i].any())
-            c_h, o_h = max(1, round(c * _HALF)), max(1, round(o * _HALF))
+            c_h, o_h = _half(c, step), _half(o, step)
             shape = (settings.batch, *call.in_shape[1:])
             variants = [(c, o)] + ([(c_h, o)] if p_in and c_h < c else []) + ([(c, o_h)] if p_out and o_h < o else [])
             fns = []
@@ -256,8 +262,8 @@ def measure_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
                                                                   min_sample_s=settings.min_sample_s)]
             t_in = med[1] if len(variants) > 1 and variants[1][0] != c else None
             t_out = med[-1] if len(variants) > 1 and variants[-1][1] != o else None
-            cin_eff = 1 if dw else c
-            ai, bi, di = _fit(med[0], t_in, t_out, cin_eff, c_h if t_in is not None else cin_eff, o, o_h)
+            cin_eff = 1 if dw else c // step  # the cost model's cin is per group (cin / groups)
+            ai, bi, di = _fit(med[0], t_in, t_out, cin_eff, c_h // step if t_in is not None else cin_eff, o, o_h)
             a.append(ai)
             b.append(bi)
             d.append(di)

@@ -28,7 +28,13 @@ from kpid_core.allocation import (
     score_vectors,
 )
 from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
-from kpid_core.errors import ConfigError, SpecError, UnknownNameError, UnsupportedModelError
+from kpid_core.errors import (
+    ConfigError,
+    InfeasibleBudgetError,
+    SpecError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from kpid_core.export import export_onnx
 from kpid_core.groups import find_groups
 from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
@@ -59,7 +65,8 @@ class PruneResult:
     """A pruned model and how it was obtained.
 
     ``macs_*`` are MACs for one image at the example input's size; ``kept[group_key]`` the sorted
-    teacher channel indices a group keeps; ``channel_map[module] = {"out": [...], "in": [...]}``
+    teacher channel indices a group keeps (unit indices for a group of tied units, e.g. through a
+    grouped conv: :attr:`~kpid_core.groups.ChannelGroup.units`); ``channel_map[module] = {"out": [...], "in": [...]}``
     the teacher indices kept on each dim of every module that lost channels.
     """
 
@@ -186,8 +193,11 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
     work, x, groups = _traced(model, example_input)
     vectors = score_vectors(groups, scores, work)
     cm = _cost_model(cost, groups, work, settings, log)
-    kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
-                    normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    try:
+        kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
+                        normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+    except InfeasibleBudgetError as exc:  # name the model, as the other refusals do
+        raise InfeasibleBudgetError(f"model {model_name or type(model).__name__}: {exc}", exc.min_budget) from None
     result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs,
                   enforce_budget=True)
     if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
@@ -223,7 +233,7 @@ def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: 
         raise UnsupportedModelError(
             f"model {type(model).__name__} cannot be pruned: after its channels were removed its forward fails "
             f"({str(exc).splitlines()[0][:160]}); one of its layers holds channel-sized state that channel "
-            f"pruning does not resize (e.g. timm's ScaledStdConv2d gain)") from None
+            f"pruning does not resize (e.g. a channel-sized tensor that is not per output channel on its first dim)") from None
     expected = groups.macs(counts)
     if macs_after != expected or (enforce_budget and cm.name == "macs"
                                   and macs_after > math.floor(budget * macs_before)):

@@ -3,6 +3,7 @@ teacher channels every module keeps (the map that inner distillation and the spe
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from kpid_core.groups import ChannelGroups, is_depthwise
@@ -55,7 +56,9 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
     Args:
         model: the model ``groups`` was traced from; modified in place.
         groups: its channel groups (their dependency graph does the removal).
-        kept: ``group_key -> kept channel indices``, as from :func:`kpid_core.allocation.allocate`.
+        kept: ``group_key -> kept unit indices`` (channels, or the tied channels of a grouped conv's
+            blocks: :attr:`~kpid_core.groups.ChannelGroup.units`), as from
+            :func:`kpid_core.allocation.allocate`.
 
     Returns:
         ``(channel_map, dense_sizes)``: ``channel_map[module] = {"out": [...], "in": [...]}``, the
@@ -70,7 +73,28 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
 
     for g in groups:
         keep = set(kept[g.key])
-        drop = [i for i in range(g.size) if i not in keep]
+        drop = g.root_channels(i for i in range(g.size) if i not in keep)  # units -> root channels
         if drop:
             groups.dg.get_pruning_group(g.root, g.prune_fn, drop).prune(record_history=False)
+    _cut_own_state(modules, cmap, dense_sizes)
     return cmap, dense_sizes
+
+
+def _cut_own_state(modules: dict[str, nn.Module], cmap: dict[str, dict[str, list[int]]],
+                   dense_sizes: dict[str, tuple[int, int]]) -> None:
+    """Cut the per-output-channel tensors that a conv/linear subclass adds to ``weight``/``bias``
+    (timm's ``ScaledStdConv2d`` gain, shape ``(out, 1, 1, 1)``) like its outputs: torch-pruning
+    resizes only the weight and bias, and the forward then fails on the stale size."""
+    for name, dims in cmap.items():
+        m = modules[name]
+        n_out = dense_sizes[name][0]
+        if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or len(dims["out"]) == n_out:
+            continue
+        for pname, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            if pname in ("weight", "bias") or t is None or t.dim() == 0 or t.shape[0] != n_out:
+                continue
+            cut = t.detach().index_select(0, torch.tensor(dims["out"], device=t.device))
+            if isinstance(t, nn.Parameter):
+                setattr(m, pname, nn.Parameter(cut, requires_grad=t.requires_grad))
+            else:
+                m._buffers[pname] = cut

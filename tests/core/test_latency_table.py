@@ -148,3 +148,28 @@ def test_yaml_on_off_switches_are_read_as_words():
     assert (cfg.train.amp, cfg.train.channels_last) == ("on", "off")
     with pytest.raises(ConfigError, match="prune.metric=True has the wrong type"):
         load_config(None, ["prune.metric=on"])  # only the on/off switches take booleans
+
+
+def test_a_grouped_conv_is_timed_as_one_with_its_groups_at_both_widths(tmp_path, monkeypatch):
+    """A grouped conv (now prunable on both sides) is timed as a conv with its own groups, at its full
+    input width and at a halved one that stays a multiple of its groups (what the cost model's
+    per-group input term is fitted from); a depthwise conv is timed at its own channels."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                              torch.nn.Conv2d(16, 24, 3, padding=1, groups=4), torch.nn.BatchNorm2d(24),
+                              torch.nn.Conv2d(24, 24, 3, padding=1, groups=24),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(24, 5)).eval()
+    seen = []
+    prepare = lt.Timer.prepare
+
+    def spy(self, model, input_shape):
+        first = model[0] if isinstance(model, torch.nn.Sequential) else model
+        if isinstance(first, torch.nn.Conv2d):
+            seen.append((first.in_channels, first.out_channels, first.groups, input_shape[1]))
+        return prepare(self, model, input_shape)
+
+    monkeypatch.setattr(lt.Timer, "prepare", spy)
+    G = find_groups(copy.deepcopy(net), (3, 8, 8))
+    lt.measure_table(G.model, G, _settings(tmp_path))
+    grouped = {s for s in seen if s[2] == 4}
+    assert grouped == {(16, 24, 4, 16), (8, 24, 4, 8), (16, 12, 4, 16)}, seen
+    assert {s for s in seen if s[0] == s[2] and s[2] > 4} == {(24, 24, 24, 24), (12, 12, 12, 12)}, seen

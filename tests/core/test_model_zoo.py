@@ -4,6 +4,7 @@ backward, and reload with identical outputs; the rest is refused with one line."
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -76,12 +77,15 @@ def test_rexnet_structure_fails_with_one_line_naming_the_operation():
 
 
 def test_split_channel_models_are_infeasible_with_a_reason():
-    """MixNet's mixed convs split channels (as CSPNet, GhostNet, ResNeSt's grouped convs do): those
-    layers stay whole, and the one line says how much of the MACs they hold."""
-    for name in ("timm:mixnet_s",):
+    """MixNet's mixed convs split channels (torch.split with sizes kept in the module), SKNet splits
+    its input across paths and regroups its attention's channels: those layers stay whole, and the
+    one line names the model, how much of the MACs they hold and the operations, at a module."""
+    for name, op in (("timm:mixnet_s", r"a channel split \(torch.split/chunk\) at blocks\.\d"),
+                     ("timm:skresnet18", r"a view that regroups channels at layer\d\.\d\.conv1\.attn")):
         with pytest.raises(InfeasibleBudgetError, match="in layers whose channels cannot be pruned") as e:
-            prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3)
-        assert "\n" not in str(e.value)
+            prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3, model_name=name)
+        assert "\n" not in str(e.value) and str(e.value).startswith(f"model {name}: budget 0.3 is infeasible")
+        assert re.search(op, str(e.value)), str(e.value)
 
 
 def test_transformers_and_unknown_names():
@@ -155,8 +159,38 @@ def test_models_command_lists_names_and_refusals(capsys):
     assert "timm:ghostnet_100" in capsys.readouterr().out
 
 
+class _RowScaledConv(torch.nn.Conv2d):
+    """A conv that keeps a channel-sized buffer on a dim other than the first."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("row", torch.ones(1, self.out_channels, 1, 1))
+
+    def forward(self, x):
+        return super().forward(x) * self.row
+
+
 def test_a_layer_with_channel_sized_state_fails_in_one_line():
-    """timm's NF-ResNet: ScaledStdConv2d's gain is not resized by torch-pruning; one line, not a traceback."""
+    """A channel-sized tensor that is not per output channel on its first dim is not resized: one
+    line naming the failing forward, not a traceback."""
+    net = torch.nn.Sequential(_RowScaledConv(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    net(torch.zeros(1, 3, 12, 12))
     with pytest.raises(UnsupportedModelError, match="forward fails") as e:
-        prune_to_budget(build_model("timm:nf_resnet26", 10), (3, 32, 32), 0.5)
+        prune_to_budget(net, (3, 12, 12), 0.5)
     assert "\n" not in str(e.value)
+
+
+def test_a_conv_subclass_gain_is_cut_with_its_outputs(tmp_path):
+    """timm's NF-ResNet: ScaledStdConv2d's gain (out, 1, 1, 1) is cut like the conv's outputs, so it
+    prunes to the budget, runs forward and backward, and reloads with identical outputs."""
+    _roundtrip("timm:nf_resnet26", 32, tmp_path)
+    torch.manual_seed(0)
+    dense = build_model("timm:nf_resnet26", num_classes=10)
+    res = prune_to_budget(dense, (3, 32, 32), 0.5)
+    convs = dict(dense.named_modules())
+    cut = [(n, m) for n, m in res.model.named_modules() if n in res.channel_map and hasattr(m, "gain")
+           and m.out_channels < convs[n].out_channels]
+    assert cut
+    for name, m in cut:
+        assert torch.equal(m.gain, convs[name].gain[res.channel_map[name]["out"]])
