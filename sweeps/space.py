@@ -327,10 +327,16 @@ def _early_stopping(search: dict[str, Any], where: str) -> dict[str, Any] | None
     if not isinstance(es, dict) or set(es) - {"grace_period", "reduction_factor"}:
         raise ConfigError(f"{where}: search.early_stopping: expected {{grace_period, reduction_factor}} "
                           "or null")
-    es = {"grace_period": int(es.get("grace_period", 1)),
-          "reduction_factor": float(es.get("reduction_factor", 2))}
-    if es["grace_period"] < 1 or es["reduction_factor"] <= 1:
-        raise ConfigError(f"{where}: search.early_stopping: grace_period >= 1, reduction_factor > 1")
+    try:
+        grace, factor = es.get("grace_period", 1), float(es.get("reduction_factor", 2))
+        if isinstance(grace, bool) or int(grace) != grace:
+            raise ValueError
+        es = {"grace_period": int(grace), "reduction_factor": factor}
+    except (TypeError, ValueError, OverflowError):
+        es = {"grace_period": 0, "reduction_factor": 0.0}  # reported below with the allowed ranges
+    if es["grace_period"] < 1 or not es["reduction_factor"] > 1 or es["reduction_factor"] == float("inf"):
+        raise ConfigError(f"{where}: search.early_stopping: grace_period must be an integer >= 1 and "
+                          f"reduction_factor a number > 1, got {search.get('early_stopping')!r}")
     return es
 
 

@@ -94,6 +94,8 @@ def test_unknown_key_lists_valid_keys():
     ("lr=-1", "train.lr", "inf"),
     ("lr=abc", "train.lr", "float"),
     ("epochs=2.5", "train.epochs", "int"),
+    ("train.device=gpu", "train.device", "auto, cpu, cuda, cuda:N"),
+    ("latency.device=tpu", "latency.device", "auto, cpu, cuda, cuda:N"),
 ])
 def test_bad_values_name_field_and_allowed(override, field, allowed):
     with pytest.raises(ConfigError) as e:

@@ -60,6 +60,13 @@ def test_apply_params_builds_a_nested_trial_config():
         (_sweep(search={"mode": "random"}), "search.mode"),
         (_sweep(search={"samples": 3}), "search: unknown key"),
         (_sweep(space={"kd_weight": {"low": 2.0, "high": 1.0}}), "low <= high"),
+        (_sweep(search={"early_stopping": {"grace_period": 0}}), "grace_period must be an integer >= 1"),
+        (_sweep(search={"early_stopping": {"reduction_factor": 1}}), "reduction_factor a number > 1"),
+        (_sweep(search={"early_stopping": {"grace": 2}}), "search.early_stopping: expected"),
+        (_sweep(search={"early_stopping": "asha"}), "search.early_stopping: expected"),
+        (_sweep(search={"early_stopping": {"grace_period": "two"}}), "grace_period must be an integer >= 1"),
+        (_sweep(search={"early_stopping": {"grace_period": 1.5}}), "grace_period must be an integer >= 1"),
+        (_sweep(search={"early_stopping": {"reduction_factor": ".nan"}}), "reduction_factor a number > 1"),
     ],
 )
 def test_bad_sweeps_raise_one_clear_config_error(raw, needle):
@@ -67,6 +74,13 @@ def test_bad_sweeps_raise_one_clear_config_error(raw, needle):
         parse_sweep(raw)
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_early_stopping_is_asha_by_default_and_null_switches_it_off():
+    assert parse_sweep(_sweep()).early_stopping == {"grace_period": 1, "reduction_factor": 2.0}
+    assert parse_sweep(_sweep(search={"early_stopping": {"grace_period": 2}})).early_stopping == {
+        "grace_period": 2, "reduction_factor": 2.0}
+    assert parse_sweep(_sweep(search={"early_stopping": None})).early_stopping is None
 
 
 def test_bundled_demo_config_parses():
