@@ -247,7 +247,7 @@ def _add_model_args(sp: argparse.ArgumentParser) -> None:
                          "(digits_resnet, resnet20); `python -m kpid_core models` lists them")
     sp.add_argument("--input", type=_pixels, default=224, metavar="PIXELS",
                     help="square input resolution MACs are counted at (default 224)")
-    sp.add_argument("--num-classes", type=int, default=None, metavar="N",
+    sp.add_argument("--num-classes", type=_whole, default=None, metavar="N",
                     help="classifier outputs (default: the model's own, 1000 for torchvision)")
     sp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 

@@ -304,6 +304,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     log.info("trial: %s on %s, budget %.3f, metric %s, device %s", cfg.model.name, cfg.data.name,
              cfg.prune.budget, cfg.prune.metric, device)
 
+    _check_taps(cfg, data)
     t = time.perf_counter()
     teacher = load_teacher(cfg, data, shared, device)
     times["teacher_s"] = time.perf_counter() - t
@@ -364,6 +365,20 @@ def final_epochs(cfg: TrialConfig) -> int:
         ``train.epochs - (prune.steps - 1) * prune.step_epochs``.
     """
     return cfg.train.epochs - (cfg.prune.steps - 1) * cfg.prune.step_epochs
+
+
+def _check_taps(cfg: TrialConfig, data: DataBundle) -> None:
+    """``distill.taps`` must name modules of the model: checked on an untrained copy before the
+    teacher is trained, so a typo costs a second, not a teacher and a prune."""
+    if cfg.distill.taps is None:
+        return
+    kw = model_kwargs(cfg, data.input_shape[0])
+    names = {n for n, _ in build_model(cfg.model.name, num_classes=data.num_classes, **kw).named_modules() if n}
+    bad = [t for t in cfg.distill.taps if t not in names]
+    if bad:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise ConfigError(f"distill.taps: no module {bad[0]!r} in {cfg.model.name}; taps are module names "
+                          f"(model.named_modules()), e.g. {', '.join(tops[:8])}")
 
 
 def _distill_loss(cfg: TrialConfig, student: nn.Module, teacher: nn.Module, result: PruneResult, data: DataBundle,

@@ -35,6 +35,7 @@ def test_subprocess_prune_and_errors(tmp_path, capsys):
     (["prune", "--model", "resnet18", "--budget", "abc", "--metric", "l1", "--out", "x"], "--budget"),
     (["macs", "--model", "resnet18", "--input", "0"], "--input"),
     (["macs", "--model", "resnet18", "--input", "big"], "--input"),
+    (["macs", "--model", "resnet18", "--num-classes", "0"], "--num-classes: invalid value 0"),
     (["macs", "--model", "alexnet", "--input", "4"], "--input 4: model 'alexnet' cannot run on a 4x4 image"),
     (["prune", "--model", "alexnet", "--budget", "0.5", "--metric", "l1", "--input", "4", "--out", "y"], "--input 4"),
 ])

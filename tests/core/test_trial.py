@@ -175,6 +175,7 @@ def test_cli_errors_one_line_exit_2(tmp_path, capsys):
         (["--set", "dataset=imagefolder", "--set", f"data.root={tmp_path / 'none'}", "--out", str(tmp_path / "f")],
          "imagefolder expects ROOT/train"),
         (["--config", str(tmp_path / "broken.yaml"), "--out", str(tmp_path / "g")], "line 2, column 1"),
+        (["--set", "distill.taps=[layer1,layr3]", "--out", str(tmp_path / "h")], "distill.taps: no module 'layr3'"),
     ]
     (tmp_path / "broken.yaml").write_text("seed: [unclosed\n")
     for argv, needle in cases:
@@ -184,6 +185,15 @@ def test_cli_errors_one_line_exit_2(tmp_path, capsys):
     assert (tmp_path / "full" / "x").read_text() == "keep me"
     # nothing written: a failed run leaves no --out behind (the same command may simply be re-run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", "full"]
+
+
+def test_a_tap_that_names_no_module_fails_before_the_teacher_is_trained(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("teacher trained before the taps were checked")
+
+    monkeypatch.setattr(trial_mod, "get_teacher", boom)
+    with pytest.raises(ConfigError, match=r"^distill.taps: no module 'layer9' in resnet20; .*layer1, layer2"):
+        run_trial(load_config(overrides=[*TINY, "model=resnet20", "distill.taps=[layer1,layer9]"]))
 
 
 @pytest.mark.slow
