@@ -271,11 +271,12 @@ def _run_methods(job: Job) -> list[str]:
 
 def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: list[str], *, cache: str,
              extra: list[str] = (), variants: dict[str, list[str]] | None = None, jobs: int = 1,
-             log: Callable[[str], None] = print) -> None:
+             threads: int | None = None, log: Callable[[str], None] = print) -> None:
     """Run every method (and variant of ``ours``) at every (seed, budget) not yet in the cache.
     Teachers first (one job per seed); then with ``jobs`` = 1 one job per (seed, budget), else one
-    per (seed, budget, method), the long from-scratch trainings first, ``jobs`` at a time."""
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    per (seed, budget, method), the long from-scratch trainings first, ``jobs`` at a time, each at
+    ``threads`` torch threads (default: the CPU cores shared out among the jobs)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     var = tuple((k, tuple(v)) for k, v in (variants or {}).items())
     mk = [Job(setting, tuple(extra), s, None, (), var, cache, threads) for s in seeds]
     if jobs <= 1:

@@ -9,7 +9,7 @@ shared with bench/quality.py through the cache):
 
 Expected order (paper, Tables 4-5): knapsack > uniform, and inner KD > logits KD > no KD. Each
 step is a paired difference over seeds with a two-sided paired t-test. Usage:
-  python bench/ablation.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--device cuda]
+  python bench/ablation.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations

@@ -42,11 +42,14 @@ EOF
 fi
 
 if [ "$DRY" = 1 ]; then
+  # tiny: step 2's table at 3a's dry settings (64 px, batch 2, 2 rounds per layer), so 3a finds it in
+  # the check's cache; step 3b on one of its models at one budget
   EPOCHS=1; TEACHER_EPOCHS=1; LAT_BATCH=2; SIZE=64; PRUNE_MODEL=mobilenet_v3_small; BUDGET=0.8
-  AMP=""; TRIAL_AMP=off; BENCH_ARGS="--dry"; LAT_ARGS="--dry"
+  AMP=""; PRUNE_ARGS="--table-repeats 2"; TRIAL_AMP=off; BENCH_ARGS="--dry"
+  LAT_ARGS="--dry --models mobilenet_v3_large --budgets 0.5"
 else
   EPOCHS=3; TEACHER_EPOCHS=10; LAT_BATCH=64; SIZE=224; PRUNE_MODEL=mobilenet_v3_large; BUDGET=0.5
-  AMP="--amp"; TRIAL_AMP=on
+  AMP="--amp"; PRUNE_ARGS=""; TRIAL_AMP=on
   BENCH_ARGS="--batch 32 --repeats 15 --amp"
   LAT_ARGS="--device cuda --amp fp16 --models resnet50,mobilenet_v3_large --budgets 0.5,0.3 --repeats 15"
 fi
@@ -78,7 +81,7 @@ fi
 
 step "2. prune --cost latency --device $DEVICE $AMP" 90 \
   $PY -m kpid_core prune --model $PRUNE_MODEL --input $SIZE --budget $BUDGET --metric l1 --cost latency \
-  --device "$DEVICE" --batch $LAT_BATCH $AMP --out "$OUT/pruned" --json
+  --device "$DEVICE" --batch $LAT_BATCH $AMP $PRUNE_ARGS --out "$OUT/pruned" --json
 
 step "3a. bench/latency_budget.py --device $DEVICE" 150 \
   $PY bench/latency_budget.py --device "$DEVICE" $BENCH_ARGS --md "$OUT/BENCHMARKS.latency_budget.$DEVICE.md"

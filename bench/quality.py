@@ -17,7 +17,7 @@ method of a seed uses that teacher, the seed's split, the same epochs and augmen
 Prints mean ± std test accuracy, the paired difference of ours against each method with a paired
 t-test, and the issue's goals. Results are cached per (seed, budget, method) under --cache, so an
 interrupted run continues where it stopped. Usage:
-  python bench/quality.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--device cuda]
+  python bench/quality.py [--quick] [--setting full|quick|gpu] [--seeds N] [--jobs N] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParse
     ap.add_argument("--methods", default=",".join(default_methods),
                     help=f"comma list from {', '.join(METHODS)} (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=1, help="(seed, budget) jobs run at once (GPU: 8-16; 2 CPU cores: 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per job (default: CPU cores // --jobs; 1 where other work shares the cores)")
     ap.add_argument("--device", default="auto", help="train.device for every method: auto, cpu, cuda, cuda:N")
     ap.add_argument("--cache", default=os.environ.get("KPID_BENCH_CACHE", DEFAULT_CACHE),
                     help="result and teacher cache (default $KPID_BENCH_CACHE or %(default)s)")
@@ -192,6 +194,8 @@ def resolve(args, ap) -> tuple:
         ap.error(f"--methods: unknown {', '.join(bad)}; allowed: {', '.join(METHODS)}")
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be >= 1")
     args.variant_overrides = parse_variants(args.variants, ap)
     extra = list(args.overrides) + ([f"train.device={args.device}"] if args.device != "auto" else [])
     return setting, seeds, budgets, methods, extra
@@ -203,7 +207,7 @@ def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
     variants.update(args.variant_overrides)
     if not args.no_run:
         run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
+                 threads=args.threads, log=lambda s: print(s, file=sys.stderr, flush=True))
     names = set(methods) | set(variants)
     return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in names]
 

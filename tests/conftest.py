@@ -17,6 +17,10 @@ for var, sub in {
     os.makedirs(path, exist_ok=True)
     os.environ.setdefault(var, path)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The processes the tests start (CLIs, bench scripts, DDP ranks, Ray's workers until a task sets its
+# allotment) run one intra-op thread: torch's default, one per core, halved the speed of a CLI
+# test on the 2 shared cores of CI.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 

@@ -41,11 +41,12 @@ def test_paired_difference_and_t_test_match_a_hand_computation():
 def test_quality_and_ablation_run_cache_and_summarise(tmp_path, capsys):
     write_fashion(tmp_path / "fm")
     cache = tmp_path / "cache"
+    # one torch thread per job: two on the 2 shared cores of CI made this test ~7x slower
     argv = ["--setting", "smoke", "--seeds", "1", "--cache", str(cache), "--set", f"data.root={tmp_path / 'fm'}",
-            "--methods", "ours,no_kd,tp_plain,mnv3_small"]
-    threads = torch.get_num_threads()
+            "--threads", "1", "--methods", "ours,no_kd,tp_plain,mnv3_small"]
+    torch.set_num_threads(2)  # the caller's count differs from the jobs' (the autouse fixture restores 1)
     assert quality.main([*argv, "--variant", "spread2:prune.spread=2"]) == 0
-    assert torch.get_num_threads() == threads  # the jobs' own thread count does not leak to the caller
+    assert torch.get_num_threads() == 2  # the jobs' own thread count does not leak to the caller
     out = capsys.readouterr().out
     files = sorted(cache.glob("smoke-*/seed0/b0.25/*.json"))
     assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "spread2", "tp_plain"]
@@ -69,6 +70,9 @@ def test_bad_arguments_are_one_line(capsys):
     with pytest.raises(SystemExit):
         quality.main(["--budgets", "1.5"])
     capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--threads", "0"])
+    assert e.value.code == 2 and "--threads must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         quality.main(["--variant", "ours:prune.steps=2"])  # a method's name cannot be a variant's
     assert e.value.code == 2 and "--variant" in capsys.readouterr().err

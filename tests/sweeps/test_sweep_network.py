@@ -91,8 +91,9 @@ def test_local_cluster_listens_on_loopback_only_and_keeps_token_auth(tmp_path):
         # a client must set the switch too, or Ray rewrites 127.0.0.1 to the external address
         bare = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(tmp_path), LOCAL_ONLY_ENV: "0",
                 "RAY_AUTH_MODE": "token"}
+        # (3 connection attempts, ~1 s apart, instead of Ray's 20: a refused client fails in seconds)
         wrong = subprocess.run([sys.executable, "-c", _CLIENT, gcs], check=False, capture_output=True, text=True, timeout=180,
-                               env={**bare, "RAY_AUTH_TOKEN": "0" * 64})
+                               env={**bare, "RAY_AUTH_TOKEN": "0" * 64, "RAY_NUM_REDIS_GET_RETRIES": "3"})
         assert wrong.returncode != 0 and "CONNECTED" not in wrong.stdout
         assert "ConnectionError" in wrong.stderr or "Authentication" in wrong.stderr, wrong.stderr[-500:]
         right = subprocess.run([sys.executable, "-c", _CLIENT, gcs], check=False, capture_output=True, text=True, timeout=180,
