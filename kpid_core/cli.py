@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "yaml_error_line"]
+__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "yaml_error_line"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -14,6 +14,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help only where it tells something: not for a default
+    of None or False (the help says what happens then) nor where the help already names its default
+    (argparse's ArgumentDefaultsHelpFormatter printed "default: the bundled ... (default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def yaml_error_line(exc: Exception) -> str:

@@ -34,13 +34,13 @@ DEFAULT_NAME = "digits_demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kpid_core.cli import ArgumentParser
+    from kpid_core.cli import ArgumentParser, DefaultsHelpFormatter
 
     p = ArgumentParser(
         prog="python sweeps/run.py",
         description="Sweep KPID pruning settings (budget, importance metric, distillation weights) with "
         "Ray Tune on every GPU/CPU of this machine or a Ray cluster.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None,
                    help="sweep YAML (base trial config + space + search); default: the bundled "

@@ -97,6 +97,9 @@ def test_help_lists_every_option(capsys):
                 "--seed", "--dry-run", "--dashboard", "--verbose", "--start-timeout", "--stall-timeout"):
         assert opt in out
     assert "digits_demo.yaml" in out and "./results" in out and "python sweeps/run.py" in out
+    # defaults are shown where they say something, never as "(default: None)" after the help's own words
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert " ".join(out.split()).count("(default: 600.0)") == 2
 
 
 def test_argument_typo_is_one_line_exit_2(capsys):
