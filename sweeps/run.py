@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial: a fraction packs several trials per GPU; a whole number > 1 "
                    "trains each trial data-parallel over that many GPUs (Ray Train). Default 1 with "
                    "GPUs, 0 without")
-    p.add_argument("--workers-per-trial", type=int, default=None,
+    p.add_argument("--workers-per-trial", type=_at_least_1, default=None,
                    help="data-parallel workers per trial on CPU (gloo); default 1")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
-    p.add_argument("--num-samples", type=int, default=None,
+    p.add_argument("--num-samples", type=_at_least_1, default=None,
                    help="trials to sample (optuna) or repeats of the grid (default from the config)")
     p.add_argument("--address", default=None,
                    help="join an existing Ray cluster (host:port or 'auto'); default: start a local one "
@@ -62,12 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="absolute path for results (default ./results, made absolute); on a "
                    "multi-node cluster it must be shared storage that every node mounts at the same path")
-    p.add_argument("--name", default=None, help=f"experiment name (default: config name or {DEFAULT_NAME})")
+    p.add_argument("--name", type=_exp_name, default=None, help=f"experiment name (default: config name or {DEFAULT_NAME})")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep STORAGE/NAME (finished trials are kept)")
-    p.add_argument("--max-concurrent", type=int, default=None,
+    p.add_argument("--max-concurrent", type=_at_least_1, default=None,
                    help="at most this many trials at once (default: as many as fit)")
-    p.add_argument("--seed", type=int, default=None, help="search seed (default from the config, else 0)")
+    p.add_argument("--seed", type=_at_least_0, default=None, help="search seed (default from the config, else 0)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved search space and resources; start nothing, write nothing")
     p.add_argument("--dashboard", action="store_true",
@@ -80,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "for S seconds is cancelled and the sweep stops with an error")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own logs and tables")
     return p
+
+
+def _whole_at_least(text: str, low: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= {low}") from None
+    if n < low:
+        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number >= {low}")
+    return n
+
+
+def _at_least_1(text: str) -> int:
+    return _whole_at_least(text, 1)
+
+
+def _at_least_0(text: str) -> int:
+    return _whole_at_least(text, 0)
+
+
+def _exp_name(text: str) -> str:
+    """An experiment name is one folder under --storage: no path separators, not '.'/'..'."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a folder name (no '/', not '.' or '..')")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -211,8 +236,6 @@ def _new_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
     spec = load_sweep(args.config)
     name = args.name or spec.name or DEFAULT_NAME
     if args.num_samples is not None:
-        if args.num_samples < 1:
-            raise _config_error("--num-samples must be >= 1")
         spec.num_samples = args.num_samples
     if args.seed is not None:
         spec.seed = args.seed

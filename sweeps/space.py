@@ -234,22 +234,24 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
             "(e.g. budget: [0.3, 0.5])"
         )
     es = _early_stopping(search, where)
-    num_samples = int(search.get("num_samples", 1 if mode == "grid" else 8))
-    if num_samples < 1:
-        raise ConfigError(f"{where}: search.num_samples must be >= 1")
+    num_samples = _whole(search, "num_samples", 1 if mode == "grid" else 8, 1, where)
     resources = _resources(raw, where)
     objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
+    name = raw.get("name")
+    if name is not None and (not isinstance(name, str) or not name or name in (".", "..")
+                             or any(c in name for c in "/\\\0")):
+        raise ConfigError(f"{where}: name must be a folder name (no '/', not '.' or '..'), got {name!r}")
     spec = SweepSpec(
-        name=raw.get("name"),
+        name=name,
         base=base,
         gpu=gpu,
         space=space,
         mode=mode,
         num_samples=num_samples,
-        seed=int(search.get("seed", 0)),
+        seed=_whole(search, "seed", 0, 0, where),
         early_stopping=es,
-        max_failures=int(search.get("max_failures", 2)),
-        max_concurrent=search.get("max_concurrent"),
+        max_failures=_whole(search, "max_failures", 2, 0, where),
+        max_concurrent=_whole(search, "max_concurrent", None, 1, where),
         objectives=objectives,  # type: ignore[arg-type]
         resources=resources,
         baselines=_baselines(raw.get("baselines"), where),
@@ -317,6 +319,20 @@ def _resolve_budgets(space: dict[str, Any], base: dict[str, Any], mode: str, whe
             raise ConfigError(f"{where}: budget {b!r} is outside (0, 1] (fraction of the dense MACs kept)")
     if BUDGET_KEY in space:
         space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
+
+
+def _whole(search: dict[str, Any], key: str, default: int | None, low: int, where: str) -> int | None:
+    """``search[key]`` as a whole number >= ``low`` (``default`` when absent; None stays None)."""
+    v = search.get(key, default)
+    if v is None and default is None:
+        return None
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and v == int(v) and v >= low
+    except (ValueError, OverflowError):  # nan, inf
+        ok = False
+    if not ok:
+        raise ConfigError(f"{where}: search.{key} must be a whole number >= {low}, got {v!r}")
+    return int(v)
 
 
 def _early_stopping(search: dict[str, Any], where: str) -> dict[str, Any] | None:

@@ -102,6 +102,23 @@ def test_help_lists_every_option(capsys):
     assert " ".join(out.split()).count("(default: 600.0)") == 2
 
 
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--num-samples", "0"], "--num-samples: invalid value 0: expected a whole number >= 1"),
+    (["--workers-per-trial", "0"], "--workers-per-trial: invalid value 0"),
+    (["--max-concurrent", "0"], "--max-concurrent: invalid value 0"),
+    (["--seed", "-1"], "--seed: invalid value -1: expected a whole number >= 0"),
+    (["--name", "../x"], "--name: invalid value '../x': expected a folder name"),
+    (["--name", "a/b"], "--name: invalid value 'a/b'"),
+])
+def test_out_of_range_options_are_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:  # argparse's own checks exit from inside parse_args
+        main([*argv, "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: argument ") and needle in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_argument_typo_is_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own checks exit from inside parse_args
         main(["--num-samples", "many"])
