@@ -144,6 +144,9 @@ def report_info(results_path: str | Path, *, x: str = "macs", y: str = "accuracy
         )
     for col, flag in ((x, "--x"), (y, "--y")):
         _check_numeric_column(df, col, flag)
+    if x == y:
+        raise AnalysisError(f"--x and --y are both {x!r}: the front trades one column (minimised) against "
+                            "another (maximised), e.g. --x macs --y accuracy")
     front = pareto_front(df[df["kind"].astype("string") == "pruned"], x=x, y=y)
     if front.front.empty:
         raise AnalysisError(

@@ -129,6 +129,7 @@ def _bad_inputs(tmp: Path, trials: pd.DataFrame) -> dict[str, tuple[list[str], s
     cases["bad x column"] = ([str(tmp / "ok"), "--x", "flops"], "--x: column 'flops' is not a numeric results column")
     cases["bad y column"] = ([str(tmp / "ok"), "--y", "top5"], "--y: column 'top5' is not a numeric results column")
     cases["bad format"] = ([str(tmp / "ok"), "--format", "png,jpg"], "allowed: png, svg, pdf")
+    cases["same x and y"] = ([str(tmp / "ok"), "--x", "accuracy", "--y", "accuracy"], "--x and --y are both 'accuracy'")
     return cases
 
 
