@@ -183,6 +183,8 @@ def _cmd_models(args) -> int:
     rows = _model_rows(args.timm)
     try:
         timm_note = f"timm: installed; {len(models.timm_models())} CNNs as timm:NAME (list them with --timm 'PATTERN')"
+        if args.timm is not None and not any(r["source"] == "timm" for r in rows):
+            timm_note = f"timm: no CNN matches {args.timm!r} (patterns are fnmatch-style, e.g. 'resnet*'); " + timm_note[6:]
     except Exception as exc:  # noqa: BLE001 (timm missing: say how to get it)
         timm_note = f"timm: {exc}"
     if args.json:

@@ -157,6 +157,8 @@ def test_models_command_lists_names_and_refusals(capsys):
     assert "timm: installed" in out["timm"]
     assert main(["models", "--timm", "ghostnet*"]) == 0
     assert "timm:ghostnet_100" in capsys.readouterr().out
+    assert main(["models", "--timm", "ghostnet_nosuch*"]) == 0  # a pattern that matches nothing says so
+    assert "timm: no CNN matches 'ghostnet_nosuch*'" in capsys.readouterr().out
 
 
 class _RowScaledConv(torch.nn.Conv2d):
