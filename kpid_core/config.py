@@ -281,6 +281,7 @@ def _check_device(name: str, device: str) -> None:
 def _check_ranges(cfg: TrialConfig) -> None:
     """Numbers: fractions, weights, rates, counts."""
     d, m, t, p, k, tr = cfg.data, cfg.model, cfg.teacher, cfg.prune, cfg.distill, cfg.train
+    _range("seed", cfg.seed, 0, 2**32 - 1)  # numpy's and scikit-learn's seed range
     _range("prune.budget", p.budget, 0.0, 1.0, low_open=True)
     _range("prune.min_keep", p.min_keep, 0.0, 1.0)
     _range("data.val_fraction", d.val_fraction, 0.0, 1.0, low_open=True, high_open=True)

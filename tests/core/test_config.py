@@ -94,6 +94,7 @@ def test_unknown_key_lists_valid_keys():
     ("lr=-1", "train.lr", "inf"),
     ("lr=abc", "train.lr", "float"),
     ("epochs=2.5", "train.epochs", "int"),
+    ("seed=-1", "seed", "[0, 4294967295]"),
     ("train.device=gpu", "train.device", "auto, cpu, cuda, cuda:N"),
     ("latency.device=tpu", "latency.device", "auto, cpu, cuda, cuda:N"),
 ])
