@@ -13,7 +13,8 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,17 +346,31 @@ def _pil_loader(mode: str):
     def load(path: str):
         from PIL import Image
 
-        with open(path, "rb") as f:
+        with _image_errors(path), open(path, "rb") as f:
             return Image.open(f).convert(mode)
 
     return load
+
+
+@contextmanager
+def _image_errors(path: str) -> Iterator[None]:
+    """An unreadable image (truncated, not an image, no permission) as one DataError naming the file
+    (PIL's UnidentifiedImageError is an OSError without a file name)."""
+    from PIL import Image
+
+    try:
+        yield
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        why = getattr(exc, "strerror", None) or f"{exc.__class__.__name__}: {exc}"
+        raise DataError(f"imagefolder: cannot read image {path!r} ({why}); remove or replace the file") from None
 
 
 def _native_size(folder) -> int:
     """Side of the first training image (small-image folders keep their own size by default)."""
     from PIL import Image
 
-    with Image.open(folder.samples[0][0]) as im:
+    path = folder.samples[0][0]
+    with _image_errors(path), Image.open(path) as im:
         return max(im.size)
 
 

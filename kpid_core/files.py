@@ -109,4 +109,18 @@ def storage_errors(what: str, path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.filename is not None and not _is_under(exc.filename, path):
+            # not this output: an input file (a dataset image, a cache entry) that could not be read
+            from kpid_core.errors import StorageError
+
+            why = exc.strerror or exc.__class__.__name__
+            raise StorageError(f"cannot access {str(exc.filename)!r}: {why}") from None
         raise _storage_error(what, exc.filename or path, exc) from None
+
+
+def _is_under(file: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    try:
+        Path(os.path.abspath(file)).relative_to(os.path.abspath(folder))
+        return True
+    except ValueError:
+        return False

@@ -145,6 +145,21 @@ def test_imagefolder_bad_layout(tmp_path):
         build_data({"name": "imagefolder", "root": str(tmp_path)}, 0)
 
 
+def test_imagefolder_unreadable_image_is_named(tmp_path):
+    _write_imagefolder(tmp_path)
+    bad = tmp_path / "train" / "n02" / "img9.png"
+    bad.write_bytes(b"not a png")  # PIL: UnidentifiedImageError, an OSError without a file name
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "batch_size": 16, "augment": "none"}
+    b = build_data(cfg, seed=0)
+    with pytest.raises(DataError, match=rf"^imagefolder: cannot read image '{bad}' \(UnidentifiedImageError"):
+        for loader in (b.train, b.val):  # wherever the split put it
+            for _ in loader:
+                pass
+    (tmp_path / "train" / "n01" / "img0.JPEG").write_bytes(b"")  # the first image sets the native size
+    with pytest.raises(DataError, match=r"cannot read image .*img0.JPEG"):
+        build_data({**cfg, "image_size": None, "augment": "small"}, seed=0)
+
+
 def test_synthetic_and_unknown():
     b = build_data({"name": "synthetic", "image_size": 8, "batch_size": 32}, seed=0)
     assert b.input_shape == (3, 8, 8) and b.num_classes == 10

@@ -25,3 +25,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(p, half)
     assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_storage_errors_blame_the_output_only_for_its_own_files(tmp_path):
+    import errno
+
+    from kpid_core.errors import StorageError
+    from kpid_core.files import storage_errors
+
+    out = tmp_path / "out"
+    with pytest.raises(StorageError, match=rf"^--out: cannot write '{out / 'w.pt'}': No space left on device$"), storage_errors("--out", out):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "w.pt"))
+    with pytest.raises(StorageError, match=rf"^--out: cannot write '{out}': No space left on device$"), storage_errors("--out", out):
+        raise OSError(errno.ENOSPC, "No space left on device")  # no file named: the output's
+    data = tmp_path / "data" / "x.png"  # an input elsewhere is not an --out problem
+    with pytest.raises(StorageError, match=rf"^cannot access '{data}': Permission denied$"), storage_errors("--out", out):
+        raise PermissionError(errno.EACCES, "Permission denied", str(data))
