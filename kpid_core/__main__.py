@@ -83,7 +83,6 @@ def _cmd_prune(args) -> int:
 def _prune(args, out: Path, settings) -> int:
     import torch
 
-    from kpid_core.errors import SpecError
     from kpid_core.files import storage_errors
     from kpid_core.importance import compute_importance
     from kpid_core.macs import format_count
@@ -92,22 +91,9 @@ def _prune(args, out: Path, settings) -> int:
     model, kwargs = _build(args)
     _check_runs(model, args)  # one forward before importance and pruning, so --input fails fast
     if args.checkpoint:
-        ck = Path(args.checkpoint)
-        if not ck.is_file():
-            raise SpecError(f"--checkpoint {str(ck)!r} does not exist")
-        try:
-            state = torch.load(ck, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 (corrupt files raise many types)
-            raise SpecError(f"--checkpoint {str(ck)!r} is corrupt or not a state dict ({type(exc).__name__})") from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise SpecError(f"--checkpoint {str(ck)!r} is not a state dict")
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
-            raise SpecError(f"--checkpoint {str(ck)!r} does not fit model {args.model!r}: {first[0].strip()}") from None
+        from kpid_core.teacher import load_state_dict_file
+
+        load_state_dict_file(args.checkpoint, model, what=f"--checkpoint (model {args.model})")
     x = torch.zeros(1, *_shape(args))
     scores = compute_importance(model, x, args.metric, seed=args.seed)
     res = prune_to_budget(model, x, args.budget, scores, min_keep=args.min_keep, allocation=args.allocation,

@@ -25,6 +25,7 @@ __all__ = [
     "load_state_dict_file",
     "model_kwargs",
     "pretrained_weights_path",
+    "state_dict_mismatch",
     "teacher_cache_dir",
     "teacher_key",
     "timm_weights_path",
@@ -85,18 +86,52 @@ def load_state_dict_file(path: str | os.PathLike, model: nn.Module, what: str = 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, tampered file...
-        raise SpecError(f"{what}: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+        why = (str(exc).strip().splitlines() or [""])[0][:160]  # torch's weights_only message runs to pages
+        if "Weights only load failed" in why:
+            why = "it holds Python objects, not only tensors; save model.state_dict() instead"
+        raise SpecError(f"{what}: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {why})") from None
     if isinstance(sd, dict):
         for k in ("model", "state_dict"):
             if k in sd and isinstance(sd[k], dict):
                 sd = sd[k]
     if not isinstance(sd, dict):
         raise SpecError(f"{what}: {str(path)!r} holds a {type(sd).__name__}, not a state dict")
+    why = state_dict_mismatch(model, sd)
+    if why:
+        raise SpecError(f"{what}: {str(path)!r} does not fit the model: {why}")
     try:
         model.load_state_dict(sd)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise SpecError(f"{what}: {str(path)!r} does not fit the model: {' '.join(first)}") from None
+    except RuntimeError as exc:  # what the key/shape check does not cover
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SpecError(f"{what}: {str(path)!r} does not fit the model: {first}") from None
+
+
+def state_dict_mismatch(model: nn.Module, state: dict) -> str:
+    """Why ``state`` does not load into ``model`` (strictly), in one short line; "" when it does.
+
+    Args:
+        model: the module to load into.
+        state: a state dict (parameter/buffer name -> tensor).
+
+    Returns:
+        Counts of missing and unexpected keys and of shape mismatches, each with its first examples
+        (torch's own message lists every key, which for a wrong architecture runs to kilobytes).
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    parts = [f"{len(missing)} missing key(s) ({few(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected key(s) ({few(unexpected)})"] if unexpected else []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {k}: {tuple(getattr(state[k], 'shape', ()))} in "
+                     f"the file, {tuple(own[k].shape)} in the model")
+    return "; ".join(parts)
 
 
 def pretrained_weights_path(model_name: str, weights: str | None = None):

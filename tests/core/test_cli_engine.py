@@ -95,7 +95,11 @@ def test_errors_one_line_exit_2(tmp_path, capsys, args, message):
 def test_checkpoint_corrupt_and_wrong(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"not a pickle")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "wrong.pt")
-    for f, msg in (("bad.pt", "corrupt"), ("wrong.pt", "does not fit model")):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # a pickled module, not a state dict
+    for f, msg in (("bad.pt", "is not a readable state dict"),
+                   ("module.pt", "it holds Python objects, not only tensors; save model.state_dict() instead"),
+                   ("wrong.pt", ("does not fit the model: 122 missing key(s) (conv1.weight, bn1.weight, bn1.bias "
+                                 "and 119 more); 1 unexpected key(s) (weight)"))):
         code = main(["prune", "--model", "resnet18", "--budget", "0.5", "--metric", "l1", "--input", "32",
                      "--checkpoint", str(tmp_path / f), "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
