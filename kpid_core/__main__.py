@@ -138,13 +138,9 @@ def _latency_args(args):
 
 
 def _whole(text: str, what: str = "a whole number") -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what} >= 1") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {n}: expected {what} >= 1")
-    return n
+    from kpid_core.cli import whole_at_least
+
+    return whole_at_least(text, 1, what)
 
 
 def _model_rows(timm_pattern: str | None) -> list[dict]:
@@ -168,9 +164,10 @@ def _cmd_models(args) -> int:
 
     rows = _model_rows(args.timm)
     try:
-        timm_note = f"timm: installed; {len(models.timm_models())} CNNs as timm:NAME (list them with --timm 'PATTERN')"
-        if args.timm is not None and not any(r["source"] == "timm" for r in rows):
-            timm_note = f"timm: no CNN matches {args.timm!r} (patterns are fnmatch-style, e.g. 'resnet*'); " + timm_note[6:]
+        unmatched = args.timm is not None and not any(r["source"] == "timm" for r in rows)
+        timm_note = ("timm: " + (f"no CNN matches {args.timm!r} (patterns are fnmatch-style, e.g. 'resnet*'); "
+                                 if unmatched else "")
+                     + f"installed; {len(models.timm_models())} CNNs as timm:NAME (list them with --timm 'PATTERN')")
     except Exception as exc:  # noqa: BLE001 (timm missing: say how to get it)
         timm_note = f"timm: {exc}"
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "yaml_error_line"]
+__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "whole_at_least", "yaml_error_line"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -26,6 +26,29 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
             return text
         return f"{text} (default: %(default)s)"
+
+
+def whole_at_least(text: str, low: int = 1, what: str = "a whole number") -> int:
+    """The body of an argparse ``type=``: ``text`` as an int >= ``low``.
+
+    Args:
+        text: the option's value as typed.
+        low: the smallest value allowed.
+        what: how the message names the value (e.g. "a whole number of pixels").
+
+    Returns:
+        The int.
+
+    Raises:
+        argparse.ArgumentTypeError: not an int, or below ``low`` (argparse turns it into one line).
+    """
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {what} >= {low}") from None
+    if n < low:
+        raise argparse.ArgumentTypeError(f"invalid value {n}: expected {what} >= {low}")
+    return n
 
 
 def yaml_error_line(exc: Exception) -> str:

@@ -68,11 +68,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def _storage_error(what: str, path: str | os.PathLike, exc: OSError) -> Exception:
+def _storage_error(what: str | None, path: str | os.PathLike, exc: OSError) -> Exception:
+    """``what: cannot write PATH: why`` for an output; ``cannot access PATH: why`` when ``what`` is
+    None (a file that is not the output's)."""
     from kpid_core.errors import StorageError
 
     why = exc.strerror or exc.__class__.__name__
-    return StorageError(f"{what}: cannot write {str(path)!r}: {why}")
+    head = f"{what}: cannot write" if what is not None else "cannot access"
+    return StorageError(f"{head} {str(path)!r}: {why}")
 
 
 def output_dir(path: str | os.PathLike, what: str) -> Path:
@@ -109,13 +112,9 @@ def storage_errors(what: str, path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.filename is not None and not _is_under(exc.filename, path):
-            # not this output: an input file (a dataset image, a cache entry) that could not be read
-            from kpid_core.errors import StorageError
-
-            why = exc.strerror or exc.__class__.__name__
-            raise StorageError(f"cannot access {str(exc.filename)!r}: {why}") from None
-        raise _storage_error(what, exc.filename or path, exc) from None
+        # a file outside the output (a dataset image, a cache entry) is named, not blamed on ``what``
+        ours = exc.filename is None or _is_under(exc.filename, path)
+        raise _storage_error(what if ours else None, exc.filename or path, exc) from None
 
 
 def _is_under(file: str | os.PathLike, folder: str | os.PathLike) -> bool:

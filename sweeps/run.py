@@ -82,27 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _whole_at_least(text: str, low: int) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number >= {low}") from None
-    if n < low:
-        raise argparse.ArgumentTypeError(f"invalid value {n}: expected a whole number >= {low}")
-    return n
-
-
 def _at_least_1(text: str) -> int:
-    return _whole_at_least(text, 1)
+    from kpid_core.cli import whole_at_least
+
+    return whole_at_least(text, 1)
 
 
 def _at_least_0(text: str) -> int:
-    return _whole_at_least(text, 0)
+    from kpid_core.cli import whole_at_least
+
+    return whole_at_least(text, 0)
 
 
 def _exp_name(text: str) -> str:
     """An experiment name is one folder under --storage: no path separators, not '.'/'..'."""
-    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+    from sweeps.space import is_folder_name
+
+    if not is_folder_name(text):
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a folder name (no '/', not '.' or '..')")
     return text
 

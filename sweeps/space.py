@@ -37,6 +37,7 @@ __all__ = [
     "canonical_key",
     "describe_space",
     "flatten",
+    "is_folder_name",
     "load_sweep",
     "parse_sweep",
     "tune_param_space",
@@ -238,8 +239,7 @@ def parse_sweep(raw: dict[str, Any], where: str = "sweep config") -> SweepSpec:
     resources = _resources(raw, where)
     objectives = tuple(tuple(o) for o in search.get("objectives", (("val_accuracy", "max"), ("macs", "min"))))
     name = raw.get("name")
-    if name is not None and (not isinstance(name, str) or not name or name in (".", "..")
-                             or any(c in name for c in "/\\\0")):
+    if name is not None and not is_folder_name(name):
         raise ConfigError(f"{where}: name must be a folder name (no '/', not '.' or '..'), got {name!r}")
     spec = SweepSpec(
         name=name,
@@ -321,18 +321,35 @@ def _resolve_budgets(space: dict[str, Any], base: dict[str, Any], mode: str, whe
         space[BUDGET_KEY] = [float(b) for b in space[BUDGET_KEY]]
 
 
+def is_folder_name(name: Any) -> bool:
+    """Whether ``name`` can name an experiment: one folder under the storage root (a non-empty
+    string without path separators or NUL, not '.' or '..').
+
+    Args:
+        name: the sweep file's ``name`` or ``--name``.
+
+    Returns:
+        True when it is one folder name.
+    """
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _whole(search: dict[str, Any], key: str, default: int | None, low: int, where: str) -> int | None:
     """``search[key]`` as a whole number >= ``low`` (``default`` when absent; None stays None)."""
     v = search.get(key, default)
     if v is None and default is None:
         return None
-    try:
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and v == int(v) and v >= low
-    except (ValueError, OverflowError):  # nan, inf
-        ok = False
-    if not ok:
+    if not _is_whole(v, low):
         raise ConfigError(f"{where}: search.{key} must be a whole number >= {low}, got {v!r}")
     return int(v)
+
+
+def _is_whole(v: Any, low: int) -> bool:
+    """A YAML number that is a whole number >= ``low`` (not a bool, nan or inf)."""
+    try:
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and v == int(v) and v >= low
+    except (ValueError, OverflowError):  # nan, inf
+        return False
 
 
 def _early_stopping(search: dict[str, Any], where: str) -> dict[str, Any] | None:
@@ -343,17 +360,15 @@ def _early_stopping(search: dict[str, Any], where: str) -> dict[str, Any] | None
     if not isinstance(es, dict) or set(es) - {"grace_period", "reduction_factor"}:
         raise ConfigError(f"{where}: search.early_stopping: expected {{grace_period, reduction_factor}} "
                           "or null")
+    grace, factor = es.get("grace_period", 1), es.get("reduction_factor", 2)
     try:
-        grace, factor = es.get("grace_period", 1), float(es.get("reduction_factor", 2))
-        if isinstance(grace, bool) or int(grace) != grace:
-            raise ValueError
-        es = {"grace_period": int(grace), "reduction_factor": factor}
-    except (TypeError, ValueError, OverflowError):
-        es = {"grace_period": 0, "reduction_factor": 0.0}  # reported below with the allowed ranges
-    if es["grace_period"] < 1 or not es["reduction_factor"] > 1 or es["reduction_factor"] == float("inf"):
+        factor = float(factor)
+    except (TypeError, ValueError):
+        factor = math.nan  # refused below with the allowed ranges
+    if not (_is_whole(grace, 1) and 1 < factor < math.inf):
         raise ConfigError(f"{where}: search.early_stopping: grace_period must be an integer >= 1 and "
                           f"reduction_factor a number > 1, got {search.get('early_stopping')!r}")
-    return es
+    return {"grace_period": int(grace), "reduction_factor": factor}
 
 
 def _resources(raw: dict[str, Any], where: str) -> dict[str, Any]:
