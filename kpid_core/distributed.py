@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-__all__ = ["average_gradients_and_loss", "broadcast_parameters", "eval_shard", "mean_over_ranks", "reduce_counts",
+__all__ = ["agree_on_index", "average_gradients_and_loss", "broadcast_parameters", "eval_shard", "mean_over_ranks", "reduce_counts",
            "shard_train_loader", "sync_buffers", "world"]
 
 
@@ -31,6 +31,28 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def agree_on_index(index: int) -> int:
+    """Rank 0's ``index`` on every rank (a choice made from floating-point results, which may
+    differ in the last bit between devices, must be the same choice everywhere); ``index`` itself
+    outside a group.
+
+    Args:
+        index: this rank's choice.
+
+    Returns:
+        The choice every rank uses.
+    """
+    import torch.distributed as dist
+
+    if world()[1] < 2:
+        return index
+    t = torch.tensor([index], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def broadcast_parameters(*modules: nn.Module) -> None:

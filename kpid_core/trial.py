@@ -440,7 +440,7 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
 
     t = time.perf_counter()
     dense = copy.deepcopy(teacher.model).cpu()
-    if saved is not None and cfg.prune.steps > 1:
+    if saved is not None and (cfg.prune.steps > 1 or cfg.prune.candidates > 1):
         result = _rebuild(cfg, dense, data, saved["kept"])
         if (ckdir / _STUDENT_FILE).is_file():
             load_state_dict_file(ckdir / _STUDENT_FILE, result.model, what="progressive student checkpoint")
@@ -466,10 +466,43 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
 
 def _prune_once(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
                 device: torch.device) -> PruneResult:
-    """One knapsack cut of ``model`` to ``budget`` of its own cost, with the config's allocation."""
+    """One knapsack cut of ``model`` to ``budget`` of its own cost, with the config's allocation
+    (with ``prune.candidates`` > 1, the best of that many by :mod:`kpid_core.selection`)."""
+    if cfg.prune.candidates > 1:
+        return _select(cfg, model, data, scores, budget, device)
+    return _cut_at(cfg, model, data, scores, budget, device, cfg.prune.spread)
+
+
+def _select(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
+            device: torch.device) -> PruneResult:
+    """The candidate allocation with the lowest training loss after adaptive batch norm; the table
+    of candidates goes into the spec (``selection``)."""
+    from kpid_core.distributed import agree_on_index
+    from kpid_core.importance import compute_importance
+    from kpid_core.selection import candidate_plan, select_allocation, training_batches
+
+    p = cfg.prune
+    by_metric = {p.metric: scores}
+
+    def scores_for(metric: str) -> Any:
+        if metric not in by_metric:  # the other ranking: data-free L1
+            by_metric[metric] = compute_importance(model, _example(data), metric, seed=cfg.seed)
+        return by_metric[metric]
+
+    recal, score = training_batches(data.train, p.candidate_batches, cfg.seed)
+    result, rows = select_allocation(
+        lambda s, spread: _cut_at(cfg, model, data, s, budget, device, spread),
+        candidate_plan(p.metric, p.spread, p.candidates, cfg.seed), scores_for, recal, score, device,
+        agree=agree_on_index, log=log.info)
+    result.spec["selection"] = rows
+    return result
+
+
+def _cut_at(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
+            device: torch.device, spread: float) -> PruneResult:
     p = cfg.prune
     return prune_to_budget(model, _example(data), budget, scores, min_keep=p.min_keep, allocation=p.allocation,
-                           solver=p.solver, normalize=p.normalize, linearize=p.linearize, spread=p.spread,
+                           solver=p.solver, normalize=p.normalize, linearize=p.linearize, spread=spread,
                            cost=p.cost, round_to=p.round_to,
                            latency=latency_settings(cfg, device, table=True) if p.cost == "latency" else None,
                            model_name=cfg.model.name, model_kwargs=model_kwargs(cfg, data.input_shape[0]),
