@@ -86,8 +86,9 @@ def fit_rank(rank: int, world: int, root: str) -> None:
 
 
 def _grad_rank(rank: int, root: str) -> None:
-    """Average the gradients of two half batches; save them (the test compares with the full batch)."""
-    from kpid_core.distributed import average_gradients_and_loss
+    """Average the gradients of two half batches; save them (the test compares with the full batch),
+    and the index the ranks agree on."""
+    from kpid_core.distributed import agree_on_index, average_gradients_and_loss
 
     torch.manual_seed(0)
     model, x, y = nn.Linear(6, 3), torch.randn(8, 6), torch.randint(0, 3, (8,))
@@ -95,7 +96,9 @@ def _grad_rank(rank: int, root: str) -> None:
     loss = nn.functional.cross_entropy(model(x[half]), y[half])
     loss.backward()
     mean_loss = average_gradients_and_loss(list(model.parameters()), loss)
-    torch.save({"grads": [p.grad for p in model.parameters()], "loss": mean_loss}, Path(root, f"grad{rank}.pt"))
+    agreed = agree_on_index(10 + rank)  # each rank proposes its own; rank 0's wins everywhere
+    torch.save({"grads": [p.grad for p in model.parameters()], "loss": mean_loss, "agreed": agreed},
+               Path(root, f"grad{rank}.pt"))
 
 
 def grad_rank(rank: int, world: int, root: str) -> None:

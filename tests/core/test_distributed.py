@@ -27,7 +27,7 @@ def _spawn(target, tmp_path, world: int = 2, timeout: float = 120.0) -> None:
     assert [p.exitcode for p in procs] == [0] * world
 
 
-def test_gradients_are_averaged_to_the_full_batch_gradient(tmp_path):
+def test_gradients_are_averaged_to_the_full_batch_gradient_and_ranks_agree_on_a_choice(tmp_path):
     _spawn(ddp_worker.grad_rank, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"grad{r}.pt", weights_only=True) for r in (0, 1))
     torch.manual_seed(0)
@@ -38,6 +38,7 @@ def test_gradients_are_averaged_to_the_full_batch_gradient(tmp_path):
         assert torch.equal(g0, g1)
         torch.testing.assert_close(g0, ref)
     torch.testing.assert_close(r0["loss"], full.detach())
+    assert r0["agreed"] == r1["agreed"] == 10  # kpid_core.distributed.agree_on_index: rank 0's choice
 
 
 def test_two_ranks_train_on_halves_and_end_identical(tmp_path):
