@@ -5,11 +5,12 @@ model badly what removing most of a layer does: at a tenth of the MACs, allocati
 rates alike end up points apart after fine-tuning. A freshly pruned network whose batch-norm
 statistics are re-estimated on a few training batches ("adaptive BN": Li et al., EagleEye, ECCV 2020)
 predicts that order well: on Fashion-MNIST (bench/BENCHMARKS.quality.md, sixth round) its training
-loss ranked five allocations of one budget in the order of their fine-tuned test accuracy.
+loss ranked five allocations of one budget in the order of their fine-tuned test accuracy on two of
+three seeds.
 
-``prune.candidates`` N > 1 therefore builds N knapsack solutions of the same budget: the configured
-one first, then the other ranking metric (L1 beside the configured one), other spreads, and group
-values scaled by random factors. Each is pruned, its batch norms are re-estimated on
+``prune.candidates`` N > 1 (the default is 6) therefore builds N knapsack solutions of the same
+budget: the configured one first, then the other ranking metric (L1 beside the configured one, L2
+beside L1), other spreads, and group values scaled by random factors. Each is pruned, its batch norms are re-estimated on
 ``prune.candidate_batches`` training batches, it is scored by its cross-entropy on as many other
 training batches, and the lowest loss is kept. Validation and test data are not touched; every
 candidate lands on the same budget, so the choice costs N small forward passes and no training.
@@ -101,7 +102,8 @@ def perturb(scores: Any, noise: int, sigma: float = NOISE_SIGMA) -> dict[str, to
 
 
 def training_batches(loader: Iterable, n: int, seed: int) -> tuple[list, list]:
-    """Two disjoint lists of up to ``n`` training batches: one to re-estimate batch norm, one to score.
+    """Two disjoint lists of up to ``n`` training batches: one to re-estimate batch norm, one to score
+    (the same single batch when the loader holds only one).
 
     The global torch generator is seeded for the draw (so every candidate, every rank and a rerun
     see the same batches) and restored afterwards.
@@ -115,7 +117,7 @@ def training_batches(loader: Iterable, n: int, seed: int) -> tuple[list, list]:
         ``(recalibrate, score)`` lists of batches.
 
     Raises:
-        ConfigError: the loader holds fewer than two batches.
+        ConfigError: the loader is empty. A loader of one batch gives it to both lists.
     """
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -123,9 +125,11 @@ def training_batches(loader: Iterable, n: int, seed: int) -> tuple[list, list]:
         batches = list(itertools.islice(iter(loader), 2 * n))
     finally:
         torch.random.set_rng_state(state)
-    if len(batches) < 2:
-        raise ConfigError("prune.candidates > 1 needs at least 2 training batches to re-estimate batch norm "
-                          "and score the candidates; use prune.candidates=1 or more training data")
+    if not batches:
+        raise ConfigError("prune.candidates > 1 needs training batches to re-estimate batch norm and score the "
+                          "candidates; the training split is empty")
+    if len(batches) == 1:  # a tiny training split: recalibrate and score on the one batch
+        return batches, batches
     half = (len(batches) + 1) // 2
     return batches[:half], batches[half:]
 

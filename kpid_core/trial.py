@@ -467,8 +467,8 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
 def _prune_once(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
                 device: torch.device) -> PruneResult:
     """One knapsack cut of ``model`` to ``budget`` of its own cost, with the config's allocation
-    (with ``prune.candidates`` > 1, the best of that many by :mod:`kpid_core.selection`)."""
-    if cfg.prune.candidates > 1:
+    (a knapsack with ``prune.candidates`` > 1: the best of that many by :mod:`kpid_core.selection`)."""
+    if cfg.prune.candidates > 1 and cfg.prune.allocation == "knapsack":
         return _select(cfg, model, data, scores, budget, device)
     return _cut_at(cfg, model, data, scores, budget, device, cfg.prune.spread)
 
@@ -485,14 +485,15 @@ def _select(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, b
     by_metric = {p.metric: scores}
 
     def scores_for(metric: str) -> Any:
-        if metric not in by_metric:  # the other ranking: data-free L1
+        if metric not in by_metric:  # the other ranking: data-free L1 (L2 beside L1)
             by_metric[metric] = compute_importance(model, _example(data), metric, seed=cfg.seed)
         return by_metric[metric]
 
     recal, score = training_batches(data.train, p.candidate_batches, cfg.seed)
     result, rows = select_allocation(
         lambda s, spread: _cut_at(cfg, model, data, s, budget, device, spread),
-        candidate_plan(p.metric, p.spread, p.candidates, cfg.seed), scores_for, recal, score, device,
+        candidate_plan(p.metric, p.spread, p.candidates, cfg.seed, other_metric="l2" if p.metric == "l1" else "l1"),
+        scores_for, recal, score, device,
         agree=agree_on_index, log=log.info)
     result.spec["selection"] = rows
     return result
