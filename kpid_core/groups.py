@@ -19,6 +19,7 @@ channel per block to a grouped conv). ``ChannelGroups.macs(k)`` is therefore an 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -465,7 +466,8 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
                 splits = fix_split_mappings(dg, tracer.splits)
                 _refuse_channel_slices(model, dg)
                 mixing = {op for op, node in dg.module2node.items() if node.grad_fn in tracer.regroups}
-                raw = list(_all_groups(dg, ignored) if splits else dg.get_all_groups(ignored_layers=ignored))
+                with _recording_ties():
+                    raw = list(_all_groups(dg, ignored) if splits else dg.get_all_groups(ignored_layers=ignored))
                 return dg, raw, _Traced(mixing, splits)
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
                 raise _untraceable(model, exc) from None
@@ -474,6 +476,33 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
                     p.requires_grad_(False)
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def _recording_ties():
+    """While torch-pruning builds groups: record on each group (``_kpid_ties``) the pairs of root
+    channels that reach one channel of a layer by different paths. Its group merge keeps the first
+    root of such a channel and drops the other, and with it the fact that removing either root
+    channel removes that channel (GhostNet's cheap depthwise conv ties the two halves of its
+    concatenation); :func:`_tied_channels` puts them back together."""
+    from torch_pruning.dependency.group import Group
+
+    merge = Group.add_and_merge
+
+    def add_and_merge(self, dep, idxs):
+        for have, old in self._group:
+            if have.target == dep.target and have.handler == dep.handler:
+                first = {i.idx: i.root_idx for i in old}
+                ties = self.__dict__.setdefault("_kpid_ties", [])
+                ties.extend((first[i.idx], i.root_idx) for i in idxs if first.get(i.idx, i.root_idx) != i.root_idx)
+                break
+        return merge(self, dep, idxs)
+
+    Group.add_and_merge = add_and_merge
+    try:
+        yield
+    finally:
+        Group.add_and_merge = merge
 
 
 def _all_groups(dg: Any, ignored: list[nn.Module]) -> Iterable[Any]:
@@ -533,18 +562,23 @@ def _channel_groups(grp: Any, dg: Any, names: dict[nn.Module, str], traced: _Tra
     if isinstance(found, str):
         return [], [found]
     members, periods, sections = found
-    classes = _channel_classes(members, sections, size)
-    if len(classes) > 1 and not sections:
-        # members that see the channels unevenly without a split that explains it: a concatenation
-        # torch-pruning maps with ties it dropped (GhostNetV2's cat of a conv and a depthwise conv
-        # of it, whose two halves must go together); not affine in one kept count
+    ties = list(getattr(grp, "_kpid_ties", ()))
+    for item in grp:  # one channel of a layer listed once per root channel it comes from
+        first: dict[int, int] = {}
+        ties.extend((first.setdefault(int(i), int(r)), int(r)) for i, r in zip(item.idxs, item.root_idxs))
+    atoms = _tied_channels([(a, b) for a, b in ties if a != b], chan)
+    classes = _channel_classes(members, sections, atoms)
+    if len(classes) > 1 and not sections and len(atoms) == size:
+        # members that see the channels unevenly without a split or a tie that explains it
         return [], ["a concatenation or split that torch-pruning maps unevenly"]
+    if len(atoms) < size and any(p is not None for p in periods):
+        return [], ["grouped-conv or GroupNorm blocks that cannot be kept equal"]
     out, reasons = [], []
-    for chans, pinned in classes:
+    for class_atoms, pinned in classes:
         if pinned:
             reasons.append(_PINNED)
             continue
-        group = _class_group(chans, chan, members, periods, sections, names, key)
+        group = _class_group(class_atoms, chan, members, periods, sections, names, key)
         if isinstance(group, ChannelGroup):
             group.root, group.prune_fn = root, root_item.dep.handler
             out.append(group)
@@ -553,11 +587,35 @@ def _channel_groups(grp: Any, dg: Any, names: dict[nn.Module, str], traced: _Tra
     return out, sorted(set(reasons))
 
 
+def _tied_channels(ties: Iterable[tuple[int, int]], chan: list[int]) -> list[list[int]]:
+    """The group's root channels (positions in ``chan``) in atoms removed together: channels that
+    one layer's channel is reached from (torch-pruning merges such paths and keeps one root, e.g.
+    GhostNet's ``cat([x1, cheap(x1)])``, whose channels ``i`` and ``c + i`` come from one channel of
+    ``x1``; :func:`_recording_ties`), else one channel each; ordered by first channel."""
+    pos = {c: p for p, c in enumerate(chan)}
+    parent = list(range(len(chan)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in ties:
+        if a in pos and b in pos:
+            parent[find(pos[a])] = find(pos[b])
+    atoms: dict[int, list[int]] = {}
+    for p in range(len(chan)):
+        atoms.setdefault(find(p), []).append(p)
+    return sorted(atoms.values(), key=lambda a: a[0])
+
+
 def _channel_classes(members: list[GroupMember], sections: list[tuple[SplitRecord, list[int], list[int]]],
-                     size: int) -> list[tuple[list[int], bool]]:
-    """The group's root channels by how often each member sees them and whether a slice pins
-    them: ``(channels, pinned)`` per class, ordered by first channel. Within a class every member
-    sees every channel equally often, so the MAC model is affine in the class's kept count."""
+                     atoms: list[list[int]]) -> list[tuple[list[list[int]], bool]]:
+    """The group's atoms (:func:`_tied_channels`) by how often each member sees them and whether a
+    slice pins them: ``(atoms, pinned)`` per class, ordered by first channel. Within a class every
+    member sees every atom equally often, so the MAC model is affine in the class's kept count."""
+    size = sum(len(a) for a in atoms)
     seen = np.zeros((len(members) + 1, size), dtype=np.int64)
     for j, mem in enumerate(members):
         seen[j] = np.bincount(np.asarray(mem.root_idxs, dtype=np.int64), minlength=size)
@@ -565,22 +623,25 @@ def _channel_classes(members: list[GroupMember], sections: list[tuple[SplitRecor
         for i, r in zip(idxs, roots):
             if rec.pins(i):
                 seen[-1, r] = 1
-    _, label = np.unique(seen.T, axis=0, return_inverse=True)
-    classes: dict[int, list[int]] = {}
-    for c, lab in enumerate(np.asarray(label).reshape(-1)):
-        classes.setdefault(int(lab), []).append(c)
-    return [(chans, bool(seen[-1, chans[0]])) for chans in classes.values()]
+    per_atom = np.stack([seen[:, a].sum(axis=1) for a in atoms], axis=1)
+    per_atom[-1] = per_atom[-1] > 0
+    _, label = np.unique(per_atom.T, axis=0, return_inverse=True)
+    classes: dict[int, list[list[int]]] = {}
+    for a, lab in zip(atoms, np.asarray(label).reshape(-1)):
+        classes.setdefault(int(lab), []).append(a)
+    return [(c, bool(seen[-1, c[0][0]] or any(seen[-1, a].any() for a in c))) for c in classes.values()]
 
 
-def _class_group(chans: list[int], chan: list[int], members: list[GroupMember], periods: list[tuple[int, int] | None],
-                 sections: list[tuple[SplitRecord, list[int], list[int]]], names: dict[nn.Module, str],
-                 key: str) -> ChannelGroup | str | None:
-    """The group of root channels ``chans`` (positions in ``chan``, the root's channels the group
-    holds; its members restricted to them); the phrase that keeps them whole, or None when nothing
-    is left to prune."""
+def _class_group(atoms: list[list[int]], chan: list[int], members: list[GroupMember],
+                 periods: list[tuple[int, int] | None], sections: list[tuple[SplitRecord, list[int], list[int]]],
+                 names: dict[nn.Module, str], key: str) -> ChannelGroup | str | None:
+    """The group of the root channels in ``atoms`` (positions in ``chan``, the root's channels the
+    group holds; its members restricted to them, their ``root_idxs`` counting atoms); the phrase
+    that keeps them whole, or None when nothing is left to prune."""
     size = len(chan)
     local = np.full(size, -1, dtype=np.int64)
-    local[chans] = np.arange(len(chans))
+    for j, a in enumerate(atoms):
+        local[a] = j
     cmembers, blocks = [], {}
     for mem, per in zip(members, periods):
         pairs = [(i, int(local[r])) for i, r in zip(mem.idxs, mem.root_idxs) if local[r] >= 0]
@@ -588,16 +649,17 @@ def _class_group(chans: list[int], chan: list[int], members: list[GroupMember], 
             if per is not None:
                 blocks[len(cmembers)] = per
             cmembers.append(GroupMember(mem.module, mem.dim, mem.type, [i for i, _ in pairs], [r for _, r in pairs]))
-    mine = set(chans)
+    mine = {c for a in atoms for c in a}
     csections = [(rec, [i for i, r in zip(idxs, roots) if r in mine], [chan[r] for r in roots if r in mine])
                  for rec, idxs, roots in sections if rec.owner is not None]
-    n = len(chans)
-    units = None if n == size and chan == list(range(size)) else [[chan[c]] for c in chans]
-    if blocks:
+    n = len(atoms)
+    whole = n == size and chan == list(range(size))
+    units = None if whole else [[chan[c] for c in a] for a in atoms]
+    if blocks:  # atoms are single channels here (_channel_groups)
         tied = _tied_units(cmembers, blocks, n)
         if tied is None:
             return "grouped-conv or GroupNorm blocks that cannot be kept equal"
-        units, n = [[chan[chans[j]] for j in u] for u in tied], len(tied)
+        units, n = [[chan[atoms[j][0]] for j in u] for u in tied], len(tied)
     if n < 2:
         return None
     # key: the group's first out-member in definition order — independent of trace order

@@ -149,3 +149,33 @@ def test_a_strided_channel_slice_is_refused_in_one_line():
     with pytest.raises(UnsupportedModelError, match=r"slices channels \(x\[:, 0::2\]\)") as e:
         find_groups(_Strided().eval(), (3, 8, 8))
     assert "\n" not in str(e.value)
+
+
+class _Ghost(nn.Module):
+    """GhostNet's module (``cat([x1, cheap(x1)])``, the cheap op a depthwise conv of ``x1``) on a
+    residual: channels ``i`` and ``c + i`` of the sum come from one channel of ``x1``, a tie that
+    torch-pruning's group merge drops (it keeps one root per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.primary = nn.Conv2d(24, 12, 1)
+        self.cheap = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.head = nn.Conv2d(24, 32, 1)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x1 = self.primary(x)
+        x = torch.cat([x1, self.cheap(x1)], 1) + x  # traced so that the stem roots the group
+        return self.fc(torch.relu(self.head(x)).mean((2, 3)))
+
+
+def test_a_concatenation_of_a_conv_and_its_depthwise_conv_prunes_in_pairs():
+    torch.manual_seed(0)
+    net = _Ghost().eval()
+    G = find_groups(copy.deepcopy(net), (3, 8, 8))
+    assert not G.whole, G.whole
+    stem = G.by_key["stem"]
+    assert stem.size == 12 and sorted(map(sorted, stem.units)) == [[i, 12 + i] for i in range(12)]
+    _assert_pruned_equals_masked(net, 8)
