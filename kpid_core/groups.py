@@ -381,10 +381,14 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
 
     The returned object is bound to ``model`` (its dependency graph references the modules), so
     prune a copy if the original must survive. Groups through a grouped conv or a GroupNorm prune
-    in units that keep every block the same size (see the module docstring). Groups touching a
-    grouped transposed conv, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
-    merges the channel dim, ``channel_shuffle``) or a channel attention that convolves across the
-    channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those consistently. So
+    in units that keep every block the same size (see the module docstring). A ``torch.split`` whose
+    sizes a module attribute holds prunes section by section and a static slice ``x[:, a:b]`` prunes
+    the channels its bounds do not count (:mod:`kpid_core.splits`); root channels torch-pruning
+    ties through a concatenation (GhostNet) prune as one unit. Groups touching a grouped transposed
+    conv, any other channel split (``chunk``, sizes computed in ``forward``) or a channel shuffle (a
+    view that splits or merges the channel dim, ``channel_shuffle``) or a channel attention that
+    convolves across the channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those
+    consistently. So
     ShuffleNetV2 prunes its stem, every branch's inner channels and its head conv, and keeps the
     shuffled channels between blocks whole; an ECA-ResNet keeps the channels its ECA gates whole.
 
