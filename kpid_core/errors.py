@@ -32,7 +32,7 @@ class UnknownNameError(ConfigError, KeyError):
 
 
 class UnsupportedModelError(ConfigError):
-    """A model whose structure the engine cannot prune (e.g. a vision transformer, a channel slice);
+    """A model whose structure the engine cannot prune (e.g. a vision transformer, a strided channel slice);
     the message names the model and the operation."""
 
 

@@ -19,6 +19,7 @@ channel per block to a grouped conv). ``ChannelGroups.macs(k)`` is therefore an 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 from kpid_core.errors import ConfigError, UnsupportedModelError
 from kpid_core.macs import LayerMACs, trace_layers
+from kpid_core.splits import SplitRecord, channel_slice, fix_split_mappings, split_attributes
 
 __all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups", "is_depthwise"]
 
@@ -61,6 +63,8 @@ class ChannelGroup:
     prune_fn: Any = field(default=None, repr=False)    # torch-pruning handler of the root's out dim
     # units[u]: the root channels that unit u removes together (None: each unit is one channel)
     units: list[list[int]] | None = field(default=None, repr=False)
+    # (split, its input channels, their root channels) for each owned split the channels pass
+    sections: list[tuple[SplitRecord, list[int], list[int]]] = field(default_factory=list, repr=False)
 
     def modules(self, dim: str | None = None) -> list[str]:
         return [m.module for m in self.members if dim is None or m.dim == dim]
@@ -171,9 +175,11 @@ class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
     through the graph, and fails past a regroup). Other splits are traced as before, so every
     model without a regroup traces exactly as without this mode. Values are unchanged."""
 
-    def __init__(self):
+    def __init__(self, owners: dict[int, tuple[str, str]] | None = None):
         super().__init__()
         self.regroups: set[Any] = set()
+        self.owners = owners or {}
+        self.splits: dict[Any, SplitRecord] = {}  # grad_fn of a split's outputs -> its record
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -187,20 +193,35 @@ class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
         elif (func in _CHUNK_FUNCS and x.grad_fn in self.regroups and isinstance(out, (tuple, list))
               and len(out) > 1 and all(o.shape[0] == x.shape[0] and o.shape[2:] == x.shape[2:] for o in out)):
             out = torch.split(x, [int(o.shape[1]) for o in out], dim=1)
+        elif func is torch.Tensor.__getitem__ and (cut := channel_slice(x, args[1])) is not None:
+            sizes, pos, tail = cut
+            out = torch.split(x, sizes, dim=1)[pos]
+            self.splits[out.grad_fn] = SplitRecord(sizes, pos=pos, tail=tail)
+        elif func in (torch.split, torch.Tensor.split) and isinstance(out, (tuple, list)) and len(out) > 1:
+            self._record_split(x, out, args, kwargs or {})
         return out
+
+    def _record_split(self, x: torch.Tensor, out: Any, args: tuple, kwargs: dict) -> None:
+        """Record ``torch.split(x, sizes, 1)`` by a sizes list that one module attribute holds."""
+        sizes = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections", kwargs.get("split_size"))
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        if isinstance(sizes, (list, tuple)) and isinstance(dim, int) and dim % x.dim() == 1 and x.dim() >= 4:
+            self.splits[out[0].grad_fn] = SplitRecord([int(s) for s in sizes], owner=self.owners.get(id(sizes)))
 
 
 def _refuse_channel_slices(model: nn.Module, dg: Any) -> None:
-    """Refuse a model that slices its channels (``x[:, a:b]``): its slice bounds live in its code,
-    and torch-pruning's group search through such slices can run for many minutes (timm's ReXNet
-    adds its residual to ``x[:, 0:c]``)."""
+    """Refuse a model that slices its channels in a way the tracer did not turn into a split
+    (:func:`kpid_core.splits.channel_slice`: a unit-step ``x[:, a:b]`` of a feature map prunes): a
+    strided slice, or one of another kind of tensor; its bounds live in its code, and
+    torch-pruning's group search through such slices can run for many minutes."""
     for node in dg.module2node.values():
         op = node.module
         if type(op).__name__ == "_SliceOp" and getattr(op, "dim", None) == 1:
             end = "" if op.end is None or op.end >= 1 << 62 else op.end
+            step = f":{op.step}" if op.step not in (None, 1) else ""
             raise UnsupportedModelError(
-                f"model {type(model).__name__} cannot be pruned: it slices channels (x[:, {op.start}:{end}], "
-                f"e.g. a residual added to part of the channels), which channel pruning cannot resize")
+                f"model {type(model).__name__} cannot be pruned: it slices channels (x[:, {op.start}:{end}{step}]), "
+                f"which channel pruning cannot resize")
 
 
 def _dim_size(m: nn.Module, dim: str) -> int:
@@ -229,8 +250,10 @@ class ChannelGroups:
 
     def __init__(self, model: nn.Module, dg: Any, groups: list[ChannelGroup], layers: list[LayerMACs],
                  input_shape: tuple[int, ...], classifier: str | None, order: list[str],
-                 whole: dict[str, list[str]] | None = None):
+                 whole: dict[str, list[str]] | None = None, splits: list[SplitRecord] | None = None):
         self.model = model
+        # channel splits whose sizes a module attribute holds (surgery updates it)
+        self.splits = list(splits or [])
         # operations that keep channels unpruned -> the root modules of the groups they keep whole
         self.whole = dict(whole or {})
         self.dg = dg
@@ -358,10 +381,14 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
 
     The returned object is bound to ``model`` (its dependency graph references the modules), so
     prune a copy if the original must survive. Groups through a grouped conv or a GroupNorm prune
-    in units that keep every block the same size (see the module docstring). Groups touching a
-    grouped transposed conv, a channel split (``chunk``/``split``) or a channel shuffle (a view that splits or
-    merges the channel dim, ``channel_shuffle``) or a channel attention that convolves across the
-    channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those consistently. So
+    in units that keep every block the same size (see the module docstring). A ``torch.split`` whose
+    sizes a module attribute holds prunes section by section and a static slice ``x[:, a:b]`` prunes
+    the channels its bounds do not count (:mod:`kpid_core.splits`); root channels torch-pruning
+    ties through a concatenation (GhostNet) prune as one unit. Groups touching a grouped transposed
+    conv, any other channel split (``chunk``, sizes computed in ``forward``) or a channel shuffle (a
+    view that splits or merges the channel dim, ``channel_shuffle``) or a channel attention that
+    convolves across the channels (ECA) are left unpruned: torch-pruning 1.6 cannot shrink those
+    consistently. So
     ShuffleNetV2 prunes its stem, every branch's inner channels and its head conv, and keeps the
     shuffled channels between blocks whole; an ECA-ResNet keeps the channels its ECA gates whole.
 
@@ -389,26 +416,40 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     ignored = _resolve_ignored(model, ignored_layers)
     if classifier is not None:
         ignored.append(modules[classifier])
-    dg, raw, mixing = _trace_dependencies(model, x, ignored)
+    dg, raw, traced = _trace_dependencies(model, x, ignored)
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
     whole: dict[str, list[str]] = {}  # why groups stay unpruned -> the root modules of those groups
     for grp in raw:
-        group = _channel_group(grp, dg, names, len(groups), mixing)
-        if isinstance(group, ChannelGroup):
+        found, reasons = _channel_groups(grp, dg, names, traced)
+        for reason in reasons:
+            whole.setdefault(reason, []).append(names.get(grp[0].dep.target.module, "?"))
+        for group in found:
+            base, n = group.key, 1
+            while group.key in {g.key for g in groups}:  # sections of one root's channels
+                group.key, n = f"{base}#{n}", n + 1
+            group.index = len(groups)
             groups.append(group)
-        elif group is not None:
-            whole.setdefault(group, []).append(names.get(grp[0].dep.target.module, "?"))
-    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order, whole)
+    owned = [r for r in traced.splits.values() if r.owner is not None]
+    return ChannelGroups(model, dg, groups, layers, input_shape, classifier, order, whole, owned)
+
+
+@dataclass
+class _Traced:
+    """What the tracing forward found besides torch-pruning's graph: the graph's ops that regroup
+    channels (see :class:`_ChannelMixTracer`) and its recorded channel splits (op -> record)."""
+
+    mixing: set[Any]
+    splits: dict[Any, SplitRecord]
 
 
 def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Module]
-                        ) -> tuple[Any, list[Any], set[Any]]:
-    """torch-pruning's dependency graph of ``model``, its raw groups (outside ``ignored``) and the
-    graph's ops that regroup channels (see :class:`_ChannelMixTracer`)."""
+                        ) -> tuple[Any, list[Any], _Traced]:
+    """torch-pruning's dependency graph of ``model``, its raw groups (outside ``ignored``) and what
+    the tracing forward recorded (:class:`_Traced`)."""
     import torch_pruning as tp
 
-    tracer = _ChannelMixTracer()
+    tracer = _ChannelMixTracer(split_attributes(model))
 
     def forward(net: nn.Module, inp: torch.Tensor) -> Any:
         with tracer:
@@ -426,9 +467,12 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
             try:
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=x.clone(), forward_fn=forward,
                                                            verbose=False)
+                splits = fix_split_mappings(dg, tracer.splits)
                 _refuse_channel_slices(model, dg)
                 mixing = {op for op, node in dg.module2node.items() if node.grad_fn in tracer.regroups}
-                return dg, list(dg.get_all_groups(ignored_layers=ignored)), mixing
+                with _recording_ties():
+                    raw = list(_all_groups(dg, ignored) if splits else dg.get_all_groups(ignored_layers=ignored))
+                return dg, raw, _Traced(mixing, splits)
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
                 raise _untraceable(model, exc) from None
             finally:
@@ -436,6 +480,58 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
                     p.requires_grad_(False)
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def _recording_ties():
+    """While torch-pruning builds groups: record on each group (``_kpid_ties``) the pairs of root
+    channels that reach one channel of a layer by different paths. Its group merge keeps the first
+    root of such a channel and drops the other, and with it the fact that removing either root
+    channel removes that channel (GhostNet's cheap depthwise conv ties the two halves of its
+    concatenation); :func:`_tied_channels` puts them back together."""
+    from torch_pruning.dependency.group import Group
+
+    merge = Group.add_and_merge
+
+    def add_and_merge(self, dep, idxs):
+        for have, old in self._group:
+            if have.target == dep.target and have.handler == dep.handler:
+                first = {i.idx: i.root_idx for i in old}
+                ties = self.__dict__.setdefault("_kpid_ties", [])
+                ties.extend((first[i.idx], i.root_idx) for i in idxs if first.get(i.idx, i.root_idx) != i.root_idx)
+                break
+        return merge(self, dep, idxs)
+
+    Group.add_and_merge = add_and_merge
+    try:
+        yield
+    finally:
+        Group.add_and_merge = merge
+
+
+def _all_groups(dg: Any, ignored: list[nn.Module]) -> Iterable[Any]:
+    """torch-pruning's ``get_all_groups``, except that a conv/linear whose output channels earlier
+    groups cover only in part roots a group over the rest: through a split or slice, part of a
+    layer's outputs may join a residual (ReXNet's ``x[:, 0:c] + shortcut``) while the rest is free,
+    and torch-pruning never roots a layer it has met in any group."""
+    covered: dict[Any, set[int]] = {}
+    ignored = list(ignored) + list(dg.IGNORED_LAYERS_IN_TRACING)
+    for m in list(dg.module2node):
+        if m in ignored or not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        n = None if pruner is None else pruner.get_out_channels(m)
+        left = [i for i in range(n or 0) if i not in covered.get(m, ())]
+        if not left:
+            continue
+        group = dg.get_pruning_group(m, pruner.prune_out_channels, left)
+        prunable = True
+        for item in group:
+            if dg.is_out_channel_pruning_fn(item.dep.handler):
+                covered.setdefault(item.dep.target.module, set()).update(int(i) for i in item.idxs)
+                prunable = prunable and item.dep.target.module not in ignored
+        if prunable:
+            yield group
 
 
 def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
@@ -450,32 +546,130 @@ def _untraceable(model: nn.Module, exc: BaseException) -> UnsupportedModelError:
         f"dependencies ({type(exc).__name__} in {op}{hint})")
 
 
-def _channel_group(grp: Any, dg: Any, names: dict[nn.Module, str], index: int, mixing: set[Any]
-                   ) -> ChannelGroup | str | None:
-    """One torch-pruning group as a :class:`ChannelGroup`; the operation that keeps it whole (one
-    phrase), or None for a group with nothing to prune (one channel, no module)."""
+_PINNED = "a channel slice (x[:, a:b]) whose bounds are numbers in the code"
+
+
+def _channel_groups(grp: Any, dg: Any, names: dict[nn.Module, str], traced: _Traced
+                    ) -> tuple[list[ChannelGroup], list[str]]:
+    """One torch-pruning group as :class:`ChannelGroup` s, one per class of its channels that
+    every member sees alike (channels split into sections of different layers prune as separate
+    groups), and the operations that keep channels whole (one phrase each)."""
     root_item = grp[0]
     root = root_item.dep.target.module
     key = names.get(root)
     size = len(root_item.idxs)
+    # the root's channels this group holds (all of them, unless earlier groups hold some: _all_groups)
+    chan = [int(i) for i in root_item.idxs]
     if key is None or size < 2:
-        return None
-    found = _group_members(grp, dg, names, size, mixing)
+        return [], []
+    found = _group_members(grp, dg, names, {c: p for p, c in enumerate(chan)}, traced)
     if isinstance(found, str):
-        return found
-    members, blocks = found
-    units = None
-    if blocks:
-        units = _tied_units(members, blocks, size)
-        if units is None:
+        return [], [found]
+    members, periods, sections = found
+    ties = list(getattr(grp, "_kpid_ties", ()))
+    for item in grp:  # one channel of a layer listed once per root channel it comes from
+        first: dict[int, int] = {}
+        ties.extend((first.setdefault(int(i), int(r)), int(r)) for i, r in zip(item.idxs, item.root_idxs))
+    atoms = _tied_channels([(a, b) for a, b in ties if a != b], chan)
+    classes = _channel_classes(members, sections, atoms)
+    if len(classes) > 1 and not sections and len(atoms) == size:
+        # members that see the channels unevenly without a split or a tie that explains it
+        return [], ["a concatenation or split that torch-pruning maps unevenly"]
+    if len(atoms) < size and any(p is not None for p in periods):
+        return [], ["grouped-conv or GroupNorm blocks that cannot be kept equal"]
+    out, reasons = [], []
+    for class_atoms, pinned in classes:
+        if pinned:
+            reasons.append(_PINNED)
+            continue
+        group = _class_group(class_atoms, chan, members, periods, sections, names, key)
+        if isinstance(group, ChannelGroup):
+            group.root, group.prune_fn = root, root_item.dep.handler
+            out.append(group)
+        elif group is not None:
+            reasons.append(group)
+    return out, sorted(set(reasons))
+
+
+def _tied_channels(ties: Iterable[tuple[int, int]], chan: list[int]) -> list[list[int]]:
+    """The group's root channels (positions in ``chan``) in atoms removed together: channels that
+    one layer's channel is reached from (torch-pruning merges such paths and keeps one root, e.g.
+    GhostNet's ``cat([x1, cheap(x1)])``, whose channels ``i`` and ``c + i`` come from one channel of
+    ``x1``; :func:`_recording_ties`), else one channel each; ordered by first channel."""
+    pos = {c: p for p, c in enumerate(chan)}
+    parent = list(range(len(chan)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in ties:
+        if a in pos and b in pos:
+            parent[find(pos[a])] = find(pos[b])
+    atoms: dict[int, list[int]] = {}
+    for p in range(len(chan)):
+        atoms.setdefault(find(p), []).append(p)
+    return sorted(atoms.values(), key=lambda a: a[0])
+
+
+def _channel_classes(members: list[GroupMember], sections: list[tuple[SplitRecord, list[int], list[int]]],
+                     atoms: list[list[int]]) -> list[tuple[list[list[int]], bool]]:
+    """The group's atoms (:func:`_tied_channels`) by how often each member sees them and whether a
+    slice pins them: ``(atoms, pinned)`` per class, ordered by first channel. Within a class every
+    member sees every atom equally often, so the MAC model is affine in the class's kept count."""
+    size = sum(len(a) for a in atoms)
+    seen = np.zeros((len(members) + 1, size), dtype=np.int64)
+    for j, mem in enumerate(members):
+        seen[j] = np.bincount(np.asarray(mem.root_idxs, dtype=np.int64), minlength=size)
+    for rec, idxs, roots in sections:
+        for i, r in zip(idxs, roots):
+            if rec.pins(i):
+                seen[-1, r] = 1
+    per_atom = np.stack([seen[:, a].sum(axis=1) for a in atoms], axis=1)
+    per_atom[-1] = per_atom[-1] > 0
+    _, label = np.unique(per_atom.T, axis=0, return_inverse=True)
+    classes: dict[int, list[list[int]]] = {}
+    for a, lab in zip(atoms, np.asarray(label).reshape(-1)):
+        classes.setdefault(int(lab), []).append(a)
+    return [(c, bool(seen[-1, c[0][0]] or any(seen[-1, a].any() for a in c))) for c in classes.values()]
+
+
+def _class_group(atoms: list[list[int]], chan: list[int], members: list[GroupMember],
+                 periods: list[tuple[int, int] | None], sections: list[tuple[SplitRecord, list[int], list[int]]],
+                 names: dict[nn.Module, str], key: str) -> ChannelGroup | str | None:
+    """The group of the root channels in ``atoms`` (positions in ``chan``, the root's channels the
+    group holds; its members restricted to them, their ``root_idxs`` counting atoms); the phrase
+    that keeps them whole, or None when nothing is left to prune."""
+    size = len(chan)
+    local = np.full(size, -1, dtype=np.int64)
+    for j, a in enumerate(atoms):
+        local[a] = j
+    cmembers, blocks = [], {}
+    for mem, per in zip(members, periods):
+        pairs = [(i, int(local[r])) for i, r in zip(mem.idxs, mem.root_idxs) if local[r] >= 0]
+        if pairs:
+            if per is not None:
+                blocks[len(cmembers)] = per
+            cmembers.append(GroupMember(mem.module, mem.dim, mem.type, [i for i, _ in pairs], [r for _, r in pairs]))
+    mine = {c for a in atoms for c in a}
+    csections = [(rec, [i for i, r in zip(idxs, roots) if r in mine], [chan[r] for r in roots if r in mine])
+                 for rec, idxs, roots in sections if rec.owner is not None]
+    n = len(atoms)
+    whole = n == size and chan == list(range(size))
+    units = None if whole else [[chan[c] for c in a] for a in atoms]
+    if blocks:  # atoms are single channels here (_channel_groups)
+        tied = _tied_units(cmembers, blocks, n)
+        if tied is None:
             return "grouped-conv or GroupNorm blocks that cannot be kept equal"
-        if len(units) < 2:
-            return None
-        size = len(units)
+        units, n = [[chan[atoms[j][0]] for j in u] for u in tied], len(tied)
+    if n < 2:
+        return None
     # key: the group's first out-member in definition order — independent of trace order
-    outs = {m.module for m in members if m.dim == "out"}
-    key = next((n for n in names.values() if n in outs), key)
-    return ChannelGroup(key, size, members, index, root, root_item.dep.handler, units)
+    outs = {m.module for m in cmembers if m.dim == "out"}
+    key = next((nm for nm in names.values() if nm in outs), key)
+    return ChannelGroup(key, n, cmembers, 0, None, None, units, csections)
 
 
 def _tied_units(members: list[GroupMember], blocks: dict[int, tuple[int, int]], size: int) -> list[list[int]] | None:
@@ -532,24 +726,32 @@ def _tied_units(members: list[GroupMember], blocks: dict[int, tuple[int, int]], 
     return units
 
 
-def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mixing: set[Any]
-                   ) -> tuple[list[GroupMember], dict[int, tuple[int, int]]] | str:
-    """The module dimensions of a group with MACs, and for each member on a grouped conv or
-    GroupNorm (by position) its channels per block; or, when a member makes the group unprunable,
-    the operation that does (one phrase)."""
+def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], pos: dict[int, int], traced: _Traced
+                   ) -> tuple[list[GroupMember], list[tuple[int, int] | None], list[tuple[SplitRecord, list[int], list[int]]]] | str:
+    """The module dimensions of a group with MACs, for each of them (on a grouped conv or
+    GroupNorm) its channels per block and blocks, and the recorded splits the group passes with
+    their input channels; or, when a member makes the group unprunable, the operation that does
+    (one phrase)."""
     members: list[GroupMember] = []
-    blocks: dict[int, int] = {}
+    periods: list[tuple[int, int] | None] = []
+    sections = []
     for item in grp:
         mod = item.dep.target.module
-        if mod in mixing:
+        if mod in traced.mixing:
             # channels through a channel shuffle: their order changes there, and torch-pruning maps
             # them one to one, so pruning them would remove the wrong channels after it
             return "a channel shuffle or a view that regroups channels"
         if type(mod).__name__ in _SPLIT_OPS:
-            # a forward that splits channels (torch.split/chunk, slicing) keeps its split sizes in
-            # its own code or attributes, which torch-pruning cannot update: pruning either side
-            # would break it (ShuffleNetV2's chunk, CSPNet, MixNet's mixed convs)
-            return _SPLIT_OPS[type(mod).__name__]
+            rec = traced.splits.get(mod)
+            if rec is None or rec.bad or (rec.owner is None and rec.pos is None):
+                # a split whose sizes live in forward's code (chunk, a split by one size, CSPNet's
+                # x.split(c // 2)) cannot follow a pruned input (see kpid_core.splits)
+                return _SPLIT_OPS[type(mod).__name__]
+            roots = [pos.get(int(r), -1) for r in item.root_idxs]
+            if min(roots, default=0) < 0:
+                return "a concatenation or split that torch-pruning maps unevenly"
+            sections.append((rec, [int(i) for i in item.idxs], roots))
+            continue
         name = names.get(mod)
         if name is None or not isinstance(mod, nn.Module):
             continue  # element-wise/reshape ops and unwrapped parameters carry no MACs
@@ -560,13 +762,10 @@ def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], size: int, mi
         if max(item.idxs, default=0) >= _dim_size(mod, dim):
             # torch-pruning lost track of a channel split (e.g. CSPNet's x.split)
             return "a channel split whose indices torch-pruning loses"
-        root_idxs = [int(r) for r in item.root_idxs]
-        counts = np.bincount(np.asarray(root_idxs, dtype=np.int64), minlength=size)
-        if len(counts) != size or counts.min() != counts.max():
-            # non-uniform index mapping: not affine in the kept count
+        root_idxs = [pos.get(int(r), -1) for r in item.root_idxs]  # positions among the group's root channels
+        if min(root_idxs, default=0) < 0:
             return "a concatenation or split that torch-pruning maps unevenly"
         period = _block_period(mod, dim)
-        if period is not None:
-            blocks[len(members)] = (period, _dim_size(mod, dim) // period)
+        periods.append(None if period is None else (period, _dim_size(mod, dim) // period))
         members.append(GroupMember(name, dim, type(mod).__name__, [int(i) for i in item.idxs], root_idxs))
-    return members, blocks
+    return members, periods, sections

@@ -246,7 +246,23 @@ def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: 
                          cm.name, float(cost_before), float(cost_after))
     result.spec = make_spec(result, input_shape, model_name, model_kwargs, groups.execution_order,
                             dense_sizes, allocation, min_keep)
+    resized = _split_sizes(work, groups)
+    if resized:  # only then: other models' specs stay as they always were
+        result.spec["split_sizes"] = resized
     return result
+
+
+def _split_sizes(work: nn.Module, groups: Any) -> dict[str, dict[str, list[int]]]:
+    """``module -> {attribute: sizes}`` of every channel split whose sizes surgery changed (see
+    :mod:`kpid_core.splits`), for the spec to set them again on the rebuilt dense model."""
+    modules = dict(work.named_modules())
+    out: dict[str, dict[str, list[int]]] = {}
+    for rec in groups.splits:
+        name, attr = rec.owner
+        now = [int(v) for v in getattr(modules[name], attr)]
+        if now != rec.sizes:
+            out.setdefault(name, {})[attr] = now
+    return out
 
 
 def prune_to_kept(model: nn.Module, example_input: Any, kept: dict[str, list[int]], *, allocation: str = "given",

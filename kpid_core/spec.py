@@ -231,6 +231,7 @@ def _resize(model: nn.Module, spec: dict, d: Path) -> None:
                 setattr(m, key, val)
             else:
                 raise _fail(d, f"module {name!r}: unknown attribute {key!r}")
+    _set_split_sizes(modules, spec.get("split_sizes", {}), d)
     own = model.state_dict()
     for tname, shape in spec["shapes"].items():
         if tname not in own:
@@ -245,6 +246,23 @@ def _resize(model: nn.Module, spec: dict, d: Path) -> None:
             setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
         else:
             owner._buffers[attr] = new
+
+
+def _set_split_sizes(modules: dict[str, nn.Module], sizes: Any, d: Path) -> None:
+    """Set the channel-split sizes a pruned model's modules hold (``spec["split_sizes"]``:
+    ``module -> {attribute: [int]}``, see :mod:`kpid_core.splits`) on the dense skeleton."""
+    if not isinstance(sizes, dict):
+        raise _fail(d, "'split_sizes' must map module names to {attribute: [int]}")
+    for name, attrs in sizes.items():
+        m = modules.get(name)
+        if m is None or not isinstance(attrs, dict):
+            raise _fail(d, f"split_sizes: module {name!r} does not exist in the dense model")
+        for attr, val in attrs.items():
+            old = getattr(m, attr, None)
+            if not isinstance(old, (list, tuple)) or not _is_int_list(val) or len(val) != len(old):
+                raise _fail(d, f"split_sizes: {name}.{attr} must be a list of {len(old or ())} integers "
+                               f"like the dense model's, got {val!r}")
+            setattr(m, attr, type(old)(val))
 
 
 def load_pruned(dir: str | os.PathLike, map_location: Any = "cpu",

@@ -3,10 +3,13 @@ teacher channels every module keeps (the map that inner distillation and the spe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from kpid_core.groups import ChannelGroups, is_depthwise
+from kpid_core.splits import updated_split_sizes
 
 __all__ = ["remove_channels"]
 
@@ -71,11 +74,22 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
         not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or is_depthwise(m))}
     cmap = _channel_map(groups, kept, dense_sizes, tied)
 
+    # the sections of one root's channels (kpid_core.splits) are separate groups: cut each root once,
+    # as its channel indices shift with every cut
+    drops: dict[int, tuple[Any, Any, set[int], dict[Any, set[int]]]] = {}
     for g in groups:
         keep = set(kept[g.key])
-        drop = g.root_channels(i for i in range(g.size) if i not in keep)  # units -> root channels
+        drop = set(g.root_channels(i for i in range(g.size) if i not in keep))  # units -> root channels
+        _, _, root_drop, cuts = drops.setdefault(id(g.root), (g.root, g.prune_fn, set(), {}))
+        root_drop.update(drop)
+        for rec, idxs, roots in g.sections:  # the split's input channels this cut removes
+            cuts.setdefault(rec, set()).update(i for i, r in zip(idxs, roots) if r in drop)
+    for root, fn, drop, cuts in drops.values():
         if drop:
-            groups.dg.get_pruning_group(g.root, g.prune_fn, drop).prune(record_history=False)
+            groups.dg.get_pruning_group(root, fn, sorted(drop)).prune(record_history=False)
+        for rec, gone in cuts.items():
+            rec.cut(gone)
+    updated_split_sizes(model, groups.splits)
     _cut_own_state(modules, cmap, dense_sizes)
     return cmap, dense_sizes
 

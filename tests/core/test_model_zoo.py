@@ -22,7 +22,7 @@ from kpid_core.prune import load_pruned, prune_to_budget, save_pruned
 TORCHVISION_SMALL = ["resnet18", "mobilenet_v3_small", "mnasnet0_5", "squeezenet1_1", "googlenet",
                      "efficientnet_b0", "regnet_x_400mf", "densenet121", "convnext_tiny", "shufflenet_v2_x0_5"]
 TIMM_SMALL = ["timm:resnet10t", "timm:cspresnet50", "timm:mobilenetv3_small_050", "timm:lcnet_050",
-              "timm:regnetx_002"]
+              "timm:regnetx_002", "timm:mixnet_s", "timm:rexnet_100"]  # MixNet: split sections, ReXNet: slices
 
 
 def _roundtrip(name: str, size: int, tmp_path) -> None:
@@ -69,23 +69,16 @@ def test_every_torchvision_classifier_is_offered_or_refused_with_one_line():
     assert offered == convs  # every convolutional classifier, ShuffleNetV2's four sizes too
 
 
-def test_rexnet_structure_fails_with_one_line_naming_the_operation():
-    """Refused in the tracer, before any allocation (ShuffleNetV2's channel shuffle prunes: see
-    tests/core/test_channel_shuffle.py)."""
-    with pytest.raises(UnsupportedModelError, match=r"slices channels \(x\[:, "):
-        prune_to_budget(build_model("timm:rexnetr_100", 10), (3, 32, 32), 0.5)
-
-
 def test_split_channel_models_are_infeasible_with_a_reason():
-    """MixNet's mixed convs split channels (torch.split with sizes kept in the module), SKNet splits
-    its input across paths and regroups its attention's channels: those layers stay whole, and the
-    one line names the model, how much of the MACs they hold and the operations, at a module."""
-    for name, op in (("timm:mixnet_s", r"a channel split \(torch.split/chunk\) at blocks\.\d"),
-                     ("timm:skresnet18", r"a view that regroups channels at layer\d\.\d\.conv1\.attn")):
-        with pytest.raises(InfeasibleBudgetError, match="in layers whose channels cannot be pruned") as e:
-            prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3, model_name=name)
-        assert "\n" not in str(e.value) and str(e.value).startswith(f"model {name}: budget 0.3 is infeasible")
-        assert re.search(op, str(e.value)), str(e.value)
+    """SKNet splits its input across paths and regroups its attention's channels: those layers
+    stay whole, and the one line names the model, how much of the MACs they hold and the
+    operations, at a module (MixNet's split sections and ReXNet's slices prune: see
+    tests/core/test_channel_split.py; a strided channel slice is refused in one line there)."""
+    name, op = "timm:skresnet18", r"a view that regroups channels at layer\d\.\d\.conv1\.attn"
+    with pytest.raises(InfeasibleBudgetError, match="in layers whose channels cannot be pruned") as e:
+        prune_to_budget(build_model(name, 10), (3, 32, 32), 0.3, model_name=name)
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"model {name}: budget 0.3 is infeasible")
+    assert re.search(op, str(e.value)), str(e.value)
 
 
 def test_transformers_and_unknown_names():
