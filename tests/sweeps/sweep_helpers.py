@@ -66,13 +66,14 @@ def count(markers: Path, kind: str) -> int:
 
 def real_sweep(path: Path, *, name: str = "real", samples: int = 4, epochs: int = 2, budgets=(0.3, 0.6),
                early_stopping=None, extra_base=None, space=None, mode: str = "optuna", baselines=None) -> Path:
-    """A tiny sweep YAML for the real run_trial on digits (1-epoch teacher, small importance)."""
+    """A tiny sweep YAML for the real run_trial on digits (1-epoch teacher, small importance, two
+    candidate allocations scored on one batch each: the selection runs, at a fraction of its cost)."""
     import yaml
 
     cfg = {
         "name": name,
-        "base": {"teacher.epochs": 1, "prune.importance_batches": 2, "epochs": epochs,
-                 **(extra_base or {})},
+        "base": {"teacher.epochs": 1, "prune.importance_batches": 2, "prune.candidates": 2,
+                 "prune.candidate_batches": 1, "epochs": epochs, **(extra_base or {})},
         "space": space or {"budget": list(budgets), "metric": ["taylor", "l1"],
                            "kd_weight": {"low": 0.0, "high": 2.0}},
         "search": {"mode": mode, "num_samples": samples, "early_stopping": early_stopping,
