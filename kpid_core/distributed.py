@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-__all__ = ["agree_on_index", "average_gradients_and_loss", "broadcast_parameters", "eval_shard", "mean_over_ranks", "reduce_counts",
-           "shard_train_loader", "sync_buffers", "world"]
+__all__ = ["agree_on_index", "average_gradients_and_loss", "broadcast_parameters", "eval_shard", "mean_over_ranks",
+           "reduce_counts", "shard_train_loader", "sync_buffers", "world"]
 
 
 def world() -> tuple[int, int]:

@@ -15,6 +15,7 @@ from kpid_core.progressive import compose_kept, progressive_prune, step_budgets
 from kpid_core.prune import load_pruned, prune_to_budget, prune_to_kept
 from kpid_core.train import evaluate
 from kpid_core.trial import run_trial, trial_data
+from tests.core.resume_check import assert_resume_matches
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -112,16 +113,7 @@ def test_progressive_trial_trains_the_same_epochs_saves_reloads_and_resumes(tmp_
     model = load_pruned(tmp_path / "out" / "model")  # rebuilt from the dense architecture, spec refers to it
     assert evaluate(model, trial_data(cfg).test) == pytest.approx(full["accuracy"], abs=1e-9)
 
-    def stop(epoch, metrics):
-        assert metrics["epoch"] == epoch
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg, on_epoch=stop, checkpoint_dir=tmp_path / "ck")
-    resumed = run_trial(cfg, resume_from=tmp_path / "ck", checkpoint_dir=tmp_path / "ck2")
-    for k in ("accuracy", "val_accuracy", "macs", "epochs_done"):
-        assert resumed[k] == full[k], k
+    assert_resume_matches(cfg, full, tmp_path, stop_after=2)
 
 
 def test_prune_to_kept_accepts_counts_whose_ratio_rounds_below_them():

@@ -21,6 +21,7 @@ from kpid_core.selection import (
 )
 from kpid_core.train import evaluate
 from kpid_core.trial import run_trial, trial_data
+from tests.core.resume_check import assert_resume_matches
 
 
 def _batches(n, seed=0):
@@ -169,12 +170,4 @@ def test_a_selecting_trial_records_its_choice_reloads_and_resumes(tmp_path):
     model = load_pruned(tmp_path / "out" / "model")
     assert evaluate(model, trial_data(cfg).test) == pytest.approx(full["accuracy"], abs=1e-9)
 
-    def stop(epoch, metrics):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg, on_epoch=stop, checkpoint_dir=tmp_path / "ck")
-    resumed = run_trial(cfg, resume_from=tmp_path / "ck", checkpoint_dir=tmp_path / "ck2")
-    for k in ("accuracy", "val_accuracy", "macs", "epochs_done"):
-        assert resumed[k] == full[k], k
+    assert_resume_matches(cfg, full, tmp_path, stop_after=1)
