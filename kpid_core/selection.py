@@ -10,9 +10,9 @@ three seeds.
 
 ``prune.candidates`` N > 1 (the default is 6) therefore builds N knapsack solutions of the same
 budget: the configured one first, then the other ranking metric (L1 beside the configured one, L2
-beside L1), other spreads, and group values scaled by random factors. Each is pruned, its batch norms are re-estimated on
-``prune.candidate_batches`` training batches, it is scored by its cross-entropy on as many other
-training batches, and the lowest loss is kept. Validation and test data are not touched; every
+beside L1), other spreads, and group values scaled by random factors. Each is pruned, its batch
+norms are re-estimated on ``prune.candidate_batches`` training batches, it is scored by its
+cross-entropy on as many other training batches, and the lowest loss is kept. Validation and test data are not touched; every
 candidate lands on the same budget, so the choice costs N small forward passes and no training.
 N = 1 is the paper's one-shot allocation.
 """
@@ -105,8 +105,9 @@ def training_batches(loader: Iterable, n: int, seed: int) -> tuple[list, list]:
     """Two disjoint lists of up to ``n`` training batches: one to re-estimate batch norm, one to score
     (the same single batch when the loader holds only one).
 
-    The global torch generator is seeded for the draw (so every candidate, every rank and a rerun
-    see the same batches) and restored afterwards.
+    The global torch generator and the loader's own shuffling generator (the product's train loader
+    has one; it also seeds the workers) are seeded for the draw, so every candidate, every rank and a
+    rerun see the same batches whatever ran before, and both are restored afterwards.
 
     Args:
         loader: the training loader.
@@ -119,12 +120,17 @@ def training_batches(loader: Iterable, n: int, seed: int) -> tuple[list, list]:
     Raises:
         ConfigError: the loader is empty. A loader of one batch gives it to both lists.
     """
-    state = torch.random.get_rng_state()
+    gen = getattr(getattr(loader, "sampler", None), "generator", None)
+    state, gen_state = torch.random.get_rng_state(), gen.get_state() if gen is not None else None
     torch.manual_seed(seed)
+    if gen is not None:
+        gen.manual_seed(seed)
     try:
         batches = list(itertools.islice(iter(loader), 2 * n))
     finally:
         torch.random.set_rng_state(state)
+        if gen is not None:
+            gen.set_state(gen_state)
     if not batches:
         raise ConfigError("prune.candidates > 1 needs training batches to re-estimate batch norm and score the "
                           "candidates; the training split is empty")

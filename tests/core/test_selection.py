@@ -102,6 +102,16 @@ def test_training_batches_are_disjoint_repeatable_and_keep_the_global_generator(
     assert len(set(seen)) == len(seen)
     again = training_batches(loader, 3, seed=5)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(recal + score, again[0] + again[1]))
+    # a loader with its own shuffling generator (the product's): the same draw whatever state that
+    # generator was left in, and the state is given back
+    g = torch.Generator().manual_seed(0)
+    own = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, generator=g)
+    first = training_batches(own, 3, seed=5)
+    list(own)  # moves g on, as an earlier pass over the loader would
+    g_state = g.get_state()
+    second = training_batches(own, 3, seed=5)
+    assert torch.equal(g.get_state(), g_state)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first[0] + first[1], second[0] + second[1]))
     one = training_batches(torch.utils.data.DataLoader(data, batch_size=64), 3, seed=0)
     assert len(one[0]) == 1 and one[0] == one[1]  # a tiny split: the one batch does both jobs
     with pytest.raises(ConfigError, match="training split is empty"):
