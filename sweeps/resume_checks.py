@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ def check_resumable(exp_dir: str | Path) -> None:
     db = exp / "optuna.db"
     if db.exists():
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            # read-write, not ``mode=ro``: a driver killed mid-write leaves a hot journal, which SQLite
+            # rolls back on the first read, as Optuna's own open would; a read-only connection cannot,
+            # and reports "attempt to write a readonly database" for a sound study
+            with closing(sqlite3.connect(f"file:{db}?mode=rw", uri=True)) as con:
                 status = con.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise _bad(db, "the Optuna study", str(exc)) from None

@@ -80,3 +80,33 @@ def test_truncated_shared_teacher_or_importance_is_named(tmp_path):
         with pytest.raises(SpecError, match=rf"^--resume: the shared (teacher|importance \(l1\)) '{f}' is corrupt"):
             check_shared(str(tmp_path))
         f.write_bytes(good)
+
+
+_KILLED_WRITER = """
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")  # spill the change into the database file before the commit
+con.execute("BEGIN")
+con.execute("UPDATE trial_values SET value = value + 1")
+con.execute("INSERT INTO studies (study_name) SELECT study_name || '_' || ? FROM studies", (os.getpid(),))
+os._exit(0)  # dies mid-transaction, as a SIGKILLed driver does: a hot journal is left behind
+"""
+
+
+def test_study_of_a_driver_killed_mid_write_is_rolled_back_not_refused(tmp_path):
+    import subprocess
+    import sys
+
+    import optuna
+
+    from sweeps.resume_checks import check_resumable
+
+    db = tmp_path / "optuna.db"
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    for v in range(40):
+        study.add_trial(optuna.trial.create_trial(value=float(v), params={}, distributions={}))
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=True)
+    assert (tmp_path / "optuna.db-journal").exists()  # the kill left a hot journal
+    check_resumable(tmp_path)  # SQLite rolls it back, as Optuna's own open would; not "corrupt"
+    values = [t.value for t in optuna.load_study(storage=f"sqlite:///{db}", study_name="s").trials]
+    assert values == [float(v) for v in range(40)]  # the committed trials, not the killed writer's
