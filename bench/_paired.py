@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -100,12 +101,34 @@ class Ctx:
     extra: dict = field(default_factory=dict)
 
 
+class _Chosen(logging.Handler):
+    """Catches the trial's "chose candidate K: NAME" line (a knapsack with ``prune.candidates`` > 1)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.chosen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("chose candidate "):
+            self.chosen.append(msg.split(": ", 1)[1])
+
+
 def _trial(overrides: dict) -> Callable[[Ctx], dict]:
     def run(ctx: Ctx) -> dict:
         from kpid_core.trial import run_trial
 
-        m = run_trial(ctx.cfg.with_overrides({"budget": ctx.budget, **ctx.extra, **overrides}), shared=ctx.shared)
-        return {k: m[k] for k in ("accuracy", "val_accuracy", "macs_ratio")}
+        logger, catch = logging.getLogger("kpid_core.trial"), _Chosen()
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(catch)
+        try:
+            m = run_trial(ctx.cfg.with_overrides({"budget": ctx.budget, **ctx.extra, **overrides}), shared=ctx.shared)
+        finally:
+            logger.removeHandler(catch)
+            logger.setLevel(level)
+        row = {k: m[k] for k in ("accuracy", "val_accuracy", "macs_ratio")}
+        return {**row, "chosen": catch.chosen} if catch.chosen else row  # one per cut (progressive: several)
     return run
 
 
@@ -275,7 +298,8 @@ def _run_methods(job: Job) -> list[str]:
         atomic_write_text(path, json.dumps(row, indent=1))
         lines.append(f"seed {job.seed} budget {job.budget:g} {name:<14} " + (
             f"not run: {row['error']}" if "error" in row else
-            f"test {row['accuracy']:.4f} val {row['val_accuracy']:.4f} MACs {row['macs_ratio']:.4f} ({row['seconds']:.0f} s)"))
+            f"test {row['accuracy']:.4f} val {row['val_accuracy']:.4f} MACs {row['macs_ratio']:.4f} ({row['seconds']:.0f} s)"
+            + (f"; chose {', '.join(row['chosen'])}" if row.get("chosen") else "")))
     return lines
 
 

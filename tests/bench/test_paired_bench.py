@@ -76,3 +76,24 @@ def test_bad_arguments_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         quality.main(["--variant", "ours:prune.steps=2"])  # a method's name cannot be a variant's
     assert e.value.code == 2 and "--variant" in capsys.readouterr().err
+
+
+def test_a_selecting_trials_choice_is_caught_from_its_log_line():
+    import logging
+
+    from bench._paired import _Chosen
+    from kpid_core.selection import candidate_plan, select_allocation
+
+    logger, catch = logging.getLogger("kpid_core.trial"), _Chosen()
+    logger.addHandler(catch)
+    try:
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.Flatten())
+        result = type("R", (), {"model": model, "kept": {"g": [0]}, "macs_ratio": 0.5})
+        batch = [(torch.randn(2, 1, 1, 1), torch.tensor([0, 1]))]
+        logger.setLevel(logging.INFO)
+        select_allocation(lambda s, spread: result, candidate_plan("l1", 1.5, 2), lambda m: {}, batch, batch,
+                          log=logger.info)  # the trial logs the choice through this logger
+    finally:
+        logger.removeHandler(catch)
+        logger.setLevel(logging.NOTSET)
+    assert catch.chosen == ["l1 spread 1.5"]  # both tie; the first is kept
