@@ -123,9 +123,9 @@ def count_arch_macs(name: str, resolution: int = 224) -> int:
     """MACs (conv + linear multiply-accumulates, one image) of a registered architecture at
     ``resolution`` px.
 
-    Counted by ``kpid_core.macs.count_macs``, the project's counter.
+    Counted by ``kpid_core.engine.macs.count_macs``, the project's counter.
     """
-    from kpid_core.macs import count_macs
+    from kpid_core.engine.macs import count_macs
     from kpid_core.models import build_model
 
     model = build_model(name).eval()

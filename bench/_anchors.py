@@ -9,7 +9,7 @@
 * uniform per-layer pruning (the same fraction of channels in every group, L1-ranked inside a
   group) at the same MACs: :func:`uniform_prune`.
 
-MACs follow the project convention (conv + linear, one image; ``kpid_core.macs.count_macs``).
+MACs follow the project convention (conv + linear, one image; ``kpid_core.engine.macs.count_macs``).
 Each function returns the pruned model and its MAC ratio (pruned / dense) at ``x``'s size.
 """
 
@@ -27,8 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from kpid_core.groups import find_groups
-from kpid_core.macs import count_macs
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.macs import count_macs
 from kpid_core.prune import prune_to_budget
 
 __all__ = ["tp_global_stepped", "tp_global_to_macs", "uniform_prune"]

@@ -136,7 +136,7 @@ def _teacher_and_data(ctx: Ctx):
     """The seed's data and shared teacher (on the CPU, where torch-pruning traces it) and the device."""
     import torch
 
-    from kpid_core.train import resolve_device
+    from kpid_core.training.train import resolve_device
     from kpid_core.trial import load_teacher, trial_data
 
     data = trial_data(ctx.cfg, ctx.shared.split)
@@ -153,10 +153,10 @@ def _tp(kd: bool) -> Callable[[Ctx], dict]:
         import torch
 
         from bench._anchors import tp_global_to_macs
-        from kpid_core.distill import DistillLoss
         from kpid_core.errors import ConfigError
         from kpid_core.models import default_taps
-        from kpid_core.train import evaluate, fit, seed_everything
+        from kpid_core.training.distill import DistillLoss
+        from kpid_core.training.train import evaluate, fit, seed_everything
 
         teacher, data, device = _teacher_and_data(ctx)
         cfg = ctx.cfg

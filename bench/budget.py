@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._anchors import tp_global_stepped as tp_global  # shared with bench/latency.py, quality.py
 from bench._header import command_line, header_lines
-from kpid_core.allocation import min_keep_floors
-from kpid_core.groups import find_groups
-from kpid_core.importance import ImportanceContext, get_metric
-from kpid_core.knapsack import solve
+from kpid_core.engine.allocation import min_keep_floors
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.importance import ImportanceContext, get_metric
+from kpid_core.engine.knapsack import solve
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._header import command_line, header_lines
-from kpid_core.knapsack import solve_detailed
+from kpid_core.engine.knapsack import solve_detailed
 
 
 def resnet50_instance(seed: int = 0) -> tuple[np.ndarray, np.ndarray, float, list[str]]:

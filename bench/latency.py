@@ -41,11 +41,11 @@ if ROOT not in sys.path:
 
 from bench._anchors import tp_global_to_macs, uniform_prune
 from bench._header import command_line, header_lines
-from kpid_core.allocation import allocate
-from kpid_core.groups import ChannelGroups, find_groups, is_depthwise
-from kpid_core.importance import compute_importance
-from kpid_core.latency_table import time_calls
-from kpid_core.macs import count_macs
+from kpid_core.engine.allocation import allocate
+from kpid_core.engine.groups import ChannelGroups, find_groups, is_depthwise
+from kpid_core.engine.importance import compute_importance
+from kpid_core.engine.latency_table import time_calls
+from kpid_core.engine.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 
@@ -93,7 +93,7 @@ def blocked_groups(G: ChannelGroups, step: int = 8) -> tuple[ChannelGroups, np.n
 
 def allocate_blocked(G: ChannelGroups, vectors: list[np.ndarray], budget: float, step: int = 8,
                      min_keep: float = 0.1) -> dict[str, list[int]]:
-    """Knapsack allocation (the engine's :func:`~kpid_core.allocation.allocate`) in blocks of ``step``
+    """Knapsack allocation (the engine's :func:`~kpid_core.engine.allocation.allocate`) in blocks of ``step``
     channels: every kept count is a multiple of ``step`` where the group size allows."""
     Gb, steps = blocked_groups(G, step)
     orders = [_ranked(v) for v in vectors]
@@ -264,7 +264,7 @@ def build_variants(name: str, x: torch.Tensor, budgets: list[float], cost: str, 
 
 def _modelled(Gl: ChannelGroups, net: nn.Module, x: torch.Tensor) -> float:
     """Modelled latency of a pruned net: its kept counts per group read from its layer widths."""
-    from kpid_core.macs import trace_layers
+    from kpid_core.engine.macs import trace_layers
 
     layers = trace_layers(net, tuple(x.shape[1:]))[0]
     cin = np.array([lay.in_channels // lay.groups for lay in layers], dtype=np.float64)

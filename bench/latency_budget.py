@@ -32,10 +32,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._header import command_line, header_lines
-from kpid_core.errors import InfeasibleBudgetError
-from kpid_core.groups import find_groups
-from kpid_core.importance import compute_importance
-from kpid_core.latency_table import (
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.importance import compute_importance
+from kpid_core.engine.latency_table import (
     LatencySettings,
     Timer,
     device_name,
@@ -43,6 +42,7 @@ from kpid_core.latency_table import (
     latency_table,
     time_interleaved,
 )
+from kpid_core.errors import InfeasibleBudgetError
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 

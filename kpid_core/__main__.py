@@ -29,7 +29,7 @@ def _build(args):
 
 
 def _cmd_macs(args) -> int:
-    from kpid_core.macs import count_params, format_count, macs_breakdown
+    from kpid_core.engine.macs import count_params, format_count, macs_breakdown
 
     model, _ = _build(args)
     with _input_errors(args):  # counting is the model's one forward: its failure is about --input
@@ -54,10 +54,10 @@ def _cmd_macs(args) -> int:
 def _cmd_prune(args) -> int:
     import shutil
 
-    from kpid_core.allocation import check_fraction
+    from kpid_core.engine.allocation import check_fraction
+    from kpid_core.engine.importance import DATA_METRICS, METRICS, get_metric
     from kpid_core.errors import ConfigError, KPIDError
     from kpid_core.files import output_dir
-    from kpid_core.importance import DATA_METRICS, METRICS, get_metric
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -83,15 +83,15 @@ def _cmd_prune(args) -> int:
 def _prune(args, out: Path, settings) -> int:
     import torch
 
+    from kpid_core.engine.importance import compute_importance
+    from kpid_core.engine.macs import format_count
     from kpid_core.files import storage_errors
-    from kpid_core.importance import compute_importance
-    from kpid_core.macs import format_count
     from kpid_core.prune import prune_to_budget, save_pruned
 
     model, kwargs = _build(args)
     _check_runs(model, args)  # one forward before importance and pruning, so --input fails fast
     if args.checkpoint:
-        from kpid_core.teacher import load_state_dict_file
+        from kpid_core.training.teacher import load_state_dict_file
 
         load_state_dict_file(args.checkpoint, model, what=f"--checkpoint (model {args.model})")
     x = torch.zeros(1, *_shape(args))
@@ -121,9 +121,9 @@ def _prune(args, out: Path, settings) -> int:
 
 def _latency_args(args):
     """The latency settings of ``prune --cost latency`` (validated before any model is built)."""
-    from kpid_core.cost import check_cost, check_round_to
+    from kpid_core.engine.cost import check_cost, check_round_to
+    from kpid_core.engine.latency_table import LatencySettings
     from kpid_core.errors import ConfigError
-    from kpid_core.latency_table import LatencySettings
 
     check_cost(args.cost)
     check_round_to(args.round_to)
@@ -253,8 +253,8 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
-    from kpid_core.allocation import ALLOCATIONS
-    from kpid_core.importance import METRICS
+    from kpid_core.engine.allocation import ALLOCATIONS
+    from kpid_core.engine.importance import METRICS
 
     pr = sub.add_parser("prune", help="prune a model to a MAC (or params, latency) budget and save spec.json + weights.pt")
     _add_model_args(pr)
@@ -276,7 +276,7 @@ def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     """``prune``'s cost model options (``--cost``, ``--round-to``) and the latency table's settings."""
-    from kpid_core.cost import COSTS, ROUND_TO
+    from kpid_core.engine.cost import COSTS, ROUND_TO
 
     pr.add_argument("--cost", choices=COSTS, default="macs",
                     help="what --budget is a fraction of: macs (default), params, or latency (a per-layer "

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from kpid_core.data import SMALL_MODEL_INPUT
 from kpid_core.errors import ConfigError
+from kpid_core.training.data import SMALL_MODEL_INPUT
 
 __all__ = ["SMALL_INPUT", "build_compact", "has_width", "match_width", "run_baseline"]
 
@@ -83,7 +83,7 @@ def match_width(arch: str, target_macs: int, input_shape: tuple[int, int, int], 
                 iters: int = 20) -> tuple[float, int]:
     """The widest ``width`` of ``arch`` whose MACs at ``input_shape`` are ≤ ``target_macs``, found by
     bisection on (0.02, 4]. Returns ``(width, macs)``; ConfigError if even the narrowest is over."""
-    from kpid_core.macs import count_macs
+    from kpid_core.engine.macs import count_macs
 
     if not has_width(arch):
         raise ConfigError(f"baselines: width: match needs a width multiplier, and {_no_width(arch)}")
@@ -121,10 +121,10 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
     import json
 
     from kpid_core.config import TrialConfig
-    from kpid_core.distill import DistillLoss
+    from kpid_core.engine.macs import count_macs
     from kpid_core.files import atomic_write_text
-    from kpid_core.macs import count_macs
-    from kpid_core.train import evaluate, fit, resolve_device, seed_everything
+    from kpid_core.training.distill import DistillLoss
+    from kpid_core.training.train import evaluate, fit, resolve_device, seed_everything
     from kpid_core.trial import SharedArtifacts, load_teacher, trial_data
 
     t0 = time.perf_counter()

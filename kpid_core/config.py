@@ -94,14 +94,14 @@ class PruneConfig:
     min_keep: float = 0.1
     allocation: str = "knapsack"
     solver: str = "dp"
-    normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.allocation)
+    normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.engine.allocation)
     linearize: str = "current"  # current | uniform: where the knapsack linearises the MAC model
     spread: float = 1.5  # s > 1: each group within [1/s, s] x its uniform count; 0 = unbounded (the paper)
-    cost: str = "macs"  # macs | params | latency: what the budget is a fraction of (kpid_core.cost)
+    cost: str = "macs"  # macs | params | latency: what the budget is a fraction of (kpid_core.engine.cost)
     round_to: int = 1  # 1 | 8 | 16 | 32: kept channel counts are multiples of it where the group size allows
     steps: int = 1  # knapsack cuts to reach the budget; > 1 = progressive prune-and-distill (kpid_core.progressive)
     step_epochs: int = 1  # fine-tuning epochs after each intermediate cut, taken from train.epochs
-    candidates: int = 6  # knapsack allocations tried, the lowest loss after adaptive BN kept; 1 = the paper's one (kpid_core.selection)
+    candidates: int = 6  # knapsack allocations tried, the lowest loss after adaptive BN kept; 1 = the paper's one (kpid_core.engine.selection)
     candidate_batches: int = 8  # training batches that re-estimate batch norm (and as many that score) per candidate
 
 
@@ -232,10 +232,10 @@ class TrialConfig:
 
 def _check_names(cfg: TrialConfig) -> None:
     """Names of the data, model, teacher source and pruning choices."""
-    from kpid_core.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
-    from kpid_core.cost import COSTS, ROUND_TO
-    from kpid_core.data import AUGMENTS, DATASETS
+    from kpid_core.engine.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
+    from kpid_core.engine.cost import COSTS, ROUND_TO
     from kpid_core.models import check_model_name
+    from kpid_core.training.data import AUGMENTS, DATASETS
 
     d, p = cfg.data, cfg.prune
     _choice("data.name", d.name, DATASETS, unknown=True)
@@ -348,7 +348,7 @@ def as_section(kind: type[_S], cfg: _S | Mapping[str, Any] | None) -> _S:
 
 
 def _metrics() -> tuple[str, ...]:
-    from kpid_core.importance import METRICS  # here: importance imports torch, the config must not
+    from kpid_core.engine.importance import METRICS  # here: importance imports torch, the config must not
 
     return tuple(METRICS)
 

@@ -57,7 +57,7 @@ _TV_TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit")
 _ALL_TV = torchvision.models.list_models(module=torchvision.models)
 TORCHVISION_TRANSFORMERS = [n for n in _ALL_TV if n.startswith(_TV_TRANSFORMER_PREFIXES)]
 # Convolutional torchvision classifiers the engine refuses, and why (tests/core prove each refusal)
-_TV_UNSUPPORTED: dict[str, str] = {}  # name prefix -> reason (none today: ShuffleNetV2 prunes, see groups.py)
+_TV_UNSUPPORTED: dict[str, str] = {}  # name prefix -> reason (none today: ShuffleNetV2 prunes, see engine/groups.py)
 #: Every torchvision classifier offered by name: all of its classification registry but the transformers
 #: (and the structures in ``_TV_UNSUPPORTED``, refused by name with the reason).
 TORCHVISION_MODELS = [n for n in _ALL_TV if n not in TORCHVISION_TRANSFORMERS

@@ -1,8 +1,8 @@
 """Prune a model to a budget (MACs, parameters or measured latency): the public entry point.
 
-:func:`prune_to_budget` traces the channel groups, asks :mod:`kpid_core.allocation` which channels
-to keep, removes the rest with :mod:`kpid_core.surgery` and describes the result in the plain-JSON
-spec of :mod:`kpid_core.spec`. The names of those modules (and of :mod:`kpid_core.export`) that
+:func:`prune_to_budget` traces the channel groups, asks :mod:`kpid_core.engine.allocation` which channels
+to keep, removes the rest with :mod:`kpid_core.engine.surgery` and describes the result in the plain-JSON
+spec of :mod:`kpid_core.engine.spec`. The names of those modules (and of :mod:`kpid_core.engine.export`) that
 users import from here are re-exported, so ``from kpid_core.prune import load_pruned`` keeps working.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kpid_core.allocation import (
+from kpid_core.engine.allocation import (
     ALLOCATIONS,
     LINEARIZE_AT,
     NORMALIZERS,
@@ -27,7 +27,28 @@ from kpid_core.allocation import (
     check_fraction,
     score_vectors,
 )
-from kpid_core.cost import COSTS, ROUND_TO, CostModel, check_cost, check_round_to, mac_cost, params_cost
+from kpid_core.engine.cost import (
+    COSTS,
+    ROUND_TO,
+    CostModel,
+    check_cost,
+    check_round_to,
+    mac_cost,
+    params_cost,
+)
+from kpid_core.engine.export import export_onnx
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.latency_table import LatencySettings, latency_cost, latency_table
+from kpid_core.engine.macs import count_macs, count_params
+from kpid_core.engine.spec import (
+    SPEC_FORMAT,
+    SPEC_VERSION,
+    load_pruned,
+    make_spec,
+    output_channels,
+    save_pruned,
+)
+from kpid_core.engine.surgery import remove_channels
 from kpid_core.errors import (
     ConfigError,
     InfeasibleBudgetError,
@@ -35,12 +56,6 @@ from kpid_core.errors import (
     UnknownNameError,
     UnsupportedModelError,
 )
-from kpid_core.export import export_onnx
-from kpid_core.groups import find_groups
-from kpid_core.latency_table import LatencySettings, latency_cost, latency_table
-from kpid_core.macs import count_macs, count_params
-from kpid_core.spec import SPEC_FORMAT, SPEC_VERSION, load_pruned, make_spec, output_channels, save_pruned
-from kpid_core.surgery import remove_channels
 
 __all__ = [
     "ALLOCATIONS",
@@ -66,7 +81,7 @@ class PruneResult:
 
     ``macs_*`` are MACs for one image at the example input's size; ``kept[group_key]`` the sorted
     teacher channel indices a group keeps (unit indices for a group of tied units, e.g. through a
-    grouped conv: :attr:`~kpid_core.groups.ChannelGroup.units`); ``channel_map[module] = {"out": [...], "in": [...]}``
+    grouped conv: :attr:`~kpid_core.engine.groups.ChannelGroup.units`); ``channel_map[module] = {"out": [...], "in": [...]}``
     the teacher indices kept on each dim of every module that lost channels.
     """
 
@@ -106,27 +121,27 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         model: the dense model.
         example_input: a (1, C, H, W) tensor or a (C, H, W) shape; MACs are counted at that size.
         budget: fraction of the dense model's cost to keep, in (0, 1], under the ``cost`` model.
-        scores: :class:`~kpid_core.importance.ImportanceScores` or ``{group_key: tensor}``; None
+        scores: :class:`~kpid_core.engine.importance.ImportanceScores` or ``{group_key: tensor}``; None
             uses the data-free ``l1`` metric.
         min_keep: every group keeps at least this fraction (and at least one channel).
         allocation: ``knapsack`` (the paper) or ``uniform`` (same fraction in every group; a baseline).
         solver: the knapsack method (see :data:`SOLVERS`).
         normalize: how group scores are put on one scale before the knapsack (see
-            :data:`~kpid_core.allocation.NORMALIZERS`).
+            :data:`~kpid_core.engine.allocation.NORMALIZERS`).
         linearize: where the knapsack linearises the coupled MAC model (see
-            :data:`~kpid_core.allocation.LINEARIZE_AT`).
+            :data:`~kpid_core.engine.allocation.LINEARIZE_AT`).
         spread: s > 1 keeps each group within 1/s and s times its uniform count (the default,
             1.5, was chosen on Fashion-MNIST); 0 = unbounded, the paper's allocation (see
-            :func:`~kpid_core.allocation.allocate`).
+            :func:`~kpid_core.engine.allocation.allocate`).
         model_name: the registry name that rebuilds the dense model, stored in the spec for
             :func:`load_pruned`.
         model_kwargs: that registry builder's keyword arguments.
-        cost: what the budget counts (:data:`~kpid_core.cost.COSTS`): ``macs`` (one image),
+        cost: what the budget counts (:data:`~kpid_core.engine.cost.COSTS`): ``macs`` (one image),
             ``params``, or ``latency`` — a per-layer table measured (or read from its cache) on
-            ``latency``'s device, batch and threads (:mod:`kpid_core.latency_table`).
+            ``latency``'s device, batch and threads (:mod:`kpid_core.engine.latency_table`).
         round_to: 1, 8, 16 or 32: kept channel counts are multiples of it in every group whose
             size allows (vector units and tensor cores favour them).
-        latency: :class:`~kpid_core.latency_table.LatencySettings` (or a dict of its fields) for
+        latency: :class:`~kpid_core.engine.latency_table.LatencySettings` (or a dict of its fields) for
             ``cost="latency"``; default CPU, batch 8, 1 thread.
         log: optional progress callback (latency table measurement).
 
@@ -254,7 +269,7 @@ def _cut(model: nn.Module, work: nn.Module, x: torch.Tensor, groups: Any, kept: 
 
 def _split_sizes(work: nn.Module, groups: Any) -> dict[str, dict[str, list[int]]]:
     """``module -> {attribute: sizes}`` of every channel split whose sizes surgery changed (see
-    :mod:`kpid_core.splits`), for the spec to set them again on the rebuilt dense model."""
+    :mod:`kpid_core.engine.splits`), for the spec to set them again on the rebuilt dense model."""
     modules = dict(work.named_modules())
     out: dict[str, dict[str, list[int]]] = {}
     for rec in groups.splits:

@@ -24,19 +24,19 @@ import torch
 from torch import nn
 
 from kpid_core.config import TrialConfig
-from kpid_core.data import DataBundle, build_data
-from kpid_core.distill import DistillLoss
+from kpid_core.engine.latency_table import LatencySettings, paired_latency
+from kpid_core.engine.spec import cpu_state_dict
 from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save, atomic_write_text
-from kpid_core.latency_table import LatencySettings, paired_latency
 from kpid_core.models import build_model, default_taps, model_in_channels
 from kpid_core.prune import PruneResult, output_channels, prune_to_budget, prune_to_kept, save_pruned
-from kpid_core.spec import cpu_state_dict
-from kpid_core.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
-from kpid_core.train import evaluate, fit, resolve_device, seed_everything, train_flag
+from kpid_core.training.data import DataBundle, build_data
+from kpid_core.training.distill import DistillLoss
+from kpid_core.training.teacher import Teacher, get_teacher, load_state_dict_file, model_kwargs
+from kpid_core.training.train import evaluate, fit, resolve_device, seed_everything, train_flag
 
 if TYPE_CHECKING:
-    from kpid_core.importance import ImportanceScores
+    from kpid_core.engine.importance import ImportanceScores
 
 __all__ = [
     "TRIAL_STATE_FILE",
@@ -145,13 +145,13 @@ def teacher_importance(cfg: TrialConfig, teacher: nn.Module, data: DataBundle, m
         cfg: the trial config (seed and number of batches).
         teacher: the dense model to score.
         data: the trial's data (:func:`trial_data`).
-        metric: a name from ``kpid_core.importance.METRICS``.
+        metric: a name from ``kpid_core.engine.importance.METRICS``.
         device: where to run the teacher.
 
     Returns:
         One score tensor per channel group.
     """
-    from kpid_core.importance import compute_importance
+    from kpid_core.engine.importance import compute_importance
 
     gen = getattr(data.train.sampler, "generator", None)
     if gen is not None:
@@ -199,7 +199,7 @@ def prepare_shared(cfg: Any, out_dir: str | os.PathLike, metrics: list[str] | No
 
 def load_teacher(cfg: TrialConfig, data: DataBundle, shared: SharedArtifacts | None,
                  device: torch.device) -> Teacher:
-    """The trial's teacher: the sweep's shared weights when given, else :func:`~kpid_core.teacher.get_teacher`
+    """The trial's teacher: the sweep's shared weights when given, else :func:`~kpid_core.training.teacher.get_teacher`
     (trained, cached, from a checkpoint or pretrained, as ``cfg.teacher`` says).
 
     Args:
@@ -408,7 +408,7 @@ def _shared_scores(cfg: TrialConfig, shared: SharedArtifacts | None):
 
 def _load_scores(path: Path):
     """An importance file (a corrupt one raises SpecError naming it)."""
-    from kpid_core.importance import ImportanceScores
+    from kpid_core.engine.importance import ImportanceScores
 
     return ImportanceScores.load(path)
 
@@ -425,7 +425,7 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
                  ) -> tuple[PruneResult, dict[str, float]]:
     """Scores, allocation and surgery (and, with ``prune.steps`` > 1, the intermediate fine-tunes);
     on resume the checkpoint's kept channels are reproduced (one shot) or rebuilt (progressive)."""
-    from kpid_core.importance import ImportanceScores
+    from kpid_core.engine.importance import ImportanceScores
 
     t = time.perf_counter()
     state_path = ckdir / TRIAL_STATE_FILE if ckdir is not None else None
@@ -467,7 +467,7 @@ def _prune_phase(cfg: TrialConfig, teacher: Teacher, data: DataBundle, shared: S
 def _prune_once(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, budget: float,
                 device: torch.device) -> PruneResult:
     """One knapsack cut of ``model`` to ``budget`` of its own cost, with the config's allocation
-    (a knapsack with ``prune.candidates`` > 1: the best of that many by :mod:`kpid_core.selection`)."""
+    (a knapsack with ``prune.candidates`` > 1: the best of that many by :mod:`kpid_core.engine.selection`)."""
     if cfg.prune.candidates > 1 and cfg.prune.allocation == "knapsack":
         return _select(cfg, model, data, scores, budget, device)
     return _cut_at(cfg, model, data, scores, budget, device, cfg.prune.spread)
@@ -477,9 +477,9 @@ def _select(cfg: TrialConfig, model: nn.Module, data: DataBundle, scores: Any, b
             device: torch.device) -> PruneResult:
     """The candidate allocation with the lowest training loss after adaptive batch norm; the table
     of candidates goes into the spec (``selection``)."""
-    from kpid_core.distributed import agree_on_index
-    from kpid_core.importance import compute_importance
-    from kpid_core.selection import candidate_plan, select_allocation, training_batches
+    from kpid_core.engine.importance import compute_importance
+    from kpid_core.engine.selection import candidate_plan, select_allocation, training_batches
+    from kpid_core.training.distributed import agree_on_index
 
     p = cfg.prune
     by_metric = {p.metric: scores}

@@ -23,9 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _imports(path: Path) -> list[tuple[str, int, bool]]:
+def _imports(path: Path, *, with_names: bool = False) -> list[tuple[str, int, bool]]:
     """``(module, line, at_import_time)`` for every import in a file; ``at_import_time`` is False
-    for imports inside a function body (run only when the function is called)."""
+    for imports inside a function body (run only when the function is called). ``with_names``: a
+    ``from a import b`` also yields ``a.b`` (b may be a module)."""
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     found: list[tuple[str, int, bool]] = []
 
@@ -39,6 +40,8 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
                     parent = package.split(".")[: len(package.split(".")) - child.level + 1]
                     base = ".".join([*parent, base] if base else parent)
                 found.append((base, child.lineno, not in_function))
+                if with_names:
+                    found.extend((f"{base}.{alias.name}", child.lineno, not in_function) for alias in child.names)
             elif (isinstance(child, ast.Call) and child.args and isinstance(child.args[0], ast.Constant)
                   and isinstance(child.args[0].value, str) and _is_dynamic_import(child.func)):
                 found.append((child.args[0].value, child.lineno, not in_function))
@@ -111,3 +114,59 @@ def test_importing_every_module_pulls_in_nothing_forbidden(package, forbidden):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing {package} imported {out.stdout.strip()}"
+
+
+# The engine prunes a model without knowing how it is trained: nothing under kpid_core/engine reaches
+# kpid_core.training, the trial, the baseline or the progressive schedule, not even through a top-level
+# module it imports (kpid_core.prune, kpid_core.models) nor through an old flat alias (kpid_core.data).
+ENGINE_FORBIDDEN = ("kpid_core.training", "kpid_core.trial", "kpid_core.baseline", "kpid_core.progressive")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """``module -> modules of the package it imports`` (any import, also inside functions; ``from a
+    import b`` counts ``a.b`` when that is a module; old flat paths count as their new homes)."""
+    from kpid_core._moved import MOVED
+
+    files = {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+
+    def home(name: str) -> str | None:
+        while name and name not in files:
+            name = MOVED.get(name) or (name.rpartition(".")[0] if "." in name else "")
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets = set()
+        for module, _, _ in _imports(path, with_names=True):
+            found = home(module)
+            if found and found != name:
+                targets.add(found)
+        graph[name] = targets
+    return graph
+
+
+def _reaches(graph: dict[str, set[str]], start: str, forbidden: tuple[str, ...]) -> list[str] | None:
+    """The import chain from ``start`` to a forbidden module, or None."""
+    chains, seen = [[start]], {start}
+    while chains:
+        chain = chains.pop(0)
+        for nxt in sorted(graph.get(chain[-1], ())):
+            if any(nxt == f or nxt.startswith(f + ".") for f in forbidden):
+                return [*chain, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                chains.append([*chain, nxt])
+    return None
+
+
+def test_the_engine_never_reaches_training_trial_baseline_or_progressive():
+    graph = _import_graph("kpid_core")
+    engine = sorted(n for n in graph if n.startswith("kpid_core.engine."))
+    assert len(engine) >= 14
+    bad = [" -> ".join(chain) for n in engine if (chain := _reaches(graph, n, ENGINE_FORBIDDEN))]
+    assert bad == []

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._anchors import tp_global_to_macs, uniform_prune
 from bench.latency import allocate_blocked, blocked_groups, prune_kept
 from bench.latency import main as latency_main
-from kpid_core.groups import find_groups
-from kpid_core.importance import compute_importance
-from kpid_core.macs import count_macs
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.importance import compute_importance
+from kpid_core.engine.macs import count_macs
 from kpid_core.models import build_model
 
 X = torch.zeros(1, 1, 16, 16)

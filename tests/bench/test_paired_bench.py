@@ -82,7 +82,7 @@ def test_a_selecting_trials_choice_is_caught_from_its_log_line():
     import logging
 
     from bench._paired import _Chosen
-    from kpid_core.selection import candidate_plan, select_allocation
+    from kpid_core.engine.selection import candidate_plan, select_allocation
 
     logger, catch = logging.getLogger("kpid_core.trial"), _Chosen()
     logger.addHandler(catch)

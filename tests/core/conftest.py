@@ -1,6 +1,6 @@
 """Fixtures for the engine tests.
 
-Until ``kpid_core.knapsack`` lands (another helper writes it), a tiny greedy stand-in with the
+Until ``kpid_core.engine.knapsack`` lands (another helper writes it), a tiny greedy stand-in with the
 same signature is installed so the engine can be exercised; the real module wins when present.
 """
 
@@ -28,10 +28,10 @@ def _greedy_solve(values, weights, capacity, method="dp", required=None):
     return mask
 
 
-if importlib.util.find_spec("kpid_core.knapsack") is None:  # pragma: no cover - temporary stand-in
-    _mod = types.ModuleType("kpid_core.knapsack")
+if importlib.util.find_spec("kpid_core.engine.knapsack") is None:  # pragma: no cover - temporary stand-in
+    _mod = types.ModuleType("kpid_core.engine.knapsack")
     _mod.solve = _greedy_solve
-    sys.modules["kpid_core.knapsack"] = _mod
+    sys.modules["kpid_core.engine.knapsack"] = _mod
 
 
 class TinyNet(nn.Module):

@@ -58,11 +58,11 @@ def _close(ok: bool) -> None:
 def _fit_rank(rank: int, root: str) -> None:
     """Fine-tune a BN network data-parallel; save what this rank ended with."""
     from kpid_core.config import TrainConfig
-    from kpid_core.data import build_data
-    from kpid_core.distill import DistillLoss
-    from kpid_core.distributed import shard_train_loader
     from kpid_core.models import build_model
-    from kpid_core.train import evaluate, fit
+    from kpid_core.training.data import build_data
+    from kpid_core.training.distill import DistillLoss
+    from kpid_core.training.distributed import shard_train_loader
+    from kpid_core.training.train import evaluate, fit
 
     data = build_data({"name": "synthetic", "image_size": 8, "batch_size": 32}, seed=0)
     shard, _ = shard_train_loader(data.train, seed=3)
@@ -88,7 +88,7 @@ def fit_rank(rank: int, world: int, root: str) -> None:
 def _grad_rank(rank: int, root: str) -> None:
     """Average the gradients of two half batches; save them (the test compares with the full batch),
     and the index the ranks agree on."""
-    from kpid_core.distributed import agree_on_index, average_gradients_and_loss
+    from kpid_core.training.distributed import agree_on_index, average_gradients_and_loss
 
     torch.manual_seed(0)
     model, x, y = nn.Linear(6, 3), torch.randn(8, 6), torch.randint(0, 3, (8,))
@@ -108,9 +108,9 @@ def grad_rank(rank: int, world: int, root: str) -> None:
 def _nan_rank(rank: int, root: str) -> None:
     """Only one rank's shard holds a non-finite sample: both ranks must stop (none may hang)."""
     from kpid_core.config import TrainConfig
-    from kpid_core.distill import DistillLoss
     from kpid_core.errors import NonFiniteLossError
-    from kpid_core.train import fit
+    from kpid_core.training.distill import DistillLoss
+    from kpid_core.training.train import fit
 
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     x[5] = float("inf")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from kpid_core.allocation import allocate, min_keep_floors, normalize_scores, score_vectors
 from kpid_core.config import load_config
+from kpid_core.engine.allocation import allocate, min_keep_floors, normalize_scores, score_vectors
+from kpid_core.engine.groups import find_groups
 from kpid_core.errors import ConfigError, UnknownNameError
-from kpid_core.groups import find_groups
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 

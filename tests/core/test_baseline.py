@@ -5,8 +5,8 @@ import torch
 
 from kpid_core.baseline import build_compact, has_width, match_width, run_baseline
 from kpid_core.config import load_config
+from kpid_core.engine.macs import count_macs
 from kpid_core.errors import ConfigError
-from kpid_core.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.trial import prepare_shared
 

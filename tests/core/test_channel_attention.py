@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kpid_core._tv import torchvision  # noqa: F401  (torchvision before timm: its ops register once)
-from kpid_core.groups import find_groups
+from kpid_core.engine.groups import find_groups
 from kpid_core.prune import prune_to_budget
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kpid_core._tv import torchvision
-from kpid_core.groups import find_groups, is_depthwise
+from kpid_core.engine.groups import find_groups, is_depthwise
 from kpid_core.prune import prune_to_budget
 
 

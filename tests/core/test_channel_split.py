@@ -1,4 +1,4 @@
-"""Channel splits that prune (kpid_core.splits): a ``torch.split`` whose sizes a module attribute
+"""Channel splits that prune (kpid_core.engine.splits): a ``torch.split`` whose sizes a module attribute
 holds prunes each section as its own group and the attribute follows; a static slice
 ``x[:, a:b]`` keeps the channels its bounds count and prunes the rest; a split whose sizes live in
 ``forward`` stays whole. The standard: pruned == dense with the removed channels masked."""
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from kpid_core.engine.groups import find_groups
 from kpid_core.errors import UnsupportedModelError
-from kpid_core.groups import find_groups
 from kpid_core.prune import load_pruned, prune_to_budget, save_pruned
 from tests.core.test_channel_shuffle import _assert_pruned_equals_masked
 

@@ -28,7 +28,7 @@ def test_prune_out_that_cannot_be_created(tmp_path):
 
 
 def test_prune_disk_full_while_saving_leaves_no_half_model(tmp_path, capsys, monkeypatch):
-    from kpid_core import spec
+    from kpid_core.engine import spec
 
     def full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

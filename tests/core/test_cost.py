@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from kpid_core.cost import blocked, check_cost, check_round_to, mac_cost, params_cost
+from kpid_core.engine.cost import blocked, check_cost, check_round_to, mac_cost, params_cost
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.latency_table import LatencyTable, latency_cost
+from kpid_core.engine.macs import count_params
 from kpid_core.errors import ConfigError, UnknownNameError
-from kpid_core.groups import find_groups
-from kpid_core.latency_table import LatencyTable, latency_cost
-from kpid_core.macs import count_params
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kpid_core.data import DATASETS, build_data, load_split
 from kpid_core.errors import DataError, UnknownNameError
+from kpid_core.training.data import DATASETS, build_data, load_split
 
 DIGITS = {"name": "digits", "image_size": 16, "batch_size": 64, "val_fraction": 0.15, "test_fraction": 0.2}
 

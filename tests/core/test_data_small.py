@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from kpid_core.config import load_config
-from kpid_core.data import build_data
 from kpid_core.errors import ConfigError, DataError
-from kpid_core.idx import FASHION_MNIST_APT, FASHION_MNIST_ENV, read_idx
-from kpid_core.tensor_images import InMemoryImages
+from kpid_core.training.data import build_data
+from kpid_core.training.idx import FASHION_MNIST_APT, FASHION_MNIST_ENV, read_idx
+from kpid_core.training.tensor_images import InMemoryImages
 
 N_TRAIN, N_TEST = 60, 20
 
@@ -150,9 +150,9 @@ def test_grey_small_imagefolder_keeps_native_size_and_channels(tmp_path):
     img = np.asarray(Image.open(tmp_path / "val" / "shirt" / "0.png"), dtype=np.float32) / 255.0
     assert torch.allclose(xt[0, 0], torch.tensor((img - 0.449) / 0.226), atol=1e-5)  # no crop in eval
     # it trains at that size and channel count (a flexible-input model sized by the data)
-    from kpid_core.distill import DistillLoss
     from kpid_core.models import build_model
-    from kpid_core.train import fit
+    from kpid_core.training.distill import DistillLoss
+    from kpid_core.training.train import fit
 
     model = build_model("digits_resnet", num_classes=b.num_classes, in_channels=b.input_shape[0])
     res = fit(model, None, b, DistillLoss(kd_weight=0.0, inner_weight=0.0), {"epochs": 1, "device": "cpu"})

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpid_core.distill import DistillLoss, FeatureTaps
 from kpid_core.errors import ConfigError
+from kpid_core.training.distill import DistillLoss, FeatureTaps
 
 
 def test_kl_kd_is_hinton_formula():

@@ -38,7 +38,7 @@ def test_gradients_are_averaged_to_the_full_batch_gradient_and_ranks_agree_on_a_
         assert torch.equal(g0, g1)
         torch.testing.assert_close(g0, ref)
     torch.testing.assert_close(r0["loss"], full.detach())
-    assert r0["agreed"] == r1["agreed"] == 10  # kpid_core.distributed.agree_on_index: rank 0's choice
+    assert r0["agreed"] == r1["agreed"] == 10  # kpid_core.training.distributed.agree_on_index: rank 0's choice
 
 
 def test_two_ranks_train_on_halves_and_end_identical(tmp_path):
@@ -55,9 +55,9 @@ def test_two_ranks_train_on_halves_and_end_identical(tmp_path):
     assert facts[0]["history"] == facts[1]["history"] and facts[0]["test"] == facts[1]["test"]
     assert facts[0]["history"][-1]["loss"] < facts[0]["history"][0]["loss"]
     # the reported accuracy counts every val image once: the same as one process on the full set
-    from kpid_core.data import build_data
     from kpid_core.models import build_model
-    from kpid_core.train import evaluate
+    from kpid_core.training.data import build_data
+    from kpid_core.training.train import evaluate
 
     data = build_data({"name": "synthetic", "image_size": 8, "batch_size": 32}, seed=0)
     model = build_model("digits_resnet", num_classes=10, in_channels=3, width=0.25)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from kpid_core.groups import find_groups, is_depthwise
-from kpid_core.importance import compute_importance
-from kpid_core.macs import count_macs
+from kpid_core.engine.groups import find_groups, is_depthwise
+from kpid_core.engine.importance import compute_importance
+from kpid_core.engine.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import load_pruned, prune_to_budget, prune_to_kept, save_pruned
 

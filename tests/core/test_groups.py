@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from kpid_core.groups import find_groups
-from kpid_core.macs import count_macs
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 

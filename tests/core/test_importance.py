@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
+from kpid_core.engine.importance import METRICS, ImportanceScores, compute_importance
 from kpid_core.errors import ConfigError, SpecError, UnknownNameError
-from kpid_core.importance import METRICS, ImportanceScores, compute_importance
 
 X = torch.zeros(1, 3, 8, 8)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from kpid_core.engine.knapsack import KnapsackResult, solve, solve_detailed
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, UnknownNameError
-from kpid_core.knapsack import KnapsackResult, solve, solve_detailed
 
 
 def milp_optimum(values, weights, capacity, required=None) -> float:

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from kpid_core import latency_table as lt
 from kpid_core.config import TrialConfig
+from kpid_core.engine import latency_table as lt
+from kpid_core.engine.groups import find_groups
 from kpid_core.errors import ConfigError
-from kpid_core.groups import find_groups
 from kpid_core.models import build_model
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from kpid_core._tv import torchvision
-from kpid_core.macs import count_macs, count_params, macs_breakdown
+from kpid_core.engine.macs import count_macs, count_params, macs_breakdown
 from kpid_core.models import build_model
 
 

@@ -13,8 +13,8 @@ import torch
 from kpid_core import models
 from kpid_core.__main__ import main
 from kpid_core._tv import torchvision
+from kpid_core.engine.macs import count_macs
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, UnknownNameError, UnsupportedModelError
-from kpid_core.macs import count_macs
 from kpid_core.models import build_model, check_model_name
 from kpid_core.prune import load_pruned, prune_to_budget, save_pruned
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from kpid_core.config import load_config
+from kpid_core.engine.importance import compute_importance
 from kpid_core.errors import ConfigError, SpecError
-from kpid_core.importance import compute_importance
 from kpid_core.models import build_model
 from kpid_core.progressive import compose_kept, progressive_prune, step_budgets
 from kpid_core.prune import load_pruned, prune_to_budget, prune_to_kept
-from kpid_core.train import evaluate
+from kpid_core.training.train import evaluate
 from kpid_core.trial import run_trial, trial_data
 from tests.core.resume_check import assert_resume_matches
 
@@ -121,7 +121,7 @@ def test_prune_to_kept_accepts_counts_whose_ratio_rounds_below_them():
     random ResNet-20 cuts): the MAC check must not call that over budget."""
     import random
 
-    from kpid_core.groups import find_groups
+    from kpid_core.engine.groups import find_groups
 
     model = _resnet()
     groups = find_groups(model, X[:1])

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.importance import compute_importance
+from kpid_core.engine.macs import count_macs
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError, UnknownNameError
-from kpid_core.groups import find_groups
-from kpid_core.importance import compute_importance
-from kpid_core.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import load_pruned, output_channels, prune_to_budget, save_pruned
 
@@ -163,9 +163,9 @@ def test_old_import_path_reexports_the_split_modules():
 
     from kpid_core import prune
 
-    homes = {"ALLOCATIONS": "allocation", "SOLVERS": "allocation", "allocate": "allocation",
-             "SPEC_FORMAT": "spec", "SPEC_VERSION": "spec", "load_pruned": "spec", "output_channels": "spec",
-             "save_pruned": "spec", "export_onnx": "export"}
+    homes = {"ALLOCATIONS": "engine.allocation", "SOLVERS": "engine.allocation", "allocate": "engine.allocation",
+             "SPEC_FORMAT": "engine.spec", "SPEC_VERSION": "engine.spec", "load_pruned": "engine.spec",
+             "output_channels": "engine.spec", "save_pruned": "engine.spec", "export_onnx": "engine.export"}
     for name in prune.__all__:
         obj = getattr(prune, name)
         if name in homes:
@@ -173,7 +173,7 @@ def test_old_import_path_reexports_the_split_modules():
 
 
 def test_check_fraction_and_min_keep_floors(tiny):
-    from kpid_core.allocation import check_fraction, min_keep_floors
+    from kpid_core.engine.allocation import check_fraction, min_keep_floors
 
     assert check_fraction("budget", 1) == 1.0
     for bad in (0, 1.5, True, "0.5", float("nan")):

@@ -1,4 +1,4 @@
-"""Candidate allocations chosen by their loss after adaptive batch norm (kpid_core.selection): the
+"""Candidate allocations chosen by their loss after adaptive batch norm (kpid_core.engine.selection): the
 plan, the batch-norm re-estimate, the choice, and a trial that selects, saves, reloads and resumes."""
 
 import json
@@ -9,9 +9,7 @@ import torch
 from torch import nn
 
 from kpid_core.config import load_config
-from kpid_core.errors import ConfigError
-from kpid_core.prune import load_pruned
-from kpid_core.selection import (
+from kpid_core.engine.selection import (
     Candidate,
     adaptive_bn_loss,
     candidate_plan,
@@ -19,7 +17,9 @@ from kpid_core.selection import (
     select_allocation,
     training_batches,
 )
-from kpid_core.train import evaluate
+from kpid_core.errors import ConfigError
+from kpid_core.prune import load_pruned
+from kpid_core.training.train import evaluate
 from kpid_core.trial import run_trial, trial_data
 from tests.core.resume_check import assert_resume_matches
 
@@ -143,7 +143,7 @@ def test_select_keeps_the_lowest_loss_scores_duplicates_once_and_follows_rank_0(
 
     plan = candidate_plan("l1", 1.5, 3)
     calls = []
-    import kpid_core.selection as sel
+    import kpid_core.engine.selection as sel
 
     real = sel.adaptive_bn_loss
     monkeypatch.setattr(sel, "adaptive_bn_loss", lambda m, r, s, d="cpu": calls.append(m) or real(m, r, s, d))

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kpid_core.groups import find_groups
-from kpid_core.importance import METRICS, compute_importance
+from kpid_core.engine.groups import find_groups
+from kpid_core.engine.importance import METRICS, compute_importance
+from kpid_core.engine.sensitivity import convex_marginals, keep_grid, zeroed_channels
+from kpid_core.engine.surgery import remove_channels
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
-from kpid_core.sensitivity import convex_marginals, keep_grid, zeroed_channels
-from kpid_core.surgery import remove_channels
 
 X = torch.zeros(1, 3, 8, 8)
 

@@ -10,7 +10,7 @@ from kpid_core.__main__ import main
 from kpid_core.config import load_config
 from kpid_core.errors import ConfigError, SpecError
 from kpid_core.models import build_model
-from kpid_core.teacher import get_teacher, timm_weights_path
+from kpid_core.training.teacher import get_teacher, timm_weights_path
 from kpid_core.trial import trial_data
 
 MODEL = "timm:lcnet_050"

@@ -9,11 +9,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kpid_core.config import TrainConfig
-from kpid_core.data import build_data
-from kpid_core.distill import DistillLoss
 from kpid_core.errors import NonFiniteLossError
 from kpid_core.models import build_model
-from kpid_core.train import CHECKPOINT_FILE, evaluate, fit
+from kpid_core.training.data import build_data
+from kpid_core.training.distill import DistillLoss
+from kpid_core.training.train import CHECKPOINT_FILE, evaluate, fit
 
 SYN = {"name": "synthetic", "image_size": 8, "batch_size": 32}
 

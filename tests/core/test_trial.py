@@ -10,12 +10,12 @@ import torch
 from kpid_core import trial as trial_mod
 from kpid_core.__main__ import main
 from kpid_core.config import load_config
+from kpid_core.engine.importance import ImportanceScores
 from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
-from kpid_core.importance import ImportanceScores
 from kpid_core.models import build_model
 from kpid_core.prune import load_pruned
-from kpid_core.teacher import get_teacher, pretrained_weights_path
-from kpid_core.train import evaluate
+from kpid_core.training.teacher import get_teacher, pretrained_weights_path
+from kpid_core.training.train import evaluate
 from kpid_core.trial import prepare_shared, run_trial
 
 CONTRACT_FIELDS = {"accuracy", "val_accuracy", "teacher_accuracy", "macs", "macs_dense", "macs_ratio", "params",

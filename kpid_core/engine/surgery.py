@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kpid_core.groups import ChannelGroups, is_depthwise
-from kpid_core.splits import updated_split_sizes
+from kpid_core.engine.groups import ChannelGroups, is_depthwise
+from kpid_core.engine.splits import updated_split_sizes
 
 __all__ = ["remove_channels"]
 
@@ -60,8 +60,8 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
         model: the model ``groups`` was traced from; modified in place.
         groups: its channel groups (their dependency graph does the removal).
         kept: ``group_key -> kept unit indices`` (channels, or the tied channels of a grouped conv's
-            blocks: :attr:`~kpid_core.groups.ChannelGroup.units`), as from
-            :func:`kpid_core.allocation.allocate`.
+            blocks: :attr:`~kpid_core.engine.groups.ChannelGroup.units`), as from
+            :func:`kpid_core.engine.allocation.allocate`.
 
     Returns:
         ``(channel_map, dense_sizes)``: ``channel_map[module] = {"out": [...], "in": [...]}``, the
@@ -74,7 +74,7 @@ def remove_channels(model: nn.Module, groups: ChannelGroups, kept: dict[str, lis
         not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or is_depthwise(m))}
     cmap = _channel_map(groups, kept, dense_sizes, tied)
 
-    # the sections of one root's channels (kpid_core.splits) are separate groups: cut each root once,
+    # the sections of one root's channels (kpid_core.engine.splits) are separate groups: cut each root once,
     # as its channel indices shift with every cut
     drops: dict[int, tuple[Any, Any, set[int], dict[Any, set[int]]]] = {}
     for g in groups:

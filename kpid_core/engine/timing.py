@@ -1,7 +1,7 @@
 """Timing models on a device: the settings, a timer (``time.perf_counter`` at a fixed thread count on
 CPU; CUDA events on GPU, optionally under fp16 autocast and channels_last), interleaved rounds that
 spread load drifts over every variant alike, and the paired dense-vs-pruned latency a trial reports.
-:mod:`kpid_core.latency_table` builds its per-layer table on these (and re-exports them).
+:mod:`kpid_core.engine.latency_table` builds its per-layer table on these (and re-exports them).
 """
 
 from __future__ import annotations

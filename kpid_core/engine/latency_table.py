@@ -19,7 +19,7 @@ module does (residual additions, the SE multiply, reshapes) is not in the blocks
 alone run with warmer caches than inside the network, so the table is then calibrated on two whole
 models timed in interleaved rounds — the dense one and copies with every group cut to 0.7, 0.5 and
 0.35 of its channels: ``t(k) = offset + scale · Σ (a·cin·cout + b·cout)`` reproduces the dense time
-and fits the copies' measured ratios by least squares (``scale`` clamped to [0.5, 3]). The cost model of :func:`latency_cost` is this sum, in the form of :mod:`kpid_core.cost`,
+and fits the copies' measured ratios by least squares (``scale`` clamped to [0.5, 3]). The cost model of :func:`latency_cost` is this sum, in the form of :mod:`kpid_core.engine.cost`,
 so the allocation linearises it like the coupled MAC model; a budget is a fraction of the dense
 model's calibrated (= measured) latency. ``unmodelled_s`` records what the blocks alone missed.
 
@@ -47,11 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpid_core.cost import CostModel
-from kpid_core.errors import ConfigError
-from kpid_core.files import atomic_write_text
-from kpid_core.groups import ChannelGroups, is_depthwise
-from kpid_core.timing import (  # re-exported: the table's public API includes its timing names
+from kpid_core.engine.cost import CostModel
+from kpid_core.engine.groups import ChannelGroups, is_depthwise
+from kpid_core.engine.timing import (  # re-exported: the table's public API includes its timing names
     LatencySettings,
     Threads,
     Timer,
@@ -60,6 +58,8 @@ from kpid_core.timing import (  # re-exported: the table's public API includes i
     time_calls,
     time_interleaved,
 )
+from kpid_core.errors import ConfigError
+from kpid_core.files import atomic_write_text
 
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
            "latency_table", "measure_table", "paired_latency", "time_calls", "time_interleaved"]
@@ -285,8 +285,8 @@ def _calibrate(table: LatencyTable, model: nn.Module, groups: ChannelGroups, set
     than inside the network, so the table's channel-dependent part is rescaled (``scale``, least
     squares over the references' paired ratios) and its constant replaced (``offset_s``) so that
     ``t(k) = offset_s + scale · variable(k)`` reproduces the dense time exactly."""
-    from kpid_core.groups import find_groups
-    from kpid_core.surgery import remove_channels
+    from kpid_core.engine.groups import find_groups
+    from kpid_core.engine.surgery import remove_channels
 
     x = torch.zeros(1, *groups.input_shape, device=_device_of(model))
     shape = (settings.batch, *groups.input_shape)

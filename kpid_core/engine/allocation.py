@@ -1,10 +1,10 @@
 """Channel allocation: how many (and which) channels each group keeps under a cost budget.
 
-The cost is MACs by default; any model of :mod:`kpid_core.cost` (params, measured latency) has the
+The cost is MACs by default; any model of :mod:`kpid_core.engine.cost` (params, measured latency) has the
 same quadratic form and goes through the same steps below.
 
 Within a group channels are ranked by score (a group keeps its top-k). The exact MAC model of
-:mod:`kpid_core.groups` is quadratic in the kept counts (a channel's cost depends on how many
+:mod:`kpid_core.engine.groups` is quadratic in the kept counts (a channel's cost depends on how many
 channels its neighbours keep), so the knapsack is solved on its linearisation at the current counts
 (item weight = marginal MACs, capacity = B − M(k) + Σ c_g k_g) for a few rounds; an exact repair step
 then drops the cheapest-value channels while over budget and an exact fill step adds the best
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kpid_core.cost import CostModel, blocked, mac_cost
+from kpid_core.engine.cost import CostModel, blocked, mac_cost
+from kpid_core.engine.groups import ChannelGroups
+from kpid_core.engine.knapsack import METHODS as KNAPSACK_METHODS
 from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
-from kpid_core.groups import ChannelGroups
-from kpid_core.knapsack import METHODS as KNAPSACK_METHODS
 
 __all__ = ["ALLOCATIONS", "LINEARIZE_AT", "NORMALIZERS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "normalize_scores", "score_vectors"]
 
@@ -63,7 +63,7 @@ def score_vectors(groups: ChannelGroups, scores: Any, model: nn.Module) -> list[
 
     Args:
         groups: the channel groups of ``model``.
-        scores: :class:`~kpid_core.importance.ImportanceScores`, a mapping ``group_key -> 1-D
+        scores: :class:`~kpid_core.engine.importance.ImportanceScores`, a mapping ``group_key -> 1-D
             tensor``, or None to compute the data-free ``l1`` metric on ``model``.
         model: the model ``groups`` was traced from (read only when ``scores`` is None).
 
@@ -75,7 +75,7 @@ def score_vectors(groups: ChannelGroups, scores: Any, model: nn.Module) -> list[
         SpecError: a group is missing, has the wrong length or holds NaN/Inf.
     """
     if scores is None:
-        from kpid_core.importance import ImportanceContext, get_metric
+        from kpid_core.engine.importance import ImportanceContext, get_metric
 
         ctx = ImportanceContext(model, groups)
         metric = get_metric("l1")
@@ -146,7 +146,7 @@ def normalize_scores(vectors: list[np.ndarray], how: str, unit_cost: np.ndarray 
 def _knapsack_counts(cost: CostModel, ranked: list[np.ndarray], floors: np.ndarray, budget_cost: float,
                      solver: str, caps: np.ndarray, start: np.ndarray | None = None,
                      rounds: int = _KNAPSACK_ROUNDS) -> np.ndarray:
-    from kpid_core.knapsack import solve
+    from kpid_core.engine.knapsack import solve
 
     sizes = cost.sizes
     gid = np.concatenate([np.full(c, i, dtype=np.int64) for i, c in enumerate(caps)])
@@ -279,7 +279,7 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
         budget: fraction of the dense cost to keep, in (0, 1].
         min_keep: every group keeps at least this fraction of its channels (and at least one).
         allocation: ``knapsack`` (per-group counts by value per unit of cost) or ``uniform``.
-        solver: the :func:`kpid_core.knapsack.solve` method for ``knapsack``.
+        solver: the :func:`kpid_core.engine.knapsack.solve` method for ``knapsack``.
         normalize: how group scores are put on one scale (:func:`normalize_scores`).
         linearize: where the knapsack linearises the coupled cost model: ``current`` re-linearises at
             its own last counts for a few rounds (starting from the dense model); ``uniform`` once, at
@@ -289,10 +289,10 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
             (its linear values otherwise drive the coupled MAC model to corner solutions; chosen
             on Fashion-MNIST, see docs/knapsack.md); 0 = any count between the ``min_keep`` floor
             and the group's size (the paper).
-        cost: the per-channel cost model the budget counts (:mod:`kpid_core.cost`); None = the exact
+        cost: the per-channel cost model the budget counts (:mod:`kpid_core.engine.cost`); None = the exact
             MAC model of ``groups``.
         round_to: keep counts that are multiples of this many channels in every group whose size
-            allows it (:func:`kpid_core.cost.blocked`); 1 = any count.
+            allows it (:func:`kpid_core.engine.cost.blocked`); 1 = any count.
 
     Returns:
         ``group_key -> sorted kept channel indices`` (a group keeps its highest-scored channels).

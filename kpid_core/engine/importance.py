@@ -11,7 +11,7 @@ al.); ``taylor_sq`` — Σ_batches (Σ_params w·∂L/∂w)² (Molchanov et al. 
 loss-increase estimate on one scale for every group); ``l1`` — Σ|w|; ``l2`` — the L2 norm of all
 of the channel's parameters; ``bn_gamma`` — Σ|γ| of the group's batch norms (0 for groups without
 one); ``random`` — seeded uniform noise.
-``sensitivity`` (:mod:`kpid_core.sensitivity`) — each group's measured loss curve, Taylor-ranked
+``sensitivity`` (:mod:`kpid_core.engine.sensitivity`) — each group's measured loss curve, Taylor-ranked
 within the group, as per-channel values with diminishing returns.
 """
 
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from kpid_core.engine.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups, is_depthwise
 from kpid_core.errors import ConfigError, DataError, SpecError, UnknownNameError
 from kpid_core.files import atomic_save
-from kpid_core.groups import ChannelGroup, ChannelGroups, GroupMember, find_groups, is_depthwise
 
 __all__ = [
     "DATA_METRICS",
@@ -297,7 +297,7 @@ class TaylorSquaredImportance(_TaylorBase):
     per_batch = staticmethod(torch.square)
 
 
-from kpid_core import sensitivity as _sensitivity  # noqa: F401  (registers "sensitivity")
+from kpid_core.engine import sensitivity as _sensitivity  # noqa: F401  (registers "sensitivity")
 
 METRICS: list[str] = list(_REGISTRY)
 DATA_METRICS: list[str] = [n for n, c in _REGISTRY.items() if c.needs_data]

@@ -219,8 +219,8 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
     held in memory as uint8; padded random crop + flip for training; the training images' own
     mean/std. One grey channel for flexible-input models; replicated to 3 and resized to
     :data:`SMALL_MODEL_INPUT` px for RGB models, unless ``data.image_size`` says otherwise."""
-    from kpid_core.idx import find_fashion_mnist, read_idx
-    from kpid_core.tensor_images import InMemoryImages
+    from kpid_core.training.idx import find_fashion_mnist, read_idx
+    from kpid_core.training.tensor_images import InMemoryImages
 
     if cfg.augment == "imagenet":
         raise DataError("data.augment=imagenet is for full-size photos; fashion_mnist takes small or none")

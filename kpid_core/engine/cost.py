@@ -1,7 +1,7 @@
 """Cost models: what the budget counts (MACs, parameters or measured latency) as a function of the
 kept channel counts.
 
-Every model here has the same form as the exact MAC model of :mod:`kpid_core.groups`: for each
+Every model here has the same form as the exact MAC model of :mod:`kpid_core.engine.groups`: for each
 conv/linear call ``L`` (plus, for ``params``, each normalisation layer) with ``cin_L`` input channels
 per group and ``cout_L`` output channels, both affine in the kept counts ``k``,
 
@@ -11,7 +11,7 @@ so the allocation linearises and repairs it exactly as it does for MACs (the mar
 addition costs below are exact differences of this quadratic). ``macs`` is the MAC model itself
 (integer arithmetic, so results are identical to the allocation before cost models existed),
 ``params`` counts weights, biases and norm parameters, ``latency`` uses a per-layer table measured on
-a device (:mod:`kpid_core.latency_table`). :func:`blocked` re-expresses any of them in blocks of
+a device (:mod:`kpid_core.engine.latency_table`). :func:`blocked` re-expresses any of them in blocks of
 ``round_to`` channels, so that kept counts come out as multiples of 8/16/32.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from kpid_core.engine.groups import ChannelGroups
 from kpid_core.errors import ConfigError, UnknownNameError
-from kpid_core.groups import ChannelGroups
 
 __all__ = ["COSTS", "ROUND_TO", "CostModel", "blocked", "check_cost", "check_round_to", "mac_cost", "params_cost"]
 
@@ -156,7 +156,7 @@ def params_cost(groups: ChannelGroups) -> CostModel:
     Returns:
         A cost model whose dense total equals ``count_params`` of the model.
     """
-    from kpid_core.macs import count_params
+    from kpid_core.engine.macs import count_params
 
     model = groups.model
     modules = dict(model.named_modules())

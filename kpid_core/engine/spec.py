@@ -250,7 +250,7 @@ def _resize(model: nn.Module, spec: dict, d: Path) -> None:
 
 def _set_split_sizes(modules: dict[str, nn.Module], sizes: Any, d: Path) -> None:
     """Set the channel-split sizes a pruned model's modules hold (``spec["split_sizes"]``:
-    ``module -> {attribute: [int]}``, see :mod:`kpid_core.splits`) on the dense skeleton."""
+    ``module -> {attribute: [int]}``, see :mod:`kpid_core.engine.splits`) on the dense skeleton."""
     if not isinstance(sizes, dict):
         raise _fail(d, "'split_sizes' must map module names to {attribute: [int]}")
     for name, attrs in sizes.items():

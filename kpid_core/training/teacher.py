@@ -31,7 +31,7 @@ __all__ = [
     "timm_weights_path",
 ]
 
-log = logging.getLogger("kpid_core.teacher")
+log = logging.getLogger("kpid_core.training.teacher")
 
 
 class Teacher:
@@ -257,8 +257,8 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
     """The trial's teacher per ``cfg.teacher.source``, in eval mode, with its test accuracy.
 
     ``train`` reuses ``<cache>/<teacher_key>.pt`` when present (and writes it otherwise)."""
-    from kpid_core.distill import DistillLoss
-    from kpid_core.train import evaluate, fit, resolve_device, seed_everything
+    from kpid_core.training.distill import DistillLoss
+    from kpid_core.training.train import evaluate, fit, resolve_device, seed_everything
 
     kw = model_kwargs(cfg, data.input_shape[0])
     src = cfg.teacher.source

@@ -46,7 +46,7 @@ class Candidate:
     Args:
         name: a short label for logs and the spec.
         metric: the importance metric whose scores value and rank the channels.
-        spread: the knapsack's ``spread`` (see :func:`kpid_core.allocation.allocate`).
+        spread: the knapsack's ``spread`` (see :func:`kpid_core.engine.allocation.allocate`).
         noise: 0 = the scores as they are; k > 0 = every group's scores scaled by one random factor
             drawn with seed k (:func:`perturb`).
     """
@@ -89,7 +89,7 @@ def perturb(scores: Any, noise: int, sigma: float = NOISE_SIGMA) -> dict[str, to
     """``scores`` with every group's values multiplied by one factor ``exp(sigma * z)``.
 
     Args:
-        scores: :class:`~kpid_core.importance.ImportanceScores` or ``{group_key: tensor}``.
+        scores: :class:`~kpid_core.engine.importance.ImportanceScores` or ``{group_key: tensor}``.
         noise: the seed of the factors (the same seed gives the same factors).
         sigma: spread of the log-factors.
 

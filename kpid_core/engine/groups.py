@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpid_core.engine.macs import LayerMACs, trace_layers
+from kpid_core.engine.splits import SplitRecord, channel_slice, fix_split_mappings, split_attributes
 from kpid_core.errors import ConfigError, UnsupportedModelError
-from kpid_core.macs import LayerMACs, trace_layers
-from kpid_core.splits import SplitRecord, channel_slice, fix_split_mappings, split_attributes
 
 __all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups", "is_depthwise"]
 
@@ -211,7 +211,7 @@ class _ChannelMixTracer(torch.overrides.TorchFunctionMode):
 
 def _refuse_channel_slices(model: nn.Module, dg: Any) -> None:
     """Refuse a model that slices its channels in a way the tracer did not turn into a split
-    (:func:`kpid_core.splits.channel_slice`: a unit-step ``x[:, a:b]`` of a feature map prunes): a
+    (:func:`kpid_core.engine.splits.channel_slice`: a unit-step ``x[:, a:b]`` of a feature map prunes): a
     strided slice, or one of another kind of tensor; its bounds live in its code, and
     torch-pruning's group search through such slices can run for many minutes."""
     for node in dg.module2node.values():
@@ -383,7 +383,7 @@ def find_groups(model: nn.Module, example_input: Any, ignored_layers: Iterable[A
     prune a copy if the original must survive. Groups through a grouped conv or a GroupNorm prune
     in units that keep every block the same size (see the module docstring). A ``torch.split`` whose
     sizes a module attribute holds prunes section by section and a static slice ``x[:, a:b]`` prunes
-    the channels its bounds do not count (:mod:`kpid_core.splits`); root channels torch-pruning
+    the channels its bounds do not count (:mod:`kpid_core.engine.splits`); root channels torch-pruning
     ties through a concatenation (GhostNet) prune as one unit. Groups touching a grouped transposed
     conv, any other channel split (``chunk``, sizes computed in ``forward``) or a channel shuffle (a
     view that splits or merges the channel dim, ``channel_shuffle``) or a channel attention that
@@ -745,7 +745,7 @@ def _group_members(grp: Any, dg: Any, names: dict[nn.Module, str], pos: dict[int
             rec = traced.splits.get(mod)
             if rec is None or rec.bad or (rec.owner is None and rec.pos is None):
                 # a split whose sizes live in forward's code (chunk, a split by one size, CSPNet's
-                # x.split(c // 2)) cannot follow a pruned input (see kpid_core.splits)
+                # x.split(c // 2)) cannot follow a pruned input (see kpid_core.engine.splits)
                 return _SPLIT_OPS[type(mod).__name__]
             roots = [pos.get(int(r), -1) for r in item.root_idxs]
             if min(roots, default=0) < 0:

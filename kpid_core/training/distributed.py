@@ -1,4 +1,4 @@
-"""Data parallelism for :func:`kpid_core.train.fit` over an initialised ``torch.distributed`` group.
+"""Data parallelism for :func:`kpid_core.training.train.fit` over an initialised ``torch.distributed`` group.
 
 Whoever starts the processes sets up the group (Ray Train's ``TorchTrainer`` in a sweep, ``torchrun``,
 ``init_process_group`` in a test) and the current CUDA device of each rank; this module never

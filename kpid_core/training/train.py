@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from kpid_core.config import TrainConfig, as_section
-from kpid_core.distill import DistillLoss
-from kpid_core.distributed import (
+from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.files import atomic_save
+from kpid_core.training.distill import DistillLoss
+from kpid_core.training.distributed import (
     average_gradients_and_loss,
     broadcast_parameters,
     eval_shard,
@@ -38,12 +40,10 @@ from kpid_core.distributed import (
     sync_buffers,
     world,
 )
-from kpid_core.errors import NonFiniteLossError, SpecError
-from kpid_core.files import atomic_save
 
 __all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything", "train_flag"]
 
-log = logging.getLogger("kpid_core.train")
+log = logging.getLogger("kpid_core.training.train")
 CHECKPOINT_FILE = "train_state.pt"
 EpochCallback = Callable[[int, dict], None]
 
@@ -185,7 +185,7 @@ def fit(student: nn.Module, teacher: nn.Module | None, loaders: Any, loss: Disti
     After each epoch: validate, write ``checkpoint_dir/train_state.pt`` (if given), then call
     ``on_epoch``. Inside an initialised ``torch.distributed`` group of N > 1 ranks (Ray Train,
     torchrun) every rank calls ``fit`` with the same arguments and it trains data-parallel: see
-    :mod:`kpid_core.distributed` (same global batch, gradients averaged, every rank ends with the
+    :mod:`kpid_core.training.distributed` (same global batch, gradients averaged, every rank ends with the
     same weights and metrics).
 
     Args:

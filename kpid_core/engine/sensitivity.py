@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kpid_core.groups import ChannelGroup
-from kpid_core.importance import ImportanceContext, TaylorImportance, batches, logits, register_metric
+from kpid_core.engine.groups import ChannelGroup
+from kpid_core.engine.importance import ImportanceContext, TaylorImportance, batches, logits, register_metric
 
 __all__ = ["GRID", "SensitivityImportance", "convex_marginals", "keep_grid", "zeroed_channels"]
 
