@@ -23,7 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._paired import paired
-from bench.quality import build_parser, header, resolve, run_and_load, table
+from bench.quality import build_parser, header, resolve, run_and_load, table, teacher_label
 
 __all__ = ["ORDER", "VARIANTS", "main", "order_checks"]
 
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     setting, seeds, budgets, methods, extra = resolve(args, ap)
     t0 = time.perf_counter()
     rows = run_and_load(args, setting, seeds, budgets, methods, extra)
-    lines = header("KPID ablation on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
-                   ["bench/ablation.py", *argv])
+    lines = header(f"KPID ablation on Fashion-MNIST ({teacher_label(setting, extra)} teacher, 1×28×28)", setting,
+                   seeds, extra, ["bench/ablation.py", *argv])
     lines += table(rows, budgets, methods) + [""] + [f"- {c}" for c in order_checks(rows, budgets)]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
     print("\n".join(lines))

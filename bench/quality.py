@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 
 from bench._paired import METHODS, SETTINGS, cell_stats, load_results, paired, run_jobs
 
-__all__ = ["PRUNING", "SCRATCH", "goals", "main", "parse_variants", "table"]
+__all__ = ["PRUNING", "SCRATCH", "goals", "main", "parse_variants", "table", "teacher_label"]
 
 PRUNING = ["ours", "no_kd", "uniform_kd", "tp_plain", "tp_kd"]
 SCRATCH = ["effnet_b0", "mnv3_small", "mnv3_large"]
@@ -212,6 +212,12 @@ def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
     return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in names]
 
 
+def teacher_label(setting, extra) -> str:
+    """The teacher architecture the setting and ``--set`` overrides train (the last ``model=`` wins)."""
+    name = [kv.split("=", 1)[1] for kv in (*setting.overrides, *extra) if kv.startswith("model=")][-1]
+    return {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110"}.get(name, name)
+
+
 def header(title: str, setting, seeds, extra, argv) -> list[str]:
     import torch
 
@@ -235,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = run_and_load(args, setting, seeds, budgets, methods, extra)
     methods = methods + [v for v in args.variant_overrides if v not in methods]
-    lines = header("Pruning quality on Fashion-MNIST (ResNet-20 teacher, 1×28×28)", setting, seeds, extra,
-                   ["bench/quality.py", *argv])
+    lines = header(f"Pruning quality on Fashion-MNIST ({teacher_label(setting, extra)} teacher, 1×28×28)", setting,
+                   seeds, extra, ["bench/quality.py", *argv])
     lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]
     lines += [f"- {g}" for g in goals(rows, budgets)]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")

@@ -97,3 +97,10 @@ def test_a_selecting_trials_choice_is_caught_from_its_log_line():
         logger.removeHandler(catch)
         logger.setLevel(logging.NOTSET)
     assert catch.chosen == ["l1 spread 1.5"]  # both tie; the first is kept
+
+
+def test_the_report_names_the_teacher_that_was_trained():
+    setting = quality.SETTINGS["full"]
+    assert quality.teacher_label(setting, []) == "ResNet-20"
+    assert quality.teacher_label(setting, ["model=resnet56"]) == "ResNet-56"  # --set model=... wins
+    assert quality.teacher_label(setting, ["model=timm:resnet10t"]) == "timm:resnet10t"
