@@ -213,7 +213,15 @@ def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
 
 
 def teacher_label(setting, extra) -> str:
-    """The teacher architecture the setting and ``--set`` overrides train (the last ``model=`` wins)."""
+    """The teacher architecture the setting and ``--set`` overrides train (the last ``model=`` wins).
+
+    Args:
+        setting: the benchmark setting (its ``overrides`` name the default teacher).
+        extra: the ``--set`` overrides.
+
+    Returns:
+        A label for report titles, e.g. ``ResNet-20``; an unregistered name as given.
+    """
     name = [kv.split("=", 1)[1] for kv in (*setting.overrides, *extra) if kv.startswith("model=")][-1]
     return {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110"}.get(name, name)
 
