@@ -1,6 +1,6 @@
 """KPID core: Knapsack Pruning with Inner Distillation as a library (no Ray inside)."""
 
-from kpid_core import _moved
+from kpid_core import module_aliases
 from kpid_core.errors import (
     ConfigError,
     DataError,
@@ -13,7 +13,7 @@ from kpid_core.errors import (
 
 # The modules that moved into kpid_core.engine and kpid_core.training keep their old flat paths
 # (kpid_core.macs, kpid_core.data, ...) as aliases of the same module objects, imported lazily.
-_moved.install()
+module_aliases.install()
 
 # The pruning API is re-exported lazily: `import kpid_core.errors` (every CLI's error handling, the
 # analysis package) must not pay for importing torch, torch-pruning and torchvision.

@@ -130,7 +130,7 @@ def _module_name(path: Path) -> str:
 def _import_graph(package: str) -> dict[str, set[str]]:
     """``module -> modules of the package it imports`` (any import, also inside functions; ``from a
     import b`` counts ``a.b`` when that is a module; old flat paths count as their new homes)."""
-    from kpid_core._moved import MOVED
+    from kpid_core.module_aliases import MOVED
 
     files = {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kpid_core._moved import MOVED
 from kpid_core.engine.importance import ImportanceScores
 from kpid_core.engine.knapsack import KnapsackResult
+from kpid_core.module_aliases import MOVED
 
 ROOT = Path(__file__).resolve().parents[2]
 

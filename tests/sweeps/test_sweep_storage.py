@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 from collections import Counter
 
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +20,7 @@ from test_sweep_faults import _lines
 
 from kpid_core.errors import SpecError
 from sweeps import results
-from sweeps.resume_checks import check_shared
+from sweeps.resume_checks import check_resumable, check_shared
 from sweeps.run import main
 
 pytestmark = pytest.mark.slow
@@ -94,13 +97,6 @@ os._exit(0)  # dies mid-transaction, as a SIGKILLed driver does: a hot journal i
 
 
 def test_study_of_a_driver_killed_mid_write_is_rolled_back_not_refused(tmp_path):
-    import subprocess
-    import sys
-
-    import optuna
-
-    from sweeps.resume_checks import check_resumable
-
     db = tmp_path / "optuna.db"
     study = optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
     for v in range(40):

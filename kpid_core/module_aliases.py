@@ -18,6 +18,8 @@ import importlib.util
 import sys
 from types import ModuleType
 
+__all__ = ["MOVED", "MovedModuleFinder", "install"]
+
 _ENGINE = ("allocation", "cost", "export", "groups", "importance", "knapsack", "latency_table", "macs",
            "selection", "sensitivity", "spec", "splits", "surgery", "timing")
 _TRAINING = ("data", "distill", "distributed", "idx", "tensor_images", "teacher", "train")
