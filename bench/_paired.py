@@ -32,7 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-__all__ = ["METHODS", "SETTINGS", "Setting", "cell_stats", "load_results", "paired", "run_jobs"]
+__all__ = ["METHODS", "SETTINGS", "Job", "Setting", "cell_stats", "load_results", "paired", "prepare_seed", "run_jobs",
+           "seed_dir"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class Setting:
 
 # Config fields added after results were cached, at the value that reproduces what ran before they
 # existed: left out of the key while they hold it, so that adding an option does not orphan the cache.
-_NEUTRAL = {"prune": {"candidates": 1, "candidate_batches": 8}}
+_NEUTRAL = {"prune": {"candidates": 1, "candidate_batches": 8},
+            # latency landing acts only with prune.cost=latency, which no cached result used
+            "latency": {"land_rounds": 3, "land_tolerance": 0.02, "land_repeats": 9}}
 
 
 def _defaults() -> str:
@@ -226,7 +229,15 @@ class Job:
     threads: int
 
 
-def _seed_dir(job: Job) -> Path:
+def seed_dir(job: Job) -> Path:
+    """The cache folder of ``job``'s seed under its setting (teacher artifacts, results by budget).
+
+    Args:
+        job: the job (its setting, extra overrides, seed and cache root are used).
+
+    Returns:
+        ``CACHE/SETTING-HASH/seedN``.
+    """
     return Path(job.cache) / job.setting.key(job.extra) / f"seed{job.seed}"
 
 
@@ -237,12 +248,20 @@ def _seed_config(job: Job):
                                   f"teacher.cache_dir={Path(job.cache) / 'teachers'}"])
 
 
-def _prepare(job: Job):
-    """The seed's config and shared artifacts: prepared by the seed's own job, read by the others."""
+def prepare_seed(job: Job):
+    """The seed's config and shared artifacts: prepared by the seed's own job, read by the others.
+
+    Args:
+        job: the job; with ``budget`` None the teacher and importance are computed (and cached),
+            otherwise the cached ones are read when present.
+
+    Returns:
+        ``(TrialConfig, SharedArtifacts)`` of the seed.
+    """
     from kpid_core.trial import SharedArtifacts, prepare_shared
 
     cfg = _seed_config(job)
-    root = _seed_dir(job) / "shared"
+    root = seed_dir(job) / "shared"
     if job.budget is not None and (root / "shared.json").is_file():
         return cfg, SharedArtifacts.load(root)
     metrics = {cfg.prune.metric, "l1", "taylor_abs"}
@@ -251,7 +270,7 @@ def _prepare(job: Job):
 
 
 def result_path(job: Job, method: str) -> Path:
-    return _seed_dir(job) / f"b{job.budget:g}" / f"{method}.json"
+    return seed_dir(job) / f"b{job.budget:g}" / f"{method}.json"
 
 
 def _run_job(job: Job) -> list[str]:
@@ -271,7 +290,7 @@ def _run_methods(job: Job) -> list[str]:
     from kpid_core.errors import KPIDError
     from kpid_core.files import atomic_write_text
 
-    cfg, shared = _prepare(job)
+    cfg, shared = prepare_seed(job)
     lines = []
     if job.budget is None:
         return [f"seed {job.seed}: teacher {shared.teacher_accuracy:.4f}"]

@@ -95,7 +95,7 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
         for cost, r in pair.items():
             k = G.counts({key: len(v) for key, v in r.kept.items()})
             variants.append({"model": name, "budget": b, "cost": cost, "net": r.model, "macs_ratio": r.macs_ratio,
-                             "predicted": lat.total(k) / lat.total()})
+                             "predicted": lat.total(k) / lat.total(), "tries": len(r.spec.get("latency_landing", []))})
         log(f"{name} @ {b}: pruned")
     timer = Timer(settings)
     torch.set_num_threads(settings.threads)
@@ -121,12 +121,13 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
 def render(rows: list[dict]) -> list[str]:
     """The markdown table."""
     out = [("| model | budget | cost | MACs ratio | predicted lat. ratio | measured lat. ratio (median) | IQR "
-            "| min–max | vs target | efficiency | fastest-round ratio | dense ms | pruned ms |"),
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| min–max | vs target | efficiency | fastest-round ratio | dense ms | pruned ms | landing tries |"),
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['model']} | {r['budget']:.1f} | {r['cost']} | {r['macs_ratio']:.3f} | {r['predicted']:.3f} | "
                    f"{r['ratio']:.3f} | {r['q1']:.3f}–{r['q3']:.3f} | {r['lo']:.3f}–{r['hi']:.3f} | "
-                   f"{r['dev'] * 100:+.1f} % | {r['eff']:.2f} | {r['fastest']:.3f} | {r['dense_ms']:.1f} | {r['ms']:.1f} |")
+                   f"{r['dev'] * 100:+.1f} % | {r['eff']:.2f} | {r['fastest']:.3f} | {r['dense_ms']:.1f} | {r['ms']:.1f} | "
+                   f"{r['tries'] or '–'} |")
     return out
 
 
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", action="store_true", help="CUDA: fp16 autocast + channels_last")
     ap.add_argument("--repeats", type=int, default=9, help="interleaved timing rounds (default 9)")
     ap.add_argument("--table-repeats", type=int, default=5, help="rounds per layer in the latency table (default 5)")
+    ap.add_argument("--land-rounds", type=int, default=LatencySettings.land_rounds,
+                    help="cost=latency: measured re-prunes at most (the product's landing; 0 = the table alone; "
+                         "default %(default)s)")
     ap.add_argument("--cache-dir", default=None, help="latency table cache (default: the product's)")
     ap.add_argument("--md", default=None, help="also write the markdown to this file")
     ap.add_argument("--dry", action="store_true", help="smoke run: mobilenet_v3_small, 64 px, batch 2, 3 rounds")
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("batch", "threads", "repeats", "table_repeats", "size"):
         if getattr(args, flag) < 1:
             return fail(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.land_rounds < 0:
+        return fail("--land-rounds must be >= 0")
     models = args.models.split(",")
     size, batch, repeats = args.size, args.batch, args.repeats
     if args.dry:
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--models {bad[0]!r}: allowed values: {', '.join(MODELS)} (or another registry model)")
     settings = LatencySettings(device=args.device, batch=batch, threads=args.threads, amp=args.amp,
                                channels_last=args.amp, repeats=2 if args.dry else args.table_repeats,
-                               cache_dir=args.cache_dir)
+                               cache_dir=args.cache_dir, land_rounds=args.land_rounds)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     lines, summ = render(rows), summarise(rows)
     dev = device_name(args.device)
     setting = (f"{size}x{size}, batch {batch}, {args.threads} thread(s), {dev}{', AMP+channels_last' if args.amp else ''}, "
-               f"{repeats} interleaved rounds, table {settings.repeats} rounds per layer")
+               f"{repeats} interleaved rounds, table {settings.repeats} rounds per layer, landing {settings.land_rounds} "
+               f"measured re-prunes at most ({settings.land_repeats} rounds each, tolerance {settings.land_tolerance:g})")
     print(f"Latency budgets: {setting}")
     print("\n".join(lines))
     print("\n".join(summ))

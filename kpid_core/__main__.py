@@ -106,7 +106,8 @@ def _prune(args, out: Path, settings) -> int:
                           "macs_before": res.macs_before, "macs_after": res.macs_after,
                           "macs_ratio": res.macs_ratio, "params_before": res.params_before,
                           "params_after": res.params_after, "cost": res.cost, "cost_before": res.cost_before,
-                          "cost_after": res.cost_after, "cost_ratio": res.cost_ratio, "round_to": args.round_to}))
+                          "cost_after": res.cost_after, "cost_ratio": res.cost_ratio, "round_to": args.round_to,
+                          "latency_measured": res.spec.get("latency_measured")}))
     else:
         print(f"{args.model} pruned to budget {res.budget:g} ({args.allocation}, metric {args.metric})")
         print(f"  MACs:   {format_count(res.macs_before)} -> {format_count(res.macs_after)} "
@@ -115,6 +116,9 @@ def _prune(args, out: Path, settings) -> int:
         if res.cost == "latency":
             print(f"  modelled latency ({settings.device}, batch {settings.batch}, {settings.threads} thread(s)): "
                   f"{res.cost_before / 1e3:.2f} ms -> {res.cost_after / 1e3:.2f} ms ({res.cost_ratio:.4f} of dense)")
+            if "latency_measured" in res.spec:
+                print(f"  measured latency: {res.spec['latency_measured']:.4f} of dense "
+                      f"({len(res.spec['latency_landing'])} measured tries)")
         print(f"  saved:  {out}/spec.json, {out}/weights.pt")
     return 0
 
@@ -134,13 +138,20 @@ def _latency_args(args):
     if args.amp and not args.device.startswith("cuda"):
         raise ConfigError("--amp: only with --device cuda (CPU tables are fp32)")
     return LatencySettings(device=args.device, batch=args.batch, threads=args.threads, amp=args.amp,
-                           channels_last=args.amp, repeats=args.table_repeats, cache_dir=args.cache_dir).check()
+                           channels_last=args.amp, repeats=args.table_repeats, cache_dir=args.cache_dir,
+                           land_rounds=args.land_rounds).check()
 
 
 def _whole(text: str, what: str = "a whole number") -> int:
     from kpid_core.cli import whole_at_least
 
     return whole_at_least(text, 1, what)
+
+
+def _whole_or_zero(text: str) -> int:
+    from kpid_core.cli import whole_at_least
+
+    return whole_at_least(text, 0, "a whole number >= 0")
 
 
 def _model_rows(timm_pattern: str | None) -> list[dict]:
@@ -289,6 +300,9 @@ def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--amp", action="store_true", help="--cost latency on CUDA: fp16 autocast + channels_last")
     pr.add_argument("--table-repeats", type=_whole, default=5, metavar="N",
                     help="--cost latency: timing rounds per layer (median; default 5)")
+    pr.add_argument("--land-rounds", type=_whole_or_zero, default=3,
+                    metavar="N", help="--cost latency: re-prune at most N times at corrected table budgets until the "
+                    "measured pruned/dense latency is within 2%% of --budget (default 3; 0 = the table's allocation)")
     pr.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="--cost latency: table cache (default $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency)")
 

@@ -115,6 +115,9 @@ class LatencyConfig:
     threads: int = 1
     repeats: int = 11  # interleaved dense/pruned rounds (median)
     table_repeats: int = 5  # rounds per layer when a latency table is measured
+    land_rounds: int = 3  # prune.cost=latency: re-prunes at corrected table budgets until the measured ratio lands (0 = table only)
+    land_tolerance: float = 0.02  # landing ends within this fraction of the budget
+    land_repeats: int = 9  # interleaved dense/pruned rounds per landing measurement
     cache_dir: str | None = None  # latency tables; None = $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency
 
 
@@ -262,8 +265,10 @@ def _check_names(cfg: TrialConfig) -> None:
 def _check_latency(lat: LatencyConfig) -> None:
     _choice("latency.measure", lat.measure, ("auto", "on", "off"))
     _check_device("latency.device", lat.device)
-    for name in ("batch", "threads", "repeats", "table_repeats"):
+    for name in ("batch", "threads", "repeats", "table_repeats", "land_repeats"):
         _range(f"latency.{name}", getattr(lat, name), 1, None)
+    _range("latency.land_rounds", lat.land_rounds, 0, None)
+    _range("latency.land_tolerance", lat.land_tolerance, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def _check_training_choices(k: DistillConfig, tr: TrainConfig) -> None:

@@ -38,6 +38,7 @@ from kpid_core.engine.cost import (
 )
 from kpid_core.engine.export import export_onnx
 from kpid_core.engine.groups import find_groups
+from kpid_core.engine.landing import land, measured_ratio
 from kpid_core.engine.latency_table import LatencySettings, latency_cost, latency_table
 from kpid_core.engine.macs import count_macs, count_params
 from kpid_core.engine.spec import (
@@ -205,16 +206,29 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
            solver: str, normalize: str, linearize: str, spread: float, model_name: str | None,
            model_kwargs: dict | None, *, cost: str, round_to: int, settings: LatencySettings | None,
            log: Callable[[str], None] | None) -> PruneResult:
-    work, x, groups = _traced(model, example_input)
-    vectors = score_vectors(groups, scores, work)
-    cm = _cost_model(cost, groups, work, settings, log)
-    try:
-        kept = allocate(groups, vectors, budget, min_keep=min_keep, allocation=allocation, solver=solver,
-                        normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
-    except InfeasibleBudgetError as exc:  # name the model, as the other refusals do
-        raise InfeasibleBudgetError(f"model {model_name or type(model).__name__}: {exc}", exc.min_budget) from None
-    result = _cut(model, work, x, groups, kept, budget, cm, allocation, min_keep, model_name, model_kwargs,
-                  enforce_budget=True)
+    def prune_at(b: float) -> PruneResult:
+        work, x, groups = _traced(model, example_input)
+        vectors = score_vectors(groups, scores, work)
+        cm = _cost_model(cost, groups, work, settings, log)
+        try:
+            kept = allocate(groups, vectors, b, min_keep=min_keep, allocation=allocation, solver=solver,
+                            normalize=normalize, linearize=linearize, spread=spread, cost=cm, round_to=round_to)
+        except InfeasibleBudgetError as exc:  # name the model, as the other refusals do
+            raise InfeasibleBudgetError(f"model {model_name or type(model).__name__}: {exc}", exc.min_budget) from None
+        return _cut(model, work, x, groups, kept, b, cm, allocation, min_keep, model_name, model_kwargs,
+                    enforce_budget=True)
+
+    if cost != "latency" or settings is None or settings.land_rounds == 0:
+        result = prune_at(budget)
+    else:  # the table steers, measured latency lands it (kpid_core.engine.landing)
+        def measure(r: PruneResult) -> float:
+            return measured_ratio(model, r.model, tuple(r.spec["input_shape"]), settings)
+
+        result, history = land(prune_at, measure, budget, rounds=settings.land_rounds,
+                               tolerance=settings.land_tolerance, log=log)
+        result.budget = budget
+        result.spec.update(budget=budget, latency_landing=history,
+                           latency_measured=next(h["measured"] for h in history if h["kept"]))
     if cost != "macs" or round_to != 1:  # only then: a MAC-budgeted spec stays as it always was
         result.spec.update(cost=cost, round_to=round_to, cost_before=result.cost_before,
                            cost_after=result.cost_after)

@@ -565,7 +565,9 @@ def latency_settings(cfg: TrialConfig, device: torch.device, *, table: bool = Fa
     return LatencySettings(device=str(dev), batch=lat.batch, threads=lat.threads,
                            amp=train_flag(cfg.train.amp, dev) and dev.type == "cuda",
                            channels_last=train_flag(cfg.train.channels_last, dev),
-                           repeats=lat.table_repeats if table else lat.repeats, cache_dir=lat.cache_dir)
+                           repeats=lat.table_repeats if table else lat.repeats, cache_dir=lat.cache_dir,
+                           land_rounds=lat.land_rounds, land_tolerance=lat.land_tolerance,
+                           land_repeats=lat.land_repeats)
 
 
 def _jsonable(kept: Mapping[str, Any]) -> dict[str, list[int]]:

@@ -38,6 +38,11 @@ class LatencySettings:
         min_sample_s: each timing sample repeats the call until it lasts this long (seconds).
         cache_dir: where tables are cached; None = ``$KPID_CACHE_DIR/latency`` or
             ``~/.cache/kpid/latency``.
+        land_rounds: a latency budget is landed on measured latency with at most this many
+            re-prunes at corrected table budgets (:mod:`kpid_core.engine.landing`); 0 = the table's
+            allocation as it is.
+        land_tolerance: landing stops once the measured ratio is within this fraction of the budget.
+        land_repeats: interleaved dense/pruned rounds per landing measurement (median).
     """
 
     device: str = "cpu"
@@ -48,6 +53,9 @@ class LatencySettings:
     repeats: int = 5
     cache_dir: str | None = None
     min_sample_s: float = 0.02
+    land_rounds: int = 3
+    land_tolerance: float = 0.02
+    land_repeats: int = 9
 
     def check(self) -> LatencySettings:
         """Validate every field (ConfigError naming it); returns self."""
@@ -55,10 +63,15 @@ class LatencySettings:
             raise ConfigError(f"latency device {self.device!r}: allowed values are cpu, cuda, cuda:N")
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"latency device {self.device!r}: CUDA is not available here; allowed: cpu")
-        for name in ("batch", "threads", "repeats"):
+        for name in ("batch", "threads", "repeats", "land_repeats"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"latency {name} must be a whole number >= 1, got {v!r}")
+        if isinstance(self.land_rounds, bool) or not isinstance(self.land_rounds, int) or self.land_rounds < 0:
+            raise ConfigError(f"latency land_rounds must be a whole number >= 0, got {self.land_rounds!r}")
+        if isinstance(self.land_tolerance, bool) or not (isinstance(self.land_tolerance, (int, float))
+                                                         and 0 < self.land_tolerance < 1):
+            raise ConfigError(f"latency land_tolerance must be in (0, 1), got {self.land_tolerance!r}")
         if not (isinstance(self.min_sample_s, (int, float)) and 0 < self.min_sample_s <= 10):
             raise ConfigError(f"latency min_sample_s must be in (0, 10] seconds, got {self.min_sample_s!r}")
         return self

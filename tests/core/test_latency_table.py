@@ -116,14 +116,20 @@ def test_cli_prune_cost_latency(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     out = json.loads(captured.out)
-    assert out["cost"] == "latency" and out["cost_ratio"] <= 0.9 and out["round_to"] == 8
+    assert out["cost"] == "latency" and out["round_to"] == 8
     spec = json.loads((tmp_path / "out" / "spec.json").read_text())
     assert spec["cost"] == "latency" and spec["latency_settings"]["batch"] == 2
+    # landed on measured latency: each try's table budget and measured ratio, the kept one reported
+    tries = spec["latency_landing"]
+    assert 1 <= len(tries) <= 4 and [t["kept"] for t in tries].count(True) == 1
+    assert out["latency_measured"] == next(t["measured"] for t in tries if t["kept"]) > 0
+    kept = next(t for t in tries if t["kept"])
+    assert out["cost_ratio"] <= kept["table_budget"]  # the table's allocation at that try's budget
     assert list((tmp_path / "cache" / "latency").glob("*.json"))
 
 
 @pytest.mark.parametrize("bad, field", [(["--cost", "flops"], "--cost"), (["--round-to", "12"], "--round-to"),
-                                        (["--batch", "0"], "--batch"),
+                                        (["--batch", "0"], "--batch"), (["--land-rounds", "-1"], "--land-rounds"),
                                         (["--device", "cuda", "--cost", "latency"], "latency device"),
                                         (["--batch", "4"], "--device/--batch")])
 def test_cli_prune_bad_latency_values_are_one_line_errors(tmp_path, capsys, bad, field):
