@@ -43,63 +43,27 @@ def _torch_threads_stay_one():
     torch.set_num_threads(_TORCH_THREADS)
 
 
-# The Ray lane (see pytest_xdist_make_scheduler): node ids under these prefixes. Tests outside
-# tests/sweeps that start Ray are listed here and marked ``ray`` (collection checks the two agree).
-RAY_LANE = ("tests/sweeps/", "tests/analysis/test_load.py::test_ray_experiment_directory_without_trials_table")
-
-
-def in_ray_lane(nodeid: str) -> bool:
-    """Whether the test ``nodeid`` runs in the Ray lane.
-
-    Args:
-        nodeid: pytest's node id, relative to the repository root.
-
-    Returns:
-        True for the tests under tests/sweeps and those listed in ``RAY_LANE``.
-    """
-    return nodeid.startswith(RAY_LANE)
+# The Ray lane: every Ray test in one xdist worker, one after another (tests/ray_lane.py says why).
+from tests.ray_lane import lane_scheduler, stray_ray_tests, yield_cpu_outside_the_lane
 
 
 @pytest.fixture(autouse=True)
 def _outside_the_ray_lane_yield_the_cpu(request):
-    """Under xdist, the worker running tests outside the Ray lane drops to nice 19 (for good: a
-    process cannot raise its priority again, and the Ray lane always runs first in its worker).
-
-    The Ray lane is the suite's critical path and waits on processes (drivers, Ray's daemons at nice
-    0, its workers at nice 15); the other worker's plain torch work then takes only the CPU those
-    leave idle instead of slowing the lane by half. Without xdist nothing changes.
-    """
-    if os.environ.get("PYTEST_XDIST_WORKER") and not in_ray_lane(request.node.nodeid) \
-            and os.getpriority(os.PRIO_PROCESS, 0) < 19:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    """See :func:`tests.ray_lane.yield_cpu_outside_the_lane`."""
+    yield_cpu_outside_the_lane(request.node.nodeid)
     yield
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without xdist (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadgroup`` (pyproject's addopts) with one more group: the Ray lane.
-
-    Every test in the lane runs in one xdist worker, one after another and in collection order, as in a
-    serial run: the session's shared cluster (the 2-node tests last, tests/sweeps/conftest.py), the
-    clusters tests start themselves and their timing bounds never meet a second Ray test. The other
-    worker runs everything else meanwhile. xdist hands the largest group out first, so the lane starts
-    at once. (xdist's own ``xdist_group`` marks cannot say this under pytest 9.2: xdist 3.8 renames the
-    node by a private attribute that pytest no longer reads.)
-    """
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadGroupScheduling
-
-    class RayLaneScheduling(LoadGroupScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "ray-lane" if in_ray_lane(nodeid) else super()._split_scope(nodeid)
-
-    return RayLaneScheduling(config, log)
+    """``--dist loadgroup`` (pyproject's addopts) with one more group, the Ray lane
+    (:func:`tests.ray_lane.lane_scheduler`)."""
+    return lane_scheduler(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     """A test marked ``ray`` (it starts a Ray cluster) must be in the Ray lane, or it could run beside
     the sweep tests' cluster."""
-    stray = [item.nodeid for item in items if item.get_closest_marker("ray") and not in_ray_lane(item.nodeid)]
+    stray = stray_ray_tests(items)
     if stray:
-        raise pytest.UsageError(f"marked ray but not in tests/conftest.py's RAY_LANE: {', '.join(stray)}")
+        raise pytest.UsageError(f"marked ray but not in tests/ray_lane.py's RAY_LANE: {', '.join(stray)}")
