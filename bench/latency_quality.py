@@ -10,8 +10,9 @@ as ``bench/quality.py``):
    per-layer table, cached under the bench cache), i.e. aimed at the same measured latency.
 4. **Matched?** Dense, MAC-pruned and latency-pruned timed together in interleaved rounds: ``q`` =
    median of t_latency / t_macs. Within ``--tolerance`` (default ±2 %) the pair is matched; otherwise
-   step 3 is repeated at a corrected budget (scaled by 1 / q, then the secant through the two
-   nearest tries), at most ``--tries`` trials; the try nearest q = 1 is kept and reported.
+   step 3 is repeated at a corrected budget (the product's landing correction,
+   ``kpid_core.engine.landing.next_budget``, with q = 1 as its target), at most ``--tries`` trials;
+   the try nearest q = 1 is kept and reported.
 
 Reports both accuracies per seed, the paired difference (latency − MACs) with its standard error and
 a paired t-test, and the goal: at matched latency the latency-budgeted model at least as accurate
@@ -99,6 +100,7 @@ def run_seed(job: Job, budget: float, *, batch: int, timing_threads: int, repeat
         ``tries`` (also written to ``result.json`` in the seed's folder).
     """
     from kpid_core.engine.spec import load_pruned
+    from kpid_core.files import atomic_write_text
     from kpid_core.trial import load_teacher, trial_data
 
     cfg, shared = prepare_seed(job)
@@ -115,21 +117,32 @@ def run_seed(job: Job, budget: float, *, batch: int, timing_threads: int, repeat
     t0 = time.perf_counter()
     m_mac = _trial(cfg, shared, root / "macs", {"budget": budget, **lat_common})
     mac_model = load_pruned(root / "macs" / "model")
-    d, p = time_models([dense, mac_model], data.input_shape, batch=batch, threads=timing_threads, repeats=repeats)
-    target = _median_ratio(p, d)
+    target_file = root / "macs_latency.json"  # measured once: a continued run aims at the same target
+    if target_file.is_file():
+        target = json.loads(target_file.read_text())["ratio"]
+    else:
+        d, p = time_models([dense, mac_model], data.input_shape, batch=batch, threads=timing_threads, repeats=repeats)
+        target = _median_ratio(p, d)
+        atomic_write_text(target_file, json.dumps({"ratio": target}))
     log(f"seed {job.seed}: MAC-budgeted {m_mac['accuracy']:.4f}, latency ratio {target:.3f} of dense")
-    lat_budget, tried = target, []
+    lat_budget, tried = round(target, 4), []
     for k in range(1, tries + 1):
-        out = root / f"latency-{k}"
+        out = root / f"latency-{lat_budget:.4f}"  # keyed by budget: a continued run reuses the same tries
         m_lat = _trial(cfg, shared, out, {"budget": round(lat_budget, 6), "prune.cost": "latency", **lat_common})
-        lat_model = load_pruned(out / "model")
-        d, p_mac, p_lat = time_models([dense, mac_model, lat_model], data.input_shape, batch=batch,
-                                      threads=timing_threads, repeats=repeats)
-        q = _median_ratio(p_lat, p_mac)
+        timing_file = out / "timing.json"  # measured once per try: a continued run takes the same path
+        if timing_file.is_file():
+            tm = json.loads(timing_file.read_text())
+        else:
+            d, p_mac, p_lat = time_models([dense, mac_model, load_pruned(out / "model")], data.input_shape,
+                                          batch=batch, threads=timing_threads, repeats=repeats)
+            tm = {"q": _median_ratio(p_lat, p_mac), "lat_ratio_macs": _median_ratio(p_mac, d),
+                  "lat_ratio_latency": _median_ratio(p_lat, d)}
+            atomic_write_text(timing_file, json.dumps(tm))
+        q = tm["q"]
         tried.append({"seed": job.seed, "budget": budget, "acc_macs": m_mac["accuracy"], "acc_latency": m_lat["accuracy"],
                       "val_macs": m_mac["val_accuracy"], "val_latency": m_lat["val_accuracy"],
                       "macs_ratio_macs": m_mac["macs_ratio"], "macs_ratio_latency": m_lat["macs_ratio"],
-                      "lat_ratio_macs": _median_ratio(p_mac, d), "lat_ratio_latency": _median_ratio(p_lat, d),
+                      "lat_ratio_macs": tm["lat_ratio_macs"], "lat_ratio_latency": tm["lat_ratio_latency"],
                       "latency_budget": lat_budget, "q": q, "matched": abs(q - 1) <= tolerance, "tries": k,
                       "teacher": shared.teacher_accuracy, "batch": batch, "timing_threads": timing_threads})
         log(f"seed {job.seed}: latency-budgeted (budget {lat_budget:.3f}) {m_lat['accuracy']:.4f}, "
@@ -137,13 +150,13 @@ def run_seed(job: Job, budget: float, *, batch: int, timing_threads: int, repeat
         if tried[-1]["matched"]:
             break
         # q is to reach 1: the landing's correction (scale, then secant) with 1 as its target
-        lat_budget = min(0.999, next_budget([(t["latency_budget"], t["q"]) for t in tried], 1.0))
+        lat_budget = round(min(0.999, next_budget([(t["latency_budget"], t["q"]) for t in tried], 1.0)), 4)
+        if any(abs(lat_budget - t["latency_budget"]) < 1e-4 for t in tried):
+            break  # the correction would repeat a try
     # the try nearest the MAC model's latency (the last one when it is matched)
     row = min(tried, key=lambda t: (not t["matched"], abs(t["q"] - 1)))
     row["tried"] = [(t["latency_budget"], t["q"]) for t in tried]
     row["seconds"] = round(time.perf_counter() - t0, 1)
-    from kpid_core.files import atomic_write_text
-
     atomic_write_text(result_file, json.dumps(row, indent=1))
     return row
 

@@ -11,8 +11,8 @@ landed in closed loop:
 2. time the pruned network against the dense one in interleaved pairs (on the table's device, batch,
    threads, AMP) — the measured ratio ``m``;
 3. if ``|m / budget − 1| > tolerance``, prune again at a corrected *table* budget: ``b · budget / m``
-   after the first try, then the secant through the two tries nearest the budget; at most ``rounds``
-   corrections;
+   until the tries bracket the budget, then a secant kept inside the bracket (:func:`next_budget`);
+   at most ``rounds`` corrections;
 4. keep the try whose measured ratio is nearest the budget.
 
 The budget stays what the user asked for (a fraction of the dense model's measured latency); each
@@ -57,25 +57,35 @@ def measured_ratio(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
 
 
 def next_budget(tries: list[tuple[float, float]], budget: float) -> float:
-    """The next table budget from the tries so far.
+    """The next table budget from the tries so far (a safeguarded secant).
+
+    Measured latency is a step function of the channel counts on small layers (kernels change with
+    the width), so an unguarded secant can leap far past the target. Once the tries bracket the
+    target (a smaller table budget measured under it, a larger one over it), the next budget is the
+    secant between the two nearest brackets, kept inside them (their midpoint when it would fall in
+    the outer quarters); before that, the try measured nearest the target is scaled by
+    ``budget / measured``.
 
     Args:
         tries: ``(table budget, measured ratio)`` of each try, in order.
         budget: the measured ratio aimed at.
 
     Returns:
-        After one try, its table budget scaled by ``budget / measured``; after more, the secant
-        through the two tries whose measured ratios are nearest ``budget`` (the scaling again when
-        those two give no increasing slope); clamped to (0, 1].
+        The next table budget, clamped to (0, 1].
     """
-    near = sorted(tries, key=lambda t: abs(t[1] - budget))
-    b0, m0 = near[0]
-    nxt = b0 * budget / m0 if m0 > 0 else b0
-    if len(near) > 1:
-        b1, m1 = near[1]
-        if m1 != m0 and (b1 - b0) / (m1 - m0) > 0:
-            nxt = b0 + (budget - m0) * (b1 - b0) / (m1 - m0)
-    return min(1.0, max(1e-4, nxt))
+    under = [t for t in tries if t[1] < budget]
+    over = [t for t in tries if t[1] > budget]
+    if under and over:
+        b_lo, m_lo = max(under)  # the largest table budget measured under the target
+        b_hi, m_hi = min(over)  # the smallest measured over it
+        if b_lo < b_hi and m_hi > m_lo:
+            nxt = b_lo + (budget - m_lo) * (b_hi - b_lo) / (m_hi - m_lo)
+            quarter = (b_hi - b_lo) / 4
+            if not b_lo + quarter <= nxt <= b_hi - quarter:
+                nxt = (b_lo + b_hi) / 2
+            return min(1.0, max(1e-4, nxt))
+    b0, m0 = min(tries, key=lambda t: abs(t[1] - budget))
+    return min(1.0, max(1e-4, b0 * budget / m0 if m0 > 0 else b0))
 
 
 def land(prune_at: Callable[[float], R], measure: Callable[[R], float], budget: float, *, rounds: int,

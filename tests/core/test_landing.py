@@ -27,7 +27,7 @@ def test_the_loop_lands_within_the_tolerance_and_keeps_the_nearest_try():
     calls: list[float] = []
     result, history = land(lambda b: calls.append(b) or b, _affine, 0.5, rounds=3, tolerance=0.02)
     assert abs(_affine(result) / 0.5 - 1) <= 0.02
-    # 0.655 measured, then 0.519 (scaled: 3.8 % over), then the secant hits 0.5: it stops there
+    # 0.655 measured, then 0.519 (scaled: 3.8 % over), then 0.503 (scaled again): it stops there
     assert len(history) == len(calls) == 3 and history[0]["table_budget"] == 0.5
     assert [h["kept"] for h in history].count(True) == 1
     kept = next(h for h in history if h["kept"])
@@ -62,13 +62,17 @@ def test_a_correction_the_floors_cannot_meet_ends_the_loop():
         land(prune_at, lambda b: b, 0.4, rounds=3, tolerance=0.02)
 
 
-def test_next_budget_scales_then_follows_the_secant():
+def test_next_budget_scales_until_bracketed_then_follows_the_secant_inside_the_bracket():
     assert next_budget([(0.5, 0.6)], 0.5) == pytest.approx(0.5 * 0.5 / 0.6)
-    # two tries on the line m = 0.08 + 1.15 b: the secant hits the target exactly
-    tries = [(b, _affine(b)) for b in (0.5, 0.4)]
+    # both over the target: no bracket, so the nearest is scaled (no secant leap outside the tries)
+    assert next_budget([(0.5, 0.655), (0.4, 0.54)], 0.5) == pytest.approx(0.4 * 0.5 / 0.54)
+    # bracketed, on the line m = 0.08 + 1.15 b: the secant hits the target exactly
+    tries = [(b, _affine(b)) for b in (0.5, 0.3)]
     assert _affine(next_budget(tries, 0.5)) == pytest.approx(0.5)
-    # no increasing slope (noise): back to scaling the nearest try
-    assert next_budget([(0.5, 0.55), (0.45, 0.6)], 0.5) == pytest.approx(0.5 * 0.5 / 0.55)
+    # a step function: the secant would land near an end of the bracket, so the midpoint is taken
+    assert next_budget([(0.50, 0.70), (0.48, 0.46)], 0.58) == pytest.approx(0.49)
+    # an inconsistent "bracket" (a smaller budget measured slower): back to scaling the nearest
+    assert next_budget([(0.45, 0.56), (0.5, 0.46)], 0.5) == pytest.approx(0.5 * 0.5 / 0.46)
 
 
 @pytest.fixture(scope="module")
