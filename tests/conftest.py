@@ -41,3 +41,29 @@ def _torch_threads_stay_one():
     torch.set_num_threads(_TORCH_THREADS)
     yield
     torch.set_num_threads(_TORCH_THREADS)
+
+
+# The Ray lane: every Ray test in one xdist worker, one after another (tests/ray_lane.py says why).
+from tests.ray_lane import lane_scheduler, stray_ray_tests, yield_cpu_outside_the_lane
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_ray_lane_yield_the_cpu(request):
+    """See :func:`tests.ray_lane.yield_cpu_outside_the_lane`."""
+    yield_cpu_outside_the_lane(request.node.nodeid)
+    yield
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without xdist (-p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (pyproject's addopts) with one more group, the Ray lane
+    (:func:`tests.ray_lane.lane_scheduler`)."""
+    return lane_scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``ray`` (it starts a Ray cluster) must be in the Ray lane, or it could run beside
+    the sweep tests' cluster."""
+    stray = stray_ray_tests(items)
+    if stray:
+        raise pytest.UsageError(f"marked ray but not in tests/ray_lane.py's RAY_LANE: {', '.join(stray)}")

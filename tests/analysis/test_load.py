@@ -121,6 +121,7 @@ def test_bad_input_raises_one_line(tmp_path, trials_df, case, message):
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # its own local cluster: in the Ray lane, never beside the sweep tests' cluster
 def test_ray_experiment_directory_without_trials_table(tmp_path, monkeypatch):
     """A real (tiny) Ray Tune experiment: one finished, one stopped early by Tune, one errored.
 
