@@ -139,7 +139,9 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
         model_kwargs: that registry builder's keyword arguments.
         cost: what the budget counts (:data:`~kpid_core.engine.cost.COSTS`): ``macs`` (one image),
             ``params``, or ``latency`` — a per-layer table measured (or read from its cache) on
-            ``latency``'s device, batch and threads (:mod:`kpid_core.engine.latency_table`).
+            ``latency``'s device, batch and threads (:mod:`kpid_core.engine.latency_table`), the
+            result then landed on the pruned network's measured latency (up to
+            ``latency.land_rounds`` re-prunes, :mod:`kpid_core.engine.landing`).
         round_to: 1, 8, 16 or 32: kept channel counts are multiples of it in every group whose
             size allows (vector units and tensor cores favour them).
         latency: :class:`~kpid_core.engine.latency_table.LatencySettings` (or a dict of its fields) for

@@ -2,7 +2,7 @@
 
 The latency table (:mod:`kpid_core.engine.latency_table`) is a model. It is calibrated on uniformly
 cut copies, yet the knapsack picks non-uniform allocations and cuts exactly where the table promises
-the most time saved, so its prediction of the chosen network errs by 5–15 % on a quiet CPU, in a
+the most time saved, so its prediction of the chosen network erred by up to 16 % on a quiet CPU, in a
 direction that depends on the architecture (bench/BENCHMARKS.latency.md: ResNet-50 ran faster than
 predicted, MobileNetV3-Large slower). As NetAdapt does with its proposals, a latency budget is therefore
 landed in closed loop:
