@@ -43,6 +43,11 @@ class InfeasibleBudgetError(KPIDError, ValueError):
         super().__init__(message)
         self.min_budget = min_budget
 
+    def __reduce__(self):
+        # copy and pickle rebuild it with both arguments (Ray pickles a trial's exception and Tune
+        # copies it; with ``args`` alone the copy failed and hid this error behind a TypeError)
+        return type(self), (str(self), self.min_budget)
+
 
 class SpecError(KPIDError):
     """A pruned-model spec, checkpoint or artifact file is missing, truncated or tampered with."""

@@ -149,6 +149,17 @@ def test_infeasible_required_raises_with_min_budget():
     assert exc.value.min_budget == pytest.approx(0.3)
 
 
+def test_infeasible_budget_error_survives_copy_and_pickle():
+    """Ray pickles a trial's exception and Tune copies it: both must keep the message and the bound."""
+    import copy
+    import pickle
+
+    err = InfeasibleBudgetError("budget 0.2 is infeasible", 0.25)
+    for clone in (copy.copy(err), pickle.loads(pickle.dumps(err))):
+        assert type(clone) is InfeasibleBudgetError
+        assert str(clone) == "budget 0.2 is infeasible" and clone.min_budget == 0.25
+
+
 def _classic_greedy(v, w, cap):
     order = sorted(range(v.size), key=lambda i: (-v[i] / w[i], -v[i], i))
     mask, room = np.zeros(v.size, bool), cap

@@ -20,8 +20,10 @@ def test_latency_sweep_records_measured_latency_and_draws_its_front(ray_2_cpus, 
     cache = tmp_path / "cache"
     cfg = real_sweep(tmp_path / "s.yaml", name="lat", samples=1, epochs=1, mode="grid", budgets=(0.9,),
                      space={"budget": [0.9], "cost": ["latency", "macs"]},
-                     extra_base={"round_to": 8, "latency.measure": "on", "latency.cache_dir": str(cache), "latency.batch": 2,
-                                 "latency.repeats": 3, "latency.table_repeats": 1})
+                     # batch 64: at batch 2 per-call overhead is ~88 % of this tiny net's time, so a table measured
+                     # on a busy machine could put budget 0.9 below the floors' cost (InfeasibleBudgetError)
+                     extra_base={"round_to": 8, "latency.measure": "on", "latency.cache_dir": str(cache), "latency.batch": 64,
+                                 "latency.repeats": 3, "latency.table_repeats": 1, "latency.land_rounds": 1})
     exp = run_sweep(sweep_args("--config", str(cfg), "--storage", str(tmp_path / "res"), "--gpus-per-trial", "0"),
                     out=io.StringIO())
     df = pd.read_parquet(exp / "trials.parquet")
@@ -30,7 +32,7 @@ def test_latency_sweep_records_measured_latency_and_draws_its_front(ray_2_cpus, 
     assert (df["config/prune.round_to"] == 8).all()
     assert df[["latency_ms", "latency_dense_ms", "latency_ratio"]].notna().all().all()
     assert df["latency_device"].str.startswith("cpu: ").all()
-    assert (df["config/latency.batch"] == 2).all()
+    assert (df["config/latency.batch"] == 64).all() and (df["config/latency.land_rounds"] == 1).all()
     # one table, measured once on this machine, shared by the latency trials through the cache
     assert len(list(cache.glob("*.json"))) == 1
     mac_rows = df[df["cost"] == "macs"]
