@@ -17,10 +17,10 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import nn
 
-from kpid_core._tv import torchvision
 from kpid_core.cifar_resnet import BasicBlock, CifarResNet, digits_resnet  # re-exported
 from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
@@ -44,6 +44,13 @@ __all__ = [
 ]
 
 MODEL_NAMES: list[str]  # computed on access (module __getattr__), so late registrations show up
+#: Every torchvision classifier offered by name: all of its classification registry but the transformers
+#: (and the structures in ``_TV_UNSUPPORTED``, refused by name with the reason). Computed on access.
+TORCHVISION_MODELS: list[str]
+#: torchvision classifiers refused by name (transformers and unsupported structures).
+TORCHVISION_REFUSED: list[str]
+#: torchvision's vision transformers (refused by name).
+TORCHVISION_TRANSFORMERS: list[str]
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZE: dict[str, int] = {}
 _TAPS: dict[str, list[str]] = {}
@@ -54,16 +61,8 @@ _TIMM_HINT = "pip install 'kpid-sweep[timm]' (or pip install timm)"
 
 # torchvision's vision transformers: their cost is in attention, which channel pruning cannot reach
 _TV_TRANSFORMER_PREFIXES = ("vit_", "swin_", "maxvit")
-_ALL_TV = torchvision.models.list_models(module=torchvision.models)
-TORCHVISION_TRANSFORMERS = [n for n in _ALL_TV if n.startswith(_TV_TRANSFORMER_PREFIXES)]
 # Convolutional torchvision classifiers the engine refuses, and why (tests/core prove each refusal)
 _TV_UNSUPPORTED: dict[str, str] = {}  # name prefix -> reason (none today: ShuffleNetV2 prunes, see engine/groups.py)
-#: Every torchvision classifier offered by name: all of its classification registry but the transformers
-#: (and the structures in ``_TV_UNSUPPORTED``, refused by name with the reason).
-TORCHVISION_MODELS = [n for n in _ALL_TV if n not in TORCHVISION_TRANSFORMERS
-                      and not n.startswith(tuple(_TV_UNSUPPORTED))]
-#: torchvision classifiers refused by name (transformers and unsupported structures).
-TORCHVISION_REFUSED = [n for n in _ALL_TV if n not in TORCHVISION_MODELS]
 # timm families of transformers (attention blocks), refused like torchvision's
 _TIMM_TRANSFORMER_PREFIXES = (
     "vit_", "deit", "swin", "beit", "cait", "coat", "convit", "crossvit", "eva", "levit", "maxvit", "maxxvit",
@@ -94,6 +93,13 @@ def register(name: str, input_size: int, taps: list[str] | None = None):
     return deco
 
 
+def _torchvision():
+    """torchvision, through the project's one import guard (:mod:`kpid_core._tv`)."""
+    from kpid_core._tv import torchvision
+
+    return torchvision
+
+
 # torchvision classifiers whose builder takes a width multiplier: ``width`` becomes ``width_mult``.
 _TV_WIDTH = {"mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"}
 
@@ -107,7 +113,7 @@ def _efficientnet_b0(width: float, num_classes: int, **kw) -> nn.Module:
     exactly torchvision's. B0's dropout (0.2) and stochastic depth (the class default, 0.2) are kept
     unless ``kw`` overrides them.
     """
-    effnet = torchvision.models.efficientnet
+    effnet = _torchvision().models.efficientnet
     setting, last_channel = effnet._efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=1.0)
     return effnet.EfficientNet(setting, kw.pop("dropout", 0.2), num_classes=num_classes, last_channel=last_channel,
                                **kw)
@@ -133,7 +139,7 @@ def _tv_factory(name: str):
             # truncated-normal init is slow and deprecated); pretrained files still load, see teacher
             kw.setdefault("aux_logits", False)
             kw.setdefault("init_weights", False)
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
+        return _torchvision().models.get_model(name, weights=None, num_classes=num_classes, **kw)
 
     return build
 
@@ -141,7 +147,7 @@ def _tv_factory(name: str):
 def _tv_input_size(name: str) -> int:
     """The crop size of the model's default torchvision weights (224 for most, 299 for Inception)."""
     try:
-        transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms
+        transforms = _torchvision().models.get_model_weights(name).DEFAULT.transforms
         return int(getattr(transforms, "keywords", {}).get("crop_size", 224))
     except (ValueError, KeyError, AttributeError):
         return 224
@@ -172,8 +178,30 @@ def _tv_taps(name: str) -> list[str]:
     return []  # e.g. vgg/alexnet: no stage structure; inner KD then has no default taps
 
 
-for _n in TORCHVISION_MODELS:
-    register(_n, _tv_input_size(_n), _tv_taps(_n))(_tv_factory(_n))
+class _TorchvisionNames(NamedTuple):
+    all: list[str]  # torchvision's classification registry
+    transformers: list[str]
+    offered: list[str]  # every classifier but the transformers and the _TV_UNSUPPORTED structures
+    refused: list[str]
+
+
+@functools.cache
+def _torchvision_names() -> _TorchvisionNames:
+    """torchvision's classifiers, read (and registered) on first need, not on import.
+
+    Importing torchvision costs about a second per process (its ops import ``torch._dynamo``), and
+    most processes never build one of its models: a trial on the bundled digits or a CIFAR ResNet, a
+    Ray worker running it. A name registered before this runs is kept (a registration under the same
+    name wins, as it would had it come after torchvision's).
+    """
+    tv = _torchvision()
+    every = tv.models.list_models(module=tv.models)
+    transformers = [n for n in every if n.startswith(_TV_TRANSFORMER_PREFIXES)]
+    offered = [n for n in every if n not in transformers and not n.startswith(tuple(_TV_UNSUPPORTED))]
+    for n in offered:
+        if n not in _REGISTRY:
+            register(n, _tv_input_size(n), _tv_taps(n))(_tv_factory(n))
+    return _TorchvisionNames(every, transformers, offered, [n for n in every if n not in offered])
 
 
 # --- CIFAR-style ResNets (kpid_core.cifar_resnet) -----------------------------------------------
@@ -200,6 +228,7 @@ _FLEXIBLE_INPUT = {"resnet20", "resnet56", "resnet110", "digits_resnet"}
 # ---- timm (optional) ------------------------------------------------------------------------------
 def _timm():
     """The timm module, or a one-line error naming the extra that installs it."""
+    _torchvision()  # timm imports torchvision: through the project's guard first (kpid_core._tv says why)
     try:
         import timm
     except ImportError:
@@ -308,12 +337,15 @@ def check_model_name(name: str) -> str:
         _timm_name(name)
     elif _is_factory(name):
         _factory(name)
-    elif name in TORCHVISION_TRANSFORMERS:
-        raise UnsupportedModelError(_transformer_message(name))
-    elif name in _ALL_TV:
-        why = next(v for k, v in _TV_UNSUPPORTED.items() if name.startswith(k))
-        raise UnsupportedModelError(f"model {name!r} cannot be pruned: {why}")
     else:
+        tv = _torchvision_names()  # registers torchvision's classifiers
+        if name in _REGISTRY:
+            return name
+        if name in tv.transformers:
+            raise UnsupportedModelError(_transformer_message(name))
+        if name in tv.all:
+            why = next(v for k, v in _TV_UNSUPPORTED.items() if name.startswith(k))
+            raise UnsupportedModelError(f"model {name!r} cannot be pruned: {why}")
         raise _unknown(name)
     return name
 
@@ -360,10 +392,12 @@ def models_with_width() -> list[str]:
     Returns:
         Their names, sorted.
     """
+    _torchvision_names()
     return sorted(n for n in _REGISTRY if model_has_width(n))
 
 
 def _unknown(name: str) -> UnknownNameError:
+    _torchvision_names()
     valid = sorted(_REGISTRY)
     close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
     hint = f" (close matches: {', '.join(close)})" if close else ""
@@ -436,7 +470,15 @@ def default_taps(name: str) -> list[str]:
     return list(_TAPS.get(name, []))
 
 
+_TV_LISTS = {"TORCHVISION_MODELS": "offered", "TORCHVISION_REFUSED": "refused",
+             "TORCHVISION_TRANSFORMERS": "transformers"}
+
+
 def __getattr__(attr: str):
+    # computed on access: late registrations show up, and torchvision is read only when asked for
     if attr == "MODEL_NAMES":
+        _torchvision_names()
         return sorted(_REGISTRY)
+    if attr in _TV_LISTS:
+        return list(getattr(_torchvision_names(), _TV_LISTS[attr]))
     raise AttributeError(attr)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from kpid_core.config import DataConfig, as_section
 from kpid_core.errors import DataError, UnknownNameError
 
-__all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "load_split"]
+__all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "digits_arrays", "load_split"]
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 AUGMENTS = ("imagenet", "small", "none")
@@ -145,18 +145,48 @@ def _loaders(train_ds, val_ds, test_ds, cfg, seed: int):
 
 
 # --- digits ----------------------------------------------------------------------------------------
-def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+_DIGITS_SHAPE = (1797, 65)  # 8x8 pixel values 0-16, then the label
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits: ``(images (1797, 8, 8) with values 0-16, labels (1797,))``.
+
+    The same arrays as ``sklearn.datasets.load_digits()``'s ``images`` and ``target``, read straight
+    from the file it reads (``sklearn/datasets/data/digits.csv.gz``, located without importing
+    scikit-learn): importing scikit-learn costs about a second, paid by every process that loads
+    digits — each trial of a sweep on them. Falls back to ``load_digits`` if that file is not where
+    scikit-learn ships it.
+
+    Returns:
+        ``(images, labels)`` as float64 and int arrays.
+    """
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, mode="rt", encoding="utf-8") as f:
+                data = np.loadtxt(f, delimiter=",")
+            if data.shape == _DIGITS_SHAPE:
+                return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
-    y = torch.tensor(d.target, dtype=torch.long)
+    return d.images, d.target
+
+
+def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
+    y = torch.tensor(target, dtype=torch.long)
     size = int(cfg.image_size or 16)
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     n = len(y)
     if split is None:
-        tr, va, te = _split_indices(d.target, (cfg.val_fraction, cfg.test_fraction), seed)
+        tr, va, te = _split_indices(target, (cfg.val_fraction, cfg.test_fraction), seed)
         split = {"dataset": "digits", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
     _check_split(split, "digits", n)
     tr = torch.tensor(split["train"], dtype=torch.long)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from kpid_core.errors import DataError, UnknownNameError
-from kpid_core.training.data import DATASETS, build_data, load_split
+from kpid_core.training.data import DATASETS, build_data, digits_arrays, load_split
 
 DIGITS = {"name": "digits", "image_size": 16, "batch_size": 64, "val_fraction": 0.15, "test_fraction": 0.2}
 
@@ -31,6 +31,17 @@ def test_digits_split_is_stratified_disjoint_and_seeded():
     assert abs(float(xs.mean())) < 0.05 and abs(float(xs.std()) - 1) < 0.05  # normalised on train stats
     assert build_data(DIGITS, seed=0).split == b.split
     assert build_data(DIGITS, seed=1).split["test"] != te
+
+
+def test_digits_are_scikit_learns_load_digits_exactly():
+    """digits_arrays reads the file load_digits reads, without importing scikit-learn (tested in a
+    fresh process in test_lazy_import): the same images and labels, value for value."""
+    from sklearn.datasets import load_digits
+
+    images, labels = digits_arrays()
+    ref = load_digits()
+    assert images.dtype == ref.images.dtype and np.array_equal(images, ref.images)
+    assert labels.dtype == ref.target.dtype and np.array_equal(labels, ref.target)
 
 
 def test_digits_three_channels_and_8px():

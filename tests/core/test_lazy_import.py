@@ -1,4 +1,5 @@
-"""Light entry points stay light: the package root and its errors must not import torch."""
+"""Light entry points stay light: the package root and its errors must not import torch; the model
+registry reads torchvision and the digits loader scikit-learn only when they are needed."""
 
 import subprocess
 import sys
@@ -13,3 +14,25 @@ def test_package_root_and_errors_do_not_import_torch_but_reexports_work():
     )
     out = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_torchvision_and_scikit_learn_are_imported_only_when_needed():
+    code = (
+        "import sys, torch\n"
+        "import kpid_core.models as m, kpid_core.trial\n"
+        "from kpid_core.training.data import digits_arrays\n"
+        "m.build_model('digits_resnet', num_classes=10); m.check_model_name('resnet20'); digits_arrays()\n"
+        "assert 'torchvision' not in sys.modules and 'sklearn' not in sys.modules, 'imported eagerly'\n"
+        # a model registered under a torchvision name before torchvision was read keeps that name
+        "m.register('resnet18', 32)(lambda num_classes=10, **kw: torch.nn.Linear(1, num_classes))\n"
+        "assert isinstance(m.build_model('resnet18'), torch.nn.Linear) and 'torchvision' not in sys.modules\n"
+        # timm (which imports torchvision) first: through the guard, on this CPU-only torch too
+        "assert type(m.build_model('timm:lcnet_050', num_classes=3)).__name__ == 'MobileNetV3'\n"
+        "assert 'torchvision' in sys.modules\n"
+        "assert type(m.build_model('mobilenet_v3_small', num_classes=3)).__name__ == 'MobileNetV3'\n"
+        "assert isinstance(m.build_model('resnet18'), torch.nn.Linear)\n"
+        "assert 'resnet50' in m.TORCHVISION_MODELS and 'vit_b_16' in m.TORCHVISION_REFUSED\n"
+        "assert 'resnet50' in m.MODEL_NAMES and 'digits_resnet' in m.MODEL_NAMES\n"
+    )
+    out = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
