@@ -42,14 +42,16 @@ EOF
 fi
 
 if [ "$DRY" = 1 ]; then
-  # tiny: step 2's table at 3a's dry settings (64 px, batch 2, 2 rounds per layer), so 3a finds it in
-  # the check's cache; step 3b on one of its models at one budget
+  # tiny: step 2's table at 3a's dry settings (64 px, batch 2, 1 round per layer), so 3a finds it in
+  # the check's cache; one landing re-prune at most (3a's too); the trial with two candidates and
+  # three timing rounds; step 3b on the small MobileNetV3 at one budget
   EPOCHS=1; TEACHER_EPOCHS=1; LAT_BATCH=2; SIZE=64; PRUNE_MODEL=mobilenet_v3_small; BUDGET=0.8
-  AMP=""; PRUNE_ARGS="--table-repeats 2"; TRIAL_AMP=off; BENCH_ARGS="--dry"
-  LAT_ARGS="--dry --models mobilenet_v3_large --budgets 0.5"
+  AMP=""; PRUNE_ARGS="--table-repeats 1 --land-rounds 1"; TRIAL_AMP=off; BENCH_ARGS="--dry --land-rounds 1"
+  TRIAL_ARGS="--set prune.candidates=2 --set prune.candidate_batches=1 --set latency.repeats=3"
+  LAT_ARGS="--dry --models mobilenet_v3_small --budgets 0.5"
 else
   EPOCHS=3; TEACHER_EPOCHS=10; LAT_BATCH=64; SIZE=224; PRUNE_MODEL=mobilenet_v3_large; BUDGET=0.5
-  AMP="--amp"; PRUNE_ARGS=""; TRIAL_AMP=on
+  AMP="--amp"; PRUNE_ARGS=""; TRIAL_AMP=on; TRIAL_ARGS="--set latency.repeats=11"
   BENCH_ARGS="--batch 32 --repeats 15 --amp"
   LAT_ARGS="--device cuda --amp fp16 --models resnet50,mobilenet_v3_large --budgets 0.5,0.3 --repeats 15"
 fi
@@ -67,7 +69,7 @@ step() {  # step NAME TIMEOUT_S CMD...: run, report its time, remember the first
 step "1. trial on $DEVICE (AMP+channels_last: $TRIAL_AMP)" 120 \
   $PY -m kpid_core trial --quiet --out "$OUT/trial" --set train.device="$DEVICE" --set train.amp=$TRIAL_AMP \
   --set train.channels_last=$TRIAL_AMP --set epochs=$EPOCHS --set teacher.epochs=$TEACHER_EPOCHS --set budget=0.5 \
-  --set latency.measure=on --set latency.batch=$LAT_BATCH --set latency.repeats=11
+  --set latency.measure=on --set latency.batch=$LAT_BATCH $TRIAL_ARGS
 if [ -f "$OUT/trial/metrics.json" ]; then
   $PY - "$OUT/trial/metrics.json" <<'EOF'
 import json, sys

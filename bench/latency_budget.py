@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         return fail(f"--models {bad[0]!r}: allowed values: {', '.join(MODELS)} (or another registry model)")
     settings = LatencySettings(device=args.device, batch=batch, threads=args.threads, amp=args.amp,
-                               channels_last=args.amp, repeats=2 if args.dry else args.table_repeats,
+                               channels_last=args.amp, repeats=1 if args.dry else args.table_repeats,
                                cache_dir=args.cache_dir, land_rounds=args.land_rounds)
 
     def log(msg: str) -> None:
