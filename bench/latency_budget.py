@@ -2,18 +2,22 @@
 
 For each model (random init; speed does not depend on the weights, L1 scores) and budget, prune
 twice in the same run — ``cost=latency`` (the product's measured per-layer table, cached) and
-``cost=macs`` (the default) — then time dense and both pruned models in interleaved rounds (every
-variant once per round, rotating order) and report the median over rounds of the paired ratio
-t_pruned / t_dense, its spread (min–max and IQR over rounds), the ratio the latency table
-predicted, and
+``cost=macs`` (the default) — then time dense and pruned models in interleaved rounds and report the
+median over rounds of the paired ratio t_pruned / t_dense, its spread (min–max and IQR over rounds),
+the ratio the latency table predicted, and
 
     efficiency = realised speed-up / targeted speed-up = budget / (t_pruned / t_dense)
 
 (for the MAC-budgeted model the target is its MAC ratio). Goals: the latency-budgeted ratio within
 ±5 % (relative) of the budget, efficiency ≥ 0.95.
 
+Two timing contexts (``--timing``): ``all`` (default) times the dense model and every pruned variant
+of a model in one rotation (each once per round, rotating order); ``pairs`` times each pruned variant
+against the dense model alone, in rounds of its own — the context in which the product's landing
+(``kpid_core.engine.landing``) measures a pruned network, and nearer to serving one model.
+
 Usage: ``python bench/latency_budget.py [--models ...] [--budgets ...] [--batch 8] [--threads 1]
-[--device cpu|cuda] [--amp] [--repeats 9] [--md FILE] [--dry]``
+[--device cpu|cuda] [--amp] [--repeats 9] [--timing all|pairs] [--md FILE] [--dry]``
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def _quantile(v: list[float], q: float) -> float:
 
 
 def run_model(name: str, size: int, budgets: list[float], settings: LatencySettings, repeats: int,
-              log) -> list[dict]:
-    """Prune ``name`` to every budget under both cost models and time all variants interleaved.
+              log, timing: str = "all") -> list[dict]:
+    """Prune ``name`` to every budget under both cost models and time the variants interleaved with the
+    dense model.
 
     Args:
         name: a registry model.
@@ -71,6 +76,8 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
         settings: latency table and timing settings.
         repeats: interleaved timing rounds.
         log: progress callback.
+        timing: ``all`` (one rotation of every variant and the dense model) or ``pairs`` (each variant
+            with the dense model alone).
 
     Returns:
         One dict per pruned variant (cost, budget, ratios, spread, prediction, efficiency).
@@ -103,10 +110,13 @@ def run_model(name: str, size: int, budgets: list[float], settings: LatencySetti
     fns = [timer.prepare(dense, (settings.batch, 3, size, size))]
     fns += [timer.prepare(v["net"], (settings.batch, 3, size, size)) for v in variants]
     t0 = time.perf_counter()
-    samples = time_interleaved(fns, repeats, timer)
-    log(f"{name}: timed {len(fns)} models x {repeats} rounds in {time.perf_counter() - t0:.0f} s")
-    d = samples[0]
-    for v, s in zip(variants, samples[1:]):
+    if timing == "pairs":  # (dense, pruned) samples of each variant's own rounds
+        pairs = [time_interleaved([fns[0], fn], repeats, timer) for fn in fns[1:]]
+    else:
+        every = time_interleaved(fns, repeats, timer)
+        pairs = [(every[0], s) for s in every[1:]]
+    log(f"{name}: timed {len(fns)} models x {repeats} rounds ({timing}) in {time.perf_counter() - t0:.0f} s")
+    for v, (d, s) in zip(variants, pairs):
         ratios = [p / q for p, q in zip(s, d)]
         v.update(dense_ms=statistics.median(d) * 1e3, ms=statistics.median(s) * 1e3,
                  ratio=statistics.median(ratios), lo=min(ratios), hi=max(ratios), fastest=min(s) / min(d),
@@ -168,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", action="store_true", help="CUDA: fp16 autocast + channels_last")
     ap.add_argument("--repeats", type=int, default=9, help="interleaved timing rounds (default 9)")
+    ap.add_argument("--timing", default="all",
+                    help="all: the dense model and every pruned variant in one rotation per round (default); "
+                         "pairs: each pruned variant against the dense model alone, as the product's landing times it")
     ap.add_argument("--table-repeats", type=int, default=5, help="rounds per layer in the latency table (default 5)")
     ap.add_argument("--land-rounds", type=int, default=LatencySettings.land_rounds,
                     help="cost=latency: measured re-prunes at most (the product's landing; 0 = the table alone; "
@@ -196,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"--{flag.replace('_', '-')} must be >= 1")
     if args.land_rounds < 0:
         return fail("--land-rounds must be >= 0")
+    if args.timing not in ("all", "pairs"):
+        return fail(f"--timing {args.timing!r}: allowed values: all, pairs")
     models = args.models.split(",")
     size, batch, repeats = args.size, args.batch, args.repeats
     if args.dry:
@@ -215,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     rows: list[dict] = []
     for name in models:
-        rows += run_model(name, size, budgets, settings, repeats, log)
+        rows += run_model(name, size, budgets, settings, repeats, log, args.timing)
     lines, summ = render(rows), summarise(rows)
     dev = device_name(args.device)
     setting = (f"{size}x{size}, batch {batch}, {args.threads} thread(s), {dev}{', AMP+channels_last' if args.amp else ''}, "
-               f"{repeats} interleaved rounds, table {settings.repeats} rounds per layer, landing {settings.land_rounds} "
+               f"{repeats} interleaved rounds ({'each variant paired with the dense model alone' if args.timing == 'pairs' else 'all variants in one rotation'}), table {settings.repeats} rounds per layer, landing {settings.land_rounds} "
                f"measured re-prunes at most ({settings.land_repeats} rounds each, tolerance {settings.land_tolerance:g})")
     print(f"Latency budgets: {setting}")
     print("\n".join(lines))

@@ -76,3 +76,31 @@ def test_latency_cuda_without_cuda_exits_2_with_one_line(monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("error: --device cuda") and "cpu" in err[0]
     assert latency_main(["--cost", "flops"]) == 2
     assert "allowed values: mac, latency" in capsys.readouterr().err
+
+
+def test_latency_budget_pairs_each_variant_with_the_dense_model(monkeypatch, tmp_path, capsys):
+    """``--timing pairs`` times every pruned variant against the dense model alone (the landing's
+    context) and divides by that pair's own dense samples; ``all`` times them in one rotation."""
+    import bench.latency_budget as lb
+    from kpid_core.engine.latency_table import LatencySettings
+
+    calls: list[int] = []
+
+    def fake_interleaved(fns, repeats, timer):  # dense first; each call's dense time differs
+        calls.append(len(fns))
+        dense = [float(len(calls))] * repeats
+        return [dense] + [[0.5] * repeats for _ in fns[1:]]
+
+    monkeypatch.setattr(lb, "time_interleaved", fake_interleaved)
+    real_prune = lb.prune_to_budget  # MAC budgets for both variants: a latency budget's feasibility
+    monkeypatch.setattr(lb, "prune_to_budget",  # depends on this machine's load, and is not tested here
+                        lambda model, x, budget, scores, cost, latency: real_prune(model, x, budget, scores))
+    settings = LatencySettings(batch=1, repeats=1, cache_dir=str(tmp_path), land_rounds=0)
+    rows = lb.run_model("resnet20", 16, [0.5], settings, 3, lambda msg: None, "pairs")
+    assert calls == [2, 2] and [r["cost"] for r in rows] == ["latency", "macs"]
+    assert [r["ratio"] for r in rows] == [0.5 / 1, 0.5 / 2]  # each against its own pair's dense model
+    calls.clear()
+    rows = lb.run_model("resnet20", 16, [0.5], settings, 3, lambda msg: None, "all")
+    assert calls == [3] and [r["ratio"] for r in rows] == [0.5, 0.5]
+    assert lb.main(["--timing", "both"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --timing 'both': allowed values: all, pairs"
