@@ -33,15 +33,21 @@ def test_digits_split_is_stratified_disjoint_and_seeded():
     assert build_data(DIGITS, seed=1).split["test"] != te
 
 
-def test_digits_are_scikit_learns_load_digits_exactly():
+def test_digits_are_scikit_learns_load_digits_exactly(monkeypatch):
     """digits_arrays reads the file load_digits reads, without importing scikit-learn (tested in a
-    fresh process in test_lazy_import): the same images and labels, value for value."""
+    fresh process in test_lazy_import): the same images and labels, value for value; where that file
+    cannot be found it asks load_digits itself."""
+    import importlib.util
+
     from sklearn.datasets import load_digits
 
     images, labels = digits_arrays()
     ref = load_digits()
     assert images.dtype == ref.images.dtype and np.array_equal(images, ref.images)
     assert labels.dtype == ref.target.dtype and np.array_equal(labels, ref.target)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no file to read: the fallback
+    images, labels = digits_arrays()
+    assert np.array_equal(images, ref.images) and np.array_equal(labels, ref.target)
 
 
 def test_digits_three_channels_and_8px():
