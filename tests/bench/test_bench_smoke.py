@@ -104,3 +104,16 @@ def test_latency_budget_pairs_each_variant_with_the_dense_model(monkeypatch, tmp
     assert calls == [3] and [r["ratio"] for r in rows] == [0.5, 0.5]
     assert lb.main(["--timing", "both"]) == 2
     assert capsys.readouterr().err.strip() == "error: --timing 'both': allowed values: all, pairs"
+
+
+def test_startup_bench_pairs_rounds_and_refuses_bad_rounds(capsys):
+    """bench/startup.py: the difference is taken round by round (not between medians), and a bad
+    --rounds is one line with exit 2, before any interpreter is started."""
+    from bench.startup import SNIPPETS, main, summarise
+
+    assert SNIPPETS["eager"].startswith(SNIPPETS["product"])  # the anchor does everything the product does
+    lines = summarise({"product": [1.0, 5.0, 1.2], "eager": [3.0, 5.5, 3.4]})
+    assert "| product | 1.20 | 1.00–5.00 |" in lines and "| eager | 3.40 | 3.00–5.50 |" in lines
+    assert "median +2.00 s" in lines[-1]  # per-round differences 2.0, 0.5, 2.2 (medians differ by 2.2)
+    assert main(["--rounds", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rounds '0': must be a whole number >= 1"
