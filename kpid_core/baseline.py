@@ -123,9 +123,9 @@ def run_baseline(cfg: Any, arch: str, width: float | None = None, on_epoch: Call
     from kpid_core.config import TrialConfig
     from kpid_core.engine.macs import count_macs
     from kpid_core.files import atomic_write_text
+    from kpid_core.shared import SharedArtifacts, load_teacher, trial_data
     from kpid_core.training.distill import DistillLoss
     from kpid_core.training.train import evaluate, fit, resolve_device, seed_everything
-    from kpid_core.trial import SharedArtifacts, load_teacher, trial_data
 
     t0 = time.perf_counter()
     cfg, shared = TrialConfig.coerce(cfg), SharedArtifacts.coerce(shared)

@@ -1,6 +1,6 @@
 """Shared-artifact preparation, once per sweep: data split, teacher, importance of every metric.
 
-Runs ``kpid_core.trial.prepare_shared`` in one Ray task (so it gets a GPU when the cluster has one)
+Runs ``kpid_core.shared.prepare_shared`` in one Ray task (so it gets a GPU when the cluster has one)
 writing into ``EXPERIMENT/shared/``; every trial then receives what it returned and neither trains a
 teacher nor computes importance. On ``--resume`` the recorded result is reused. The wait on the task
 is bounded (:mod:`sweeps.waits`).
@@ -21,8 +21,8 @@ PrepareFn = Callable[[dict, Path, list], Any]
 
 
 def default_prepare_fn(cfg: dict[str, Any], out_dir: Path, metrics: list[str]) -> Any:
-    """The product's preparation: ``kpid_core.trial.prepare_shared`` on the typed config."""
-    from kpid_core.trial import prepare_shared
+    """The product's preparation: ``kpid_core.shared.prepare_shared`` on the typed config."""
+    from kpid_core.shared import prepare_shared
     from sweeps.trainable import to_trial_config
 
     return prepare_shared(to_trial_config(cfg), out_dir, metrics)
@@ -67,7 +67,7 @@ def prepare_shared_artifacts(
     done, _ = wait_any([pending], waits or TaskWaits())
     shared = ray.get(done.ref)  # ready: returns at once
     if hasattr(shared, "to_dict"):
-        # kpid_core.trial.SharedArtifacts: trials reload it from out_dir/shared.json by path.
+        # kpid_core.shared.SharedArtifacts: trials reload it from out_dir/shared.json by path.
         shared = str(out_dir)
     record = {"metrics": list(metrics), "seconds": round(time.perf_counter() - t0, 3), "shared": shared}
     atomic_write_text(marker, json.dumps(record, indent=1))

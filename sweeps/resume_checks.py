@@ -65,7 +65,7 @@ def check_shared(shared: Any) -> None:
         return
     import torch
 
-    from kpid_core.trial import SharedArtifacts
+    from kpid_core.shared import SharedArtifacts
 
     art = SharedArtifacts.load(shared)
     fix = f"delete {str(Path(shared) / 'prepared.json')!r} to prepare the shared artifacts again"

@@ -117,9 +117,11 @@ def test_importing_every_module_pulls_in_nothing_forbidden(package, forbidden):
 
 
 # The engine prunes a model without knowing how it is trained: nothing under kpid_core/engine reaches
-# kpid_core.training, the trial, the baseline or the progressive schedule, not even through a top-level
-# module it imports (kpid_core.prune, kpid_core.models) nor through an old flat alias (kpid_core.data).
-ENGINE_FORBIDDEN = ("kpid_core.training", "kpid_core.trial", "kpid_core.baseline", "kpid_core.progressive")
+# kpid_core.training, the trial (with its shared artifacts and prune phase), the baseline or the
+# progressive schedule, not even through a top-level module it imports (kpid_core.prune,
+# kpid_core.models) nor through an old flat alias (kpid_core.data).
+ENGINE_FORBIDDEN = ("kpid_core.training", "kpid_core.trial", "kpid_core.shared", "kpid_core.prune_phase",
+                    "kpid_core.baseline", "kpid_core.progressive")
 
 
 def _module_name(path: Path) -> str:

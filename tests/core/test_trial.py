@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from kpid_core import prune_phase
+from kpid_core import shared as shared_mod
 from kpid_core import trial as trial_mod
 from kpid_core.__main__ import main
 from kpid_core.config import load_config
@@ -82,8 +84,9 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
     def boom(*a, **k):
         raise AssertionError("recomputed although shared")
 
-    monkeypatch.setattr(trial_mod, "get_teacher", boom)
-    monkeypatch.setattr(trial_mod, "teacher_importance", boom)
+    monkeypatch.setattr(shared_mod, "get_teacher", boom)  # where the trial's teacher and scores come from
+    monkeypatch.setattr(shared_mod, "teacher_importance", boom)
+    monkeypatch.setattr(prune_phase, "teacher_importance", boom)
     with_shared = run_trial(cfg, shared=str(tmp_path / "shared"))  # a path works (Ray passes strings)
     for k in ("accuracy", "val_accuracy", "macs", "params"):
         assert with_shared[k] == alone[k], k
@@ -93,7 +96,7 @@ def test_shared_artifacts_give_the_same_trial_without_recomputing(tmp_path, monk
     with pytest.raises(AssertionError, match="recomputed although shared"):
         run_trial(cfg.with_overrides({"prune.importance_batches": 3}), shared=shared)
     # preparing again over the same folder keeps the files that answer the config, rescores the others
-    monkeypatch.setattr(trial_mod, "get_teacher", get_teacher)
+    monkeypatch.setattr(shared_mod, "get_teacher", get_teacher)
     again = prepare_shared(cfg, tmp_path / "shared", ["taylor"])  # teacher_importance is still boom
     assert again.importance["taylor"] == shared.importance["taylor"]
     monkeypatch.undo()
@@ -191,7 +194,7 @@ def test_a_tap_that_names_no_module_fails_before_the_teacher_is_trained(monkeypa
     def boom(*a, **k):
         raise AssertionError("teacher trained before the taps were checked")
 
-    monkeypatch.setattr(trial_mod, "get_teacher", boom)
+    monkeypatch.setattr(shared_mod, "get_teacher", boom)
     with pytest.raises(ConfigError, match=r"^distill.taps: no module 'layer9' in resnet20; .*layer1, layer2"):
         run_trial(load_config(overrides=[*TINY, "model=resnet20", "distill.taps=[layer1,layer9]"]))
 
@@ -207,3 +210,11 @@ def test_nan_loss_clear_status_exit_3(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["status"] == "non_finite_loss"
     with pytest.raises(NonFiniteLossError):
         run_trial(load_config(overrides=["lr=1e30", "teacher.epochs=3", "epochs=1"]))
+
+
+def test_the_trial_module_re_exports_the_shared_and_prune_phase_names():
+    """docs/CONTRACTS.md: ``kpid_core.trial`` keeps answering for what moved to shared.py and prune_phase.py."""
+    for name in ("prepare_shared", "SharedArtifacts", "trial_data", "load_teacher", "teacher_importance"):
+        assert getattr(trial_mod, name) is getattr(shared_mod, name), name
+    for name in ("latency_settings", "TRIAL_STATE_FILE"):
+        assert getattr(trial_mod, name) is getattr(prune_phase, name), name

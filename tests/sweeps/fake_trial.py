@@ -144,9 +144,14 @@ def counting_run_trial(cfg: dict, on_epoch: Callable | None = None, **kw: Any) -
 
 
 def _patch_counters(kt: Any) -> None:
+    """Count teacher trainings and importance computations where the trial looks them up: the shared
+    preparation and the teacher (kpid_core.shared) and the prune phase's own scoring (kpid_core.prune_phase)."""
     if getattr(kt, "_counting", False):
         return
-    orig_teacher, orig_imp = kt.get_teacher, kt.teacher_importance
+    import kpid_core.prune_phase as phase
+    from kpid_core import shared
+
+    orig_teacher, orig_imp = shared.get_teacher, shared.teacher_importance
 
     def get_teacher(*a: Any, **k: Any) -> Any:
         _count("teacher")
@@ -156,4 +161,5 @@ def _patch_counters(kt: Any) -> None:
         _count("importance")
         return orig_imp(*a, **k)
 
-    kt.get_teacher, kt.teacher_importance, kt._counting = get_teacher, importance, True
+    shared.get_teacher, shared.teacher_importance, phase.teacher_importance = get_teacher, importance, importance
+    kt._counting = True
