@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except KPIDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any subcommand: one line, no traceback (130 = 128 + SIGINT)
+        print(f"interrupted: {getattr(args, 'command', None) or 'kpid_core'} stopped before it finished", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -290,7 +290,7 @@ def _check_ranges(cfg: TrialConfig) -> None:
     d, m, t, p, k, tr = cfg.data, cfg.model, cfg.teacher, cfg.prune, cfg.distill, cfg.train
     _range("seed", cfg.seed, 0, 2**32 - 1)  # numpy's and scikit-learn's seed range
     _range("prune.budget", p.budget, 0.0, 1.0, low_open=True)
-    _range("prune.min_keep", p.min_keep, 0.0, 1.0)
+    _range("prune.min_keep", p.min_keep, 0.0, 1.0, low_open=True)
     _range("data.val_fraction", d.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
     _range("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True)
     if d.val_fraction + d.test_fraction >= 1.0:
@@ -382,7 +382,7 @@ def _range(name: str, v: float, lo: float | None, hi: float | None, *, low_open:
            high_open: bool = False) -> None:
     bad = (lo is not None and (v < lo or (low_open and v == lo))) or (
         hi is not None and (v > hi or (high_open and v == hi)))
-    if bad or math.isnan(v):
+    if bad or not math.isfinite(v):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         interval = f"{'(' if low_open else '['}{lo_s}, {hi_s}{')' if high_open or hi is None else ']'}"
@@ -485,6 +485,10 @@ def load_config(path: str | os.PathLike | None = None,
             raw = yaml.safe_load(p.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {str(p)!r} is a directory; expected a YAML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(p)!r} is not a text file (not UTF-8); expected YAML") from None
         except (OSError, yaml.YAMLError) as exc:
             from kpid_core.cli import yaml_error_line
 

@@ -17,7 +17,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -426,11 +426,29 @@ def build_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     if name.startswith(TIMM_PREFIX):
         return _timm_build(name, num_classes, **kwargs)
     if _is_factory(name):
-        model = _factory(name)(num_classes=num_classes, **kwargs)
+        factory = _factory(name)
+        _check_factory_call(name, factory, num_classes, kwargs)
+        model = factory(num_classes=num_classes, **kwargs)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model {name!r}: the factory returned a {type(model).__name__}, not an nn.Module")
         return model
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
+
+
+def _check_factory_call(name: str, factory: Callable[..., Any], num_classes: int, kwargs: dict[str, Any]) -> None:
+    """A ``package.module:function`` that cannot be called as ``function(num_classes=..., **kwargs)``
+    is refused in one line before the call (so a TypeError raised inside a working factory is not
+    mistaken for it)."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to read (some builtins): the call itself decides
+        return
+    try:
+        sig.bind(num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        args = ", ".join([f"num_classes={num_classes}", *(f"{k}=..." for k in kwargs)])
+        raise ConfigError(f"model {name!r}: the factory cannot be called as {name.split(':')[-1]}({args}): {exc}; "
+                          "a model factory takes num_classes as a keyword") from None
 
 
 def model_input_size(name: str) -> int:

@@ -224,7 +224,7 @@ def latency_settings(cfg: TrialConfig, device: torch.device, *, table: bool = Fa
         The settings.
     """
     lat = cfg.latency
-    dev = resolve_device(lat.device if lat.device != "auto" else device)
+    dev = resolve_device(lat.device if lat.device != "auto" else device, "latency.device")
     return LatencySettings(device=str(dev), batch=lat.batch, threads=lat.threads,
                            amp=train_flag(cfg.train.amp, dev) and dev.type == "cuda",
                            channels_last=train_flag(cfg.train.channels_last, dev),

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from kpid_core.errors import ConfigError, KPIDError, NonFiniteLossError
 
-__all__ = ["EXIT_ERROR", "EXIT_NONFINITE", "add_parser", "run"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_NONFINITE", "add_parser", "run"]
 
 EXIT_ERROR = 2  # bad input: config, data, files
 EXIT_NONFINITE = 3  # training diverged (NaN/Inf loss)
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's 128 + 2, as sweeps/run.py
 
 _EPILOG = """\
 Without --config the bundled digits task runs (scikit-learn's digits, offline; about a minute on
@@ -28,7 +29,8 @@ Writes into --out (which must not exist or be empty): metrics.json, model/ (relo
 kpid_core.load_pruned), trial.log.
 
 Exit codes: 0 finished; 2 bad input (one line "error: ..."); 3 the loss became NaN/Inf (status
-"non_finite_loss" in metrics.json; lower the learning rate).
+"non_finite_loss" in metrics.json; lower the learning rate); 130 interrupted (Ctrl-C; an --out this
+run created is removed, so the same command can be run again).
 """
 
 
@@ -81,5 +83,11 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C: one line, and the same command can simply be run again
+        kept = "" if not created else f"; removed the partial --out {str(out)!r}, so the same command can be re-run"
+        if created and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"interrupted: the trial stopped before it finished{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}))
     return 0

@@ -223,7 +223,13 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
     if not saved.exists():
         raise _config_error(f"--resume: no sweep to resume at {_exp_dir(storage, name)} (sweep.yaml missing); "
                             "check --storage and --name")
-    return parse_sweep(yaml.safe_load(saved.read_text()), where=str(saved)), name
+    try:
+        raw = yaml.safe_load(saved.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _config_error(f"--resume: the sweep's saved {saved} cannot be read as YAML ({type(exc).__name__}); "
+                            "it was written by the first run: restore it, or start a new sweep under another --name"
+                            ) from None
+    return parse_sweep(raw, where=str(saved)), name
 
 
 def _new_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:

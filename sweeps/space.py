@@ -175,6 +175,10 @@ def load_sweep(path: str | Path | None = None) -> SweepSpec:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"--config: file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config: {path} is a directory; expected a sweep YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
+        raise ConfigError(f"--config: cannot read {path} as a YAML text file: {type(exc).__name__}") from None
     except yaml.YAMLError as exc:
         from kpid_core.cli import yaml_error_line
 
@@ -267,6 +271,10 @@ def _check_top_keys(raw: Any, where: str) -> None:
     bad = set(raw) - _TOP_KEYS
     if bad:
         raise ConfigError(f"{where}: unknown top-level key(s) {sorted(bad)}; allowed: {sorted(_TOP_KEYS)}")
+    for section in ("base", "gpu", "space", "search", "resources"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise ConfigError(f"{where}: {section} must be a mapping of keys to values (key: value lines), "
+                              f"got {type(raw[section]).__name__}")
 
 
 def _split_space(raw_space: dict[str, Any], base: dict[str, Any], valid: set[str], where: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from kpid_core.engine.timing import (  # re-exported: the table's public API inc
     time_interleaved,
 )
 from kpid_core.errors import ConfigError
-from kpid_core.files import atomic_write_text
+from kpid_core.files import atomic_write_text, storage_errors
 
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
            "latency_table", "measure_table", "paired_latency", "time_calls", "time_interleaved"]
@@ -350,9 +350,12 @@ def latency_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
                 return table
         except (OSError, ValueError, TypeError):
             pass
+    what = "latency.cache_dir (prune --cache-dir)"
+    with storage_errors(what, path.parent):  # before minutes of measuring: a cache that cannot be made fails now
+        path.parent.mkdir(parents=True, exist_ok=True)
     table = measure_table(model, groups, settings, log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, table.to_json())
+    with storage_errors(what, path.parent):
+        atomic_write_text(path, table.to_json())
     return table
 
 

@@ -187,7 +187,8 @@ def _digits(cfg, seed: int, split: Mapping | None, channels: int | None) -> Data
     n = len(y)
     if split is None:
         tr, va, te = _split_indices(target, (cfg.val_fraction, cfg.test_fraction), seed)
-        split = {"dataset": "digits", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
+        split = _limit_train({"dataset": "digits", "seed": seed, "n": n, "train": tr, "val": va, "test": te},
+                             target, cfg, seed)
     _check_split(split, "digits", n)
     tr = torch.tensor(split["train"], dtype=torch.long)
     # Normalise with statistics of the training images only (no peeking at val/test).
@@ -214,7 +215,8 @@ def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> D
     x += 1.5 * (band.view(1, 1, size, 1) == y.view(n, 1, 1, 1)).float()
     if split is None:
         tr, va, te = _split_indices(y.numpy(), (cfg.val_fraction, cfg.test_fraction), seed)
-        split = {"dataset": "synthetic", "seed": seed, "n": n, "train": tr, "val": va, "test": te}
+        split = _limit_train({"dataset": "synthetic", "seed": seed, "n": n, "train": tr, "val": va, "test": te},
+                             y.numpy(), cfg, seed)
     _check_split(split, "synthetic", n)
     ds = TensorDataset(x, y)
     train, val, test = _loaders(Subset(ds, split["train"]), Subset(ds, split["val"]),
@@ -244,6 +246,24 @@ def _pixel_stats(images: np.ndarray) -> tuple[tuple[float], tuple[float]]:
     return (mean,), (math.sqrt(var),)
 
 
+def _check_fashion_arrays(arrays: Mapping[str, np.ndarray], files: Mapping[str, Any]) -> None:
+    """N images and N labels in each part, at least one image, labels in 0..9, one image size: a
+    wrong file fails here in one line, not as an index error deep in training."""
+    for part in ("train", "test"):
+        xi, yi = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        where = f"fashion_mnist: {str(files[part + '_images'])!r} holds {xi.shape}, {str(files[part + '_labels'])!r}"
+        if xi.ndim != 3 or yi.ndim != 1 or len(xi) != len(yi):
+            raise DataError(f"{where} holds {yi.shape}: expected N images and N labels")
+        if len(yi) == 0:
+            raise DataError(f"{where} holds {yi.shape}: expected at least one image")
+        if int(yi.min()) < 0 or int(yi.max()) > 9:
+            raise DataError(f"fashion_mnist: {str(files[part + '_labels'])!r} holds labels "
+                            f"{int(yi.min())}..{int(yi.max())}: expected the 10 classes 0..9")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"fashion_mnist: train images are {arrays['train_images'].shape[1:]} px, test images "
+                        f"{arrays['test_images'].shape[1:]}: expected one size")
+
+
 def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) -> DataBundle:
     """Fashion-MNIST from its IDX files: 60k train (val carved by seed) + the fixed 10k test set,
     held in memory as uint8; padded random crop + flip for training; the training images' own
@@ -256,11 +276,7 @@ def _fashion_mnist(cfg, seed: int, split: Mapping | None, channels: int | None) 
         raise DataError("data.augment=imagenet is for full-size photos; fashion_mnist takes small or none")
     files = find_fashion_mnist(cfg.root)
     arrays = {k: read_idx(p) for k, p in files.items()}
-    for part in ("train", "test"):
-        xi, yi = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if xi.ndim != 3 or yi.ndim != 1 or len(xi) != len(yi):
-            raise DataError(f"fashion_mnist: {str(files[part + '_images'])!r} holds {xi.shape}, "
-                            f"{str(files[part + '_labels'])!r} holds {yi.shape}: expected N images and N labels")
+    _check_fashion_arrays(arrays, files)
     ytr = arrays["train_labels"].astype(np.int64)
     n = len(ytr)
     if split is None:
@@ -358,7 +374,7 @@ def _cifar(name: str, cfg, seed: int, split: Mapping | None, channels: int | Non
     n = len(ytr)
     if split is None:
         tr, va, _ = _split_indices(ytr, (float(cfg.val_fraction), 0.0), seed)
-        split = {"dataset": name, "seed": seed, "n": n, "train": tr, "val": va, "test": []}
+        split = _limit_train({"dataset": name, "seed": seed, "n": n, "train": tr, "val": va, "test": []}, ytr, cfg, seed)
     _check_split(split, name, n)
     src = _Arr(xtr, ytr)
     train_ds = Subset(_Transformed(src, train_tf), split["train"])
@@ -441,6 +457,9 @@ def _imagefolder(cfg, seed: int, split: Mapping | None, channels: int | None) ->
         raise DataError(f"imagefolder: {exc}; imagefolder expects {expect}") from None
     if test_src.classes != src.classes:
         raise DataError(f"imagefolder: ROOT/val class folders differ from ROOT/train; imagefolder expects {expect}")
+    if len(src.classes) < 2:
+        raise DataError(f"imagefolder: {len(src.classes)} class folder ({', '.join(src.classes)}) under ROOT/train: "
+                        "a classifier needs at least 2 classes")
     size = int(cfg.image_size or (224 if augment == "imagenet" else _native_size(src)))
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if c == 3 else (_GREY_MEAN, _GREY_STD)
     train_tf, eval_tf = _folder_transforms(augment, size, mean, std)

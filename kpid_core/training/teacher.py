@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError, SpecError
-from kpid_core.files import atomic_save, atomic_write_text
+from kpid_core.files import atomic_save, atomic_write_text, storage_errors
 from kpid_core.models import build_model
 
 __all__ = [
@@ -81,6 +81,8 @@ def load_state_dict_file(path: str | os.PathLike, model: nn.Module, what: str = 
     """Load a state dict (``torch.load(weights_only=True)``; a ``{"model"|"state_dict": ...}``
     wrapper also works) into ``model``; missing/corrupt/mismatched → SpecError."""
     path = Path(os.path.expanduser(str(path)))
+    if path.is_dir():
+        raise SpecError(f"{what}: {str(path)!r} is a directory; expected a state-dict file (torch.save)")
     if not path.is_file():
         raise SpecError(f"{what}: file {str(path)!r} does not exist")
     try:
@@ -284,6 +286,8 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
             return Teacher(model.to(dev).eval(), float(meta["accuracy"]), path, "cache")
         except (SpecError, ValueError, KeyError):
             log.warning("teacher: cached %s is unreadable; retraining", path)
+    with storage_errors("teacher.cache_dir", cache):  # before training: a cache that cannot be made fails now
+        cache.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
     loss = DistillLoss(ce_weight=1.0, kd_weight=0.0, inner_weight=0.0, label_smoothing=cfg.train.label_smoothing)
@@ -291,9 +295,9 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
                       epochs=cfg.teacher.epochs, desc="teacher")
     model.eval()
     acc = evaluate(model, data.test, dev)
-    cache.mkdir(parents=True, exist_ok=True)
     # parallel trials may train the same teacher: last writer wins, whole files
-    atomic_save(model.state_dict(), path)
-    atomic_write_text(meta_path, json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
+    with storage_errors("teacher.cache_dir", cache):
+        atomic_save(model.state_dict(), path)
+        atomic_write_text(meta_path, json.dumps({"accuracy": acc, "key": key, "model": cfg.model.name, "kwargs": kw}))
     log.info("teacher: trained, test acc %.4f, cached at %s", acc, path)
     return Teacher(model, acc, path, "train")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from kpid_core.config import TrainConfig, as_section
-from kpid_core.errors import NonFiniteLossError, SpecError
+from kpid_core.errors import ConfigError, NonFiniteLossError, SpecError
 from kpid_core.files import atomic_save
 from kpid_core.training.distill import DistillLoss
 from kpid_core.training.distributed import (
@@ -68,13 +68,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, else cpu."""
+def resolve_device(device: str | torch.device = "auto", field: str = "train.device") -> torch.device:
+    """The torch device a config names.
+
+    Args:
+        device: ``"auto"`` (cuda if available, else cpu), a device string or a ``torch.device``.
+        field: the config key to name when a string asks for CUDA on a machine without it.
+
+    Returns:
+        The device. Raises ConfigError for ``cuda`` where torch sees no CUDA device (checked where the
+        work runs, not when the config is read: a sweep's driver may have no GPU while its workers do).
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{field}={device}: CUDA is not available here (torch {torch.__version__}); "
+                          "allowed: auto, cpu")
+    return dev
 
 
 def train_flag(value: str, device: torch.device) -> bool:

@@ -80,6 +80,9 @@ def test_help_documents_options(capsys):
     (["--budget", "1.5"], "budget must be in (0, 1]"),
     (["--budget", "0.001"], "infeasible"),
     (["--checkpoint", "/nonexistent.pt"], "does not exist"),
+    (["--checkpoint", "/"], "'/' is a directory; expected a state-dict file"),
+    (["--model", "json:loads"], "model 'json:loads': the factory cannot be called as loads(num_classes=1000)"),
+    (["--cost", "latency", "--cache-dir", "/dev/null"], "latency.cache_dir (prune --cache-dir): cannot write '/dev/null'"),
 ])
 def test_errors_one_line_exit_2(tmp_path, capsys, args, message):
     base = {"--model": "resnet18", "--budget": "0.5", "--metric": "l1", "--input": "32",
@@ -118,3 +121,18 @@ def test_checkpoint_is_used(tmp_path, capsys):
     back = load_pruned(tmp_path / "o")
     cm = json.loads((tmp_path / "o" / "spec.json").read_text())["channel_map"]["conv1"]
     torch.testing.assert_close(back.conv1.weight, m.conv1.weight[cm["out"]][:, cm["in"]])
+
+
+def test_ctrl_c_in_a_subcommand_is_one_line_exit_130(tmp_path, monkeypatch, capsys):
+    import kpid_core.prune as prune_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune_mod, "prune_to_budget", interrupted)
+    assert main(["macs", "--model", "resnet18", "--input", "32"]) == 0  # an untouched command still works
+    capsys.readouterr()
+    assert main(["prune", "--model", "resnet18", "--budget", "0.5", "--metric", "l1", "--input", "32",
+                 "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted: prune stopped before it finished"

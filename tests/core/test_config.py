@@ -97,6 +97,8 @@ def test_unknown_key_lists_valid_keys():
     ("seed=-1", "seed", "[0, 4294967295]"),
     ("train.device=gpu", "train.device", "auto, cpu, cuda, cuda:N"),
     ("latency.device=tpu", "latency.device", "auto, cpu, cuda, cuda:N"),
+    ("lr=1e400", "train.lr", "(0.0, inf)"),  # parses to inf: not a learning rate
+    ("prune.min_keep=0", "prune.min_keep", "(0.0, 1.0]"),
 ])
 def test_bad_values_name_field_and_allowed(override, field, allowed):
     with pytest.raises(ConfigError) as e:
@@ -121,6 +123,11 @@ def test_bad_yaml_file(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="is not a text file"):
+        load_config(tmp_path / "binary.yaml")
+    with pytest.raises(ConfigError, match="is a directory; expected a YAML file"):
+        load_config(tmp_path)
 
 
 def test_as_section_fills_missing_fields_with_the_configs_defaults():

@@ -192,3 +192,46 @@ def test_trial_cli_on_fashion_mnist_reloads_and_refuses_bad_roots(tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err
         assert not (tmp_path / "bad").exists()
+
+
+def _rewrite(folder, name: str, arr: np.ndarray) -> None:
+    (folder / f"{name}-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(arr)))
+
+
+@pytest.mark.parametrize(("name", "arr", "needle"), [
+    ("train-labels-idx1", np.array([200] + [0] * (N_TRAIN - 1), dtype=np.uint8), r"labels 0\.\.200: expected the 10 classes"),
+    ("t10k-labels-idx1", np.full(N_TEST, 11, dtype=np.uint8), r"labels 11\.\.11: expected the 10 classes"),
+    ("t10k-images-idx3", np.zeros((N_TEST, 20, 20), dtype=np.uint8), r"test images \(20, 20\): expected one size"),
+])
+def test_fashion_mnist_files_with_wrong_labels_or_sizes_are_one_line(tmp_path, name, arr, needle):
+    write_fashion(tmp_path)
+    _rewrite(tmp_path, name, arr)
+    with pytest.raises(DataError, match=needle) as e:
+        build_data({"name": "fashion_mnist", "root": str(tmp_path)}, seed=0)
+    assert "\n" not in str(e.value)
+
+
+def test_fashion_mnist_without_images_is_one_line(tmp_path):
+    write_fashion(tmp_path)
+    _rewrite(tmp_path, "train-images-idx3", np.zeros((0, 28, 28), dtype=np.uint8))
+    _rewrite(tmp_path, "train-labels-idx1", np.zeros(0, dtype=np.uint8))
+    with pytest.raises(DataError, match="expected at least one image"):
+        build_data({"name": "fashion_mnist", "root": str(tmp_path)}, seed=0)
+
+
+def test_an_imagefolder_of_one_class_is_refused(tmp_path):
+    for split in ("train", "val"):
+        d = tmp_path / split / "shirt"
+        d.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.zeros((8, 8), dtype=np.uint8), mode="L").save(d / f"{i}.png")
+    with pytest.raises(DataError, match=r"1 class folder \(shirt\).*at least 2 classes"):
+        build_data({"name": "imagefolder", "root": str(tmp_path)}, seed=0)
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_train_size_keeps_a_stratified_subset_of_every_dataset(name):
+    full = build_data({"name": name}, seed=0)
+    small = build_data({"name": name, "train_size": 50}, seed=0)
+    assert len(small.train.dataset) == 50 < len(full.train.dataset)
+    assert set(small.split["train"]) <= set(full.split["train"]) and small.split["val"] == full.split["val"]

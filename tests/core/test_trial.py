@@ -218,3 +218,35 @@ def test_the_trial_module_re_exports_the_shared_and_prune_phase_names():
         assert getattr(trial_mod, name) is getattr(shared_mod, name), name
     for name in ("latency_settings", "TRIAL_STATE_FILE"):
         assert getattr(trial_mod, name) is getattr(prune_phase, name), name
+
+
+def test_ctrl_c_during_a_trial_is_one_line_and_the_same_command_can_be_run_again(tmp_path, monkeypatch, capsys):
+    def interrupted(cfg, out_dir=None, **kw):
+        (out_dir / "trial.log").write_text("started\n")  # what a trial has written when Ctrl-C comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trial_mod, "run_trial", interrupted)
+    out = tmp_path / "run"
+    assert main(["trial", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: the trial stopped before it finished; removed the partial --out")
+    assert len(err.splitlines()) == 1 and not out.exists()
+    out.mkdir()  # an --out that was there (empty) before the run is kept
+    assert main(["trial", "--out", str(out)]) == 130 and out.is_dir()
+
+
+def test_cuda_asked_for_where_there_is_none_and_a_cache_dir_that_is_a_file_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["trial", "--out", str(tmp_path / "a"), "--set", "train.device=cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: train.device=cuda: CUDA is not available here") and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("the teacher was trained before its cache was checked")
+
+    monkeypatch.setattr("kpid_core.training.train.fit", boom)  # get_teacher imports it when it trains
+    (tmp_path / "file").write_text("x")
+    assert main(["trial", "--quiet", "--out", str(tmp_path / "b"), "--set", f"teacher.cache_dir={tmp_path / 'file'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: teacher.cache_dir: cannot write '{tmp_path / 'file'}'") and len(err.splitlines()) == 1

@@ -45,6 +45,30 @@ def test_bad_config_is_one_line_and_writes_nothing(capsys, tmp_path, raw, needle
     assert not storage.exists()
 
 
+@pytest.mark.parametrize(("text", "needle"), [
+    ("space: [budget]\n", "space must be a mapping of keys to values (key: value lines), got list"),
+    ("base: [1]\nspace: {budget: [0.3, 0.6]}\n", "base must be a mapping"),
+    ("search: [1]\nspace: {budget: [0.3, 0.6]}\n", "search must be a mapping"),
+    ("resources: 4\nspace: {budget: [0.3, 0.6]}\n", "resources must be a mapping of keys to values (key: value lines), got int"),
+    (b"\xff\xfe\x00bad", "cannot read"),
+])
+def test_a_sweep_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, text, needle):
+    p = tmp_path / "s.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    _fails(capsys, ["--config", str(p), "--storage", str(tmp_path / "res"), "--dry-run"], needle)
+    _fails(capsys, ["--config", str(tmp_path), "--storage", str(tmp_path / "res"), "--dry-run"], "is a directory")
+    assert not (tmp_path / "res").exists()
+
+
+def test_resume_of_a_sweep_whose_saved_file_is_corrupt(capsys, tmp_path):
+    exp = tmp_path / "broken"
+    exp.mkdir()
+    (exp / "sweep.yaml").write_text("garbage: [\n")
+    err = _fails(capsys, ["--storage", str(tmp_path), "--name", "broken", "--resume"], "--resume: the sweep's saved")
+    assert "cannot be read as YAML" in err and "another --name" in err
+    assert (exp / "sweep.yaml").read_text() == "garbage: [\n" and len(list(exp.iterdir())) == 1
+
+
 def test_relative_storage_is_refused_with_the_shared_storage_hint(capsys, tmp_path):
     err = _fails(capsys, ["--config", _cfg(tmp_path), "--storage", "rel/dir"], "--storage")
     assert "absolute" in err and "shared storage" in err
