@@ -57,7 +57,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _normalised_hypervolume(info: ParetoInfo, teacher: dict[str, float] | None, x: str, y: str) -> tuple[float, str]:
     pts = info.front[[x, y]].to_numpy(dtype=float)
-    if x == "macs" and teacher and "macs" in teacher and y in ("accuracy", "val_accuracy"):
+    if x == "macs" and teacher and teacher.get("macs", 0) > 0 and y in ("accuracy", "val_accuracy"):
         pts = pts / np.array([teacher["macs"], 1.0])
         return hypervolume(pts, (1.0, 0.0)), "MACs as a fraction of the dense model, reference (1.0, 0 %)"
     considered = info.considered[[x, y]].to_numpy(dtype=float)

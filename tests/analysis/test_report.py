@@ -198,3 +198,18 @@ def test_report_adds_the_latency_front_when_trials_measured_latency(tmp_path, tr
     assert list(front["trial_id"]) != list(mac_front["trial_id"])
     summary = (d / "report" / "summary.md").read_text()
     assert "Pareto front on measured latency" in summary and "cpu: test CPU" in summary
+
+
+def test_a_dense_model_of_zero_macs_gives_raw_hypervolume_and_no_warning(tmp_path, trials_df):
+    import warnings
+
+    from conftest import write_results
+
+    df = trials_df.copy()
+    df["macs_dense"] = 0  # a table whose writer knew no dense MACs: nothing to normalise by
+    d = write_results(tmp_path / "zero", df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide-by-zero RuntimeWarning would land on stderr
+        make_report(d, tmp_path / "out", formats=("png",))
+    line = next(ln for ln in (tmp_path / "out" / "summary.md").read_text().splitlines() if ln.startswith("Hypervolume"))
+    assert "raw units" in line and "nan" not in line and "inf" not in line
