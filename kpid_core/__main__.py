@@ -203,9 +203,10 @@ def _input_errors(args) -> Iterator[None]:
 
     try:
         yield
-    except RuntimeError as exc:
+    except (RuntimeError, AssertionError) as exc:  # AssertionError: a model's own size check (timm's halo attention)
         raise ConfigError(f"--input {args.input}: model {args.model!r} cannot run on a {args.input}x{args.input} "
-                          f"image ({str(exc).splitlines()[0][:160]}); use a larger --input") from None
+                          f"image ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]}); use a larger --input"
+                          ) from None
 
 
 def _check_runs(model, args) -> None:

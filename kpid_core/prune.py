@@ -210,6 +210,9 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
            log: Callable[[str], None] | None) -> PruneResult:
     def prune_at(b: float) -> PruneResult:
         work, x, groups = _traced(model, example_input)
+        if not groups.layers:  # nothing multiplies: no conv or linear layer reached from the input
+            raise UnsupportedModelError(f"model {model_name or type(model).__name__} cannot be pruned: it has no "
+                                        "conv or linear layer, so there are no channels or MACs to cut")
         vectors = score_vectors(groups, scores, work)
         cm = _cost_model(cost, groups, work, settings, log)
         try:

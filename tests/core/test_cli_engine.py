@@ -136,3 +136,12 @@ def test_ctrl_c_in_a_subcommand_is_one_line_exit_130(tmp_path, monkeypatch, caps
                  "--out", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted: prune stopped before it finished"
+
+
+def test_a_model_that_asserts_its_input_size_is_a_line_naming_input(capsys):
+    """timm's halo attention asserts that the feature map divides into its blocks: an
+    ``AssertionError`` from the model, not a RuntimeError from torch."""
+    assert main(["macs", "--model", "timm:halonet26t", "--input", "32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --input 32: model 'timm:halonet26t' cannot run on a 32x32 image")
+    assert err.endswith("use a larger --input") and len(err.splitlines()) == 1

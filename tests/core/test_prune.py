@@ -9,7 +9,13 @@ from torch import nn
 from kpid_core.engine.groups import find_groups
 from kpid_core.engine.importance import compute_importance
 from kpid_core.engine.macs import count_macs
-from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError, UnknownNameError
+from kpid_core.errors import (
+    ConfigError,
+    InfeasibleBudgetError,
+    SpecError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from kpid_core.models import build_model
 from kpid_core.prune import load_pruned, output_channels, prune_to_budget, save_pruned
 
@@ -183,3 +189,8 @@ def test_check_fraction_and_min_keep_floors(tiny):
     floors = min_keep_floors(groups, 0.1)
     assert all(1 <= f <= g.size and f >= math.ceil(0.1 * g.size - 1e-9) for f, g in zip(floors, groups))
     assert list(min_keep_floors(groups, 1.0)) == [g.size for g in groups]
+
+
+def test_a_model_with_no_conv_or_linear_layer_is_refused_in_one_line():
+    with pytest.raises(UnsupportedModelError, match="model Identity cannot be pruned: it has no conv or linear layer"):
+        prune_to_budget(nn.Identity(), (3, 8, 8), 0.5)
