@@ -74,8 +74,8 @@ def _cmd_prune(args) -> int:
     output_dir(out, "--out")  # an uncreatable or read-only --out fails before the model is built
     try:
         return _prune(args, out, settings)
-    except KPIDError:
-        if created:  # bad input leaves nothing behind
+    except (KPIDError, KeyboardInterrupt):
+        if created:  # bad input or Ctrl-C leaves nothing behind (the same command can be run again)
             shutil.rmtree(out, ignore_errors=True)
         raise
 

@@ -136,6 +136,7 @@ def test_ctrl_c_in_a_subcommand_is_one_line_exit_130(tmp_path, monkeypatch, caps
                  "--out", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted: prune stopped before it finished"
+    assert not (tmp_path / "o").exists()  # the --out it had created is removed
 
 
 def test_a_model_that_asserts_its_input_size_is_a_line_naming_input(capsys):
