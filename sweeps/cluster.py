@@ -299,7 +299,8 @@ def _check_shape(have_gpus: float, have_cpus: float, num_gpus: float, gpus_per_t
             f"allowed 0..{have_gpus:g}"
         )
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
-        raise ConfigError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+        raise ConfigError(f"--gpus-per-trial (resources.gpus_per_trial) must be >= 0 and --cpus-per-trial "
+                          f"(resources.cpus_per_trial) > 0; got {gpus_per_trial:g} and {cpus_per_trial:g}")
     if gpus_per_trial > 0 and num_gpus == 0:
         raise ConfigError(
             f"--gpus-per-trial: {gpus_per_trial:g} asked but 0 GPUs are in use (--num-gpus / cluster)"

@@ -60,6 +60,14 @@ def test_a_sweep_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, text, nee
     assert not (tmp_path / "res").exists()
 
 
+def test_a_trial_shape_from_the_sweep_file_is_refused_naming_its_key(capsys, tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("space: {budget: [0.3, 0.6]}\nresources: {cpus_per_trial: 0}\n")
+    err = _fails(capsys, ["--config", str(p), "--storage", str(tmp_path / "res"), "--dry-run"],
+                 "--cpus-per-trial (resources.cpus_per_trial) > 0")
+    assert err.endswith("got 0 and 0") and not (tmp_path / "res").exists()
+
+
 def test_resume_of_a_sweep_whose_saved_file_is_corrupt(capsys, tmp_path):
     exp = tmp_path / "broken"
     exp.mkdir()
