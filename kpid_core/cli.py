@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import os
+from pathlib import Path
+from typing import Any, NoReturn
 
-__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "whole_at_least", "yaml_error_line"]
+__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "YamlFileError", "read_yaml", "whole_at_least",
+           "yaml_error_line"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,3 +60,40 @@ def yaml_error_line(exc: Exception) -> str:
     problem = getattr(exc, "problem", None) or exc.__class__.__name__
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return f"{where}{' '.join(str(problem).split())}"
+
+
+class YamlFileError(Exception):
+    """A YAML file that cannot be read; the message is one phrase to follow the file's name."""
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document in ``path`` (None for an empty file): the one reader of the project's
+    config, sweep and saved sweep files, so that each says the same about a bad file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed document.
+
+    Raises:
+        YamlFileError: "does not exist", "is a directory; expected a YAML file", "is not a text file
+            (not UTF-8)", "cannot be read (<why>)" or "is not valid YAML: line L, column C: <problem>"
+            (a value YAML parses but cannot build, such as the date 2020-13-45, included).
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise YamlFileError("does not exist") from None
+    except IsADirectoryError:
+        raise YamlFileError("is a directory; expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise YamlFileError("is not a text file (not UTF-8)") from None
+    except OSError as exc:
+        raise YamlFileError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise YamlFileError(f"is not valid YAML: {yaml_error_line(exc) if isinstance(exc, yaml.YAMLError) else exc}"
+                            ) from None

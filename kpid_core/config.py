@@ -481,18 +481,12 @@ def load_config(path: str | os.PathLike | None = None,
     p = Path(path) if path is not None else default_config_path()
     raw: Any = {}
     if path is not None or p.exists():
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(p)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {str(p)!r} is a directory; expected a YAML file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {str(p)!r} is not a text file (not UTF-8); expected YAML") from None
-        except (OSError, yaml.YAMLError) as exc:
-            from kpid_core.cli import yaml_error_line
+        from kpid_core.cli import YamlFileError, read_yaml
 
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {yaml_error_line(exc)}") from None
+        try:
+            raw = read_yaml(p) or {}
+        except YamlFileError as why:
+            raise ConfigError(f"config file {str(p)!r} {why}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections (data:, model:, ...)")
     merged = list(_flatten(raw)) + parse_overrides(overrides)

@@ -214,8 +214,7 @@ def _exp_dir(storage: str, name: str) -> str:
 
 
 def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
-    import yaml
-
+    from kpid_core.cli import YamlFileError, read_yaml
     from sweeps.space import load_sweep, parse_sweep
 
     name = args.name or (load_sweep(args.config).name if args.config else None) or DEFAULT_NAME
@@ -224,11 +223,10 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
         raise _config_error(f"--resume: no sweep to resume at {_exp_dir(storage, name)} (sweep.yaml missing); "
                             "check --storage and --name")
     try:
-        raw = yaml.safe_load(saved.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _config_error(f"--resume: the sweep's saved {saved} cannot be read as YAML ({type(exc).__name__}); "
-                            "it was written by the first run: restore it, or start a new sweep under another --name"
-                            ) from None
+        raw = read_yaml(saved)
+    except YamlFileError as why:
+        raise _config_error(f"--resume: the sweep's saved {saved} {why}; it was written by the first run: "
+                            "restore it, or start a new sweep under another --name") from None
     return parse_sweep(raw, where=str(saved)), name
 
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kpid_core.cli import YamlFileError, read_yaml
 from kpid_core.errors import ConfigError
 from kpid_core.results_schema import flatten  # re-exported: the one dotted-key flattener
 
@@ -172,17 +171,9 @@ def load_sweep(path: str | Path | None = None) -> SweepSpec:
     """Read and validate a sweep YAML (default: the bundled digits demo)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config: file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"--config: {path} is a directory; expected a sweep YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text
-        raise ConfigError(f"--config: cannot read {path} as a YAML text file: {type(exc).__name__}") from None
-    except yaml.YAMLError as exc:
-        from kpid_core.cli import yaml_error_line
-
-        raise ConfigError(f"--config: {path} is not valid YAML: {yaml_error_line(exc)}") from None
+        raw = read_yaml(path)
+    except YamlFileError as why:
+        raise ConfigError(f"--config: {path} {why}") from None
     return parse_sweep(raw or {}, where=str(path))
 
 

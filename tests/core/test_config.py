@@ -128,6 +128,9 @@ def test_bad_yaml_file(tmp_path):
         load_config(tmp_path / "binary.yaml")
     with pytest.raises(ConfigError, match="is a directory; expected a YAML file"):
         load_config(tmp_path)
+    (tmp_path / "date.yaml").write_text("seed: 2020-13-45\n")  # YAML syntax, but no such date
+    with pytest.raises(ConfigError, match=r"date.yaml' is not valid YAML: month must be in 1\.\.12$"):
+        load_config(tmp_path / "date.yaml")
 
 
 def test_as_section_fills_missing_fields_with_the_configs_defaults():

@@ -50,7 +50,7 @@ def test_bad_config_is_one_line_and_writes_nothing(capsys, tmp_path, raw, needle
     ("base: [1]\nspace: {budget: [0.3, 0.6]}\n", "base must be a mapping"),
     ("search: [1]\nspace: {budget: [0.3, 0.6]}\n", "search must be a mapping"),
     ("resources: 4\nspace: {budget: [0.3, 0.6]}\n", "resources must be a mapping of keys to values (key: value lines), got int"),
-    (b"\xff\xfe\x00bad", "cannot read"),
+    (b"\xff\xfe\x00bad", "s.yaml is not a text file (not UTF-8)"),
 ])
 def test_a_sweep_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, text, needle):
     p = tmp_path / "s.yaml"
@@ -73,7 +73,7 @@ def test_resume_of_a_sweep_whose_saved_file_is_corrupt(capsys, tmp_path):
     exp.mkdir()
     (exp / "sweep.yaml").write_text("garbage: [\n")
     err = _fails(capsys, ["--storage", str(tmp_path), "--name", "broken", "--resume"], "--resume: the sweep's saved")
-    assert "cannot be read as YAML" in err and "another --name" in err
+    assert "sweep.yaml is not valid YAML: line 2, column 1" in err and "another --name" in err
     assert (exp / "sweep.yaml").read_text() == "garbage: [\n" and len(list(exp.iterdir())) == 1
 
 
