@@ -78,16 +78,14 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"status: non_finite_loss: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
-    except KPIDError as exc:
-        if created and out.is_dir():  # bad input leaves nothing behind (a retry is not refused as non-empty)
+    except (KPIDError, KeyboardInterrupt) as exc:
+        if created and out.is_dir():  # bad input or Ctrl-C leaves nothing behind (a retry is not refused as non-empty)
             shutil.rmtree(out, ignore_errors=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:  # Ctrl-C: one line, and the same command can simply be run again
-        kept = "" if not created else f"; removed the partial --out {str(out)!r}, so the same command can be re-run"
-        if created and out.is_dir():
-            shutil.rmtree(out, ignore_errors=True)
-        print(f"interrupted: the trial stopped before it finished{kept}", file=sys.stderr)
+        if isinstance(exc, KPIDError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        removed = f"; removed the partial --out {str(out)!r}, so the same command can be re-run" if created else ""
+        print(f"interrupted: the trial stopped before it finished{removed}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}))
     return 0
