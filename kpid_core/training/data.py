@@ -144,6 +144,17 @@ def _loaders(train_ds, val_ds, test_ds, cfg, seed: int):
     return train, val, test
 
 
+def _limit_train(split: dict, labels: np.ndarray, cfg, seed: int) -> dict:
+    """Keep at most ``data.train_size`` training images (stratified by label, seeded): every dataset's
+    split goes through it when it is drawn."""
+    n = cfg.train_size
+    if n is None or int(n) >= len(split["train"]):
+        return split
+    tr = np.asarray(split["train"])
+    keep, _ = _tts(tr, 1.0 - int(n) / len(tr), labels, seed + 2)
+    return {**split, "train": sorted(keep.tolist())}
+
+
 # --- digits ----------------------------------------------------------------------------------------
 _DIGITS_SHAPE = (1797, 65)  # 8x8 pixel values 0-16, then the label
 
@@ -225,16 +236,6 @@ def _synthetic(cfg, seed: int, split: Mapping | None, channels: int | None) -> D
 
 
 # --- Fashion-MNIST ---------------------------------------------------------------------------------
-def _limit_train(split: dict, labels: np.ndarray, cfg, seed: int) -> dict:
-    """Keep at most ``data.train_size`` training images (stratified by label, seeded)."""
-    n = cfg.train_size
-    if n is None or int(n) >= len(split["train"]):
-        return split
-    tr = np.asarray(split["train"])
-    keep, _ = _tts(tr, 1.0 - int(n) / len(tr), labels, seed + 2)
-    return {**split, "train": sorted(keep.tolist())}
-
-
 def _pixel_stats(images: np.ndarray) -> tuple[tuple[float], tuple[float]]:
     """Mean and sample std of uint8 pixels scaled to [0, 1], from their 256-bin histogram (exact,
     without a float copy of the images)."""
