@@ -59,7 +59,7 @@ from kpid_core.engine.timing import (  # re-exported: the table's public API inc
     time_interleaved,
 )
 from kpid_core.errors import ConfigError
-from kpid_core.files import atomic_write_text, storage_errors
+from kpid_core.files import atomic_write_text, output_dir, storage_errors
 
 __all__ = ["TABLE_FORMAT", "LatencySettings", "LatencyTable", "Timer", "arch_hash", "device_name", "latency_cost",
            "latency_table", "measure_table", "paired_latency", "time_calls", "time_interleaved"]
@@ -351,8 +351,7 @@ def latency_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
         except (OSError, ValueError, TypeError):
             pass
     what = "latency.cache_dir (prune --cache-dir)"
-    with storage_errors(what, path.parent):  # before minutes of measuring: a cache that cannot be made fails now
-        path.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(path.parent, what)  # before minutes of measuring: a cache that cannot be made or written fails now
     table = measure_table(model, groups, settings, log)
     with storage_errors(what, path.parent):
         atomic_write_text(path, table.to_json())

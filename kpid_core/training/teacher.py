@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kpid_core.errors import ConfigError, SpecError
-from kpid_core.files import atomic_save, atomic_write_text, storage_errors
+from kpid_core.files import atomic_save, atomic_write_text, output_dir, storage_errors
 from kpid_core.models import build_model
 
 __all__ = [
@@ -286,8 +286,7 @@ def get_teacher(cfg: Any, data: Any, *, device: str | torch.device = "cpu", trai
             return Teacher(model.to(dev).eval(), float(meta["accuracy"]), path, "cache")
         except (SpecError, ValueError, KeyError):
             log.warning("teacher: cached %s is unreadable; retraining", path)
-    with storage_errors("teacher.cache_dir", cache):  # before training: a cache that cannot be made fails now
-        cache.mkdir(parents=True, exist_ok=True)
+    output_dir(cache, "teacher.cache_dir")  # before training: a cache that cannot be made or written fails now
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, num_classes=data.num_classes, **kw)
     loss = DistillLoss(ce_weight=1.0, kd_weight=0.0, inner_weight=0.0, label_smoothing=cfg.train.label_smoothing)
