@@ -227,7 +227,35 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
     except YamlFileError as why:
         raise _config_error(f"--resume: the sweep's saved {saved} {why}; it was written by the first run: "
                             "restore it, or start a new sweep under another --name") from None
-    return parse_sweep(raw, where=str(saved)), name
+    spec = parse_sweep(raw, where=str(saved))
+    _check_unchanged(args, spec, saved)
+    return spec, name
+
+
+# What a resumed sweep cannot change: Tune restores the trials and the searcher of the first run.
+_FIXED_ON_RESUME = ("base", "space", "mode", "early_stopping", "objectives", "baselines")
+
+
+def _check_unchanged(args: argparse.Namespace, saved_spec: Any, saved: Path) -> None:
+    """``--resume`` runs the sweep saved by the first run: a ``--config`` or an option that would
+    change it is refused (one line naming it) rather than silently ignored."""
+    from sweeps.space import load_sweep
+
+    if args.config:
+        new = load_sweep(args.config)
+        if new.gpu and saved_spec.base == {**new.base, **new.gpu}:  # the first run had GPUs (saved as run)
+            new.use_gpu_settings()
+        for key in _FIXED_ON_RESUME:
+            if getattr(new, key) != getattr(saved_spec, key):
+                raise _config_error(f"--config: {args.config} changes {key!r} of the sweep saved in {saved}; "
+                                    "--resume continues that sweep as it was started (run the changed file "
+                                    "under a new --name)")
+    for flag, value, kept in (("--num-samples", args.num_samples, saved_spec.num_samples),
+                              ("--seed", args.seed, saved_spec.seed),
+                              ("--max-concurrent", args.max_concurrent, saved_spec.max_concurrent)):
+        if value is not None and value != kept:
+            raise _config_error(f"{flag}: {value} differs from the resumed sweep's {kept} (saved in {saved}); "
+                                f"drop {flag} with --resume, or start a new sweep under another --name")
 
 
 def _new_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:

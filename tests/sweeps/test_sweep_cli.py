@@ -165,3 +165,35 @@ def test_script_entry_point_exit_code_and_one_line():
                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --num-gpus") and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_changed_config_or_option_instead_of_ignoring_it(capsys, tmp_path):
+    from sweeps.run import build_parser, describe_run
+    from sweeps.space import load_sweep
+
+    cfg = tmp_path / "s.yaml"
+    raw = {"name": "r", "space": {"budget": [0.3, 0.6]}, "search": {"num_samples": 4},
+           "gpu": {"data.batch_size": 256}}
+    cfg.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "res"
+    (storage / "r").mkdir(parents=True)
+    saved = storage / "r" / "sweep.yaml"
+    first = load_sweep(str(cfg))
+    first.use_gpu_settings()  # the first run had GPUs: sweeps/run.py saves the sweep as run
+    saved.write_text(yaml.safe_dump(first.to_dict(), sort_keys=False))
+    before = saved.read_text()
+    resume = ["--config", str(cfg), "--storage", str(storage), "--resume"]
+
+    for argv in (resume, [*resume, "--num-samples", "4"], ["--storage", str(storage), "--name", "r", "--resume"]):
+        run = describe_run(build_parser().parse_args(argv))  # the same sweep: resumed as saved
+        assert run.resume and run.spec.space == first.space and run.spec.base["data.batch_size"] == 256
+
+    cfg.write_text(yaml.safe_dump({**raw, "space": {"budget": [0.3, 0.5]}}))
+    err = _fails(capsys, resume, "--config: ")
+    assert "changes 'space'" in err and "new --name" in err
+    cfg.write_text(yaml.safe_dump({**raw, "base": {"epochs": 2}}))
+    assert "changes 'base'" in _fails(capsys, resume, "--config: ")
+    cfg.write_text(yaml.safe_dump(raw))
+    err = _fails(capsys, [*resume, "--num-samples", "9"], "--num-samples: 9 differs from the resumed sweep's 4")
+    _fails(capsys, [*resume, "--seed", "3"], "--seed: 3 differs")
+    assert saved.read_text() == before and sorted(p.name for p in (storage / "r").iterdir()) == ["sweep.yaml"]
