@@ -186,8 +186,8 @@ def describe_run(args: argparse.Namespace) -> RunDescription:
 
     Returns:
         The run. Raises ConfigError for a relative or URI ``--storage``, a ``--resume`` without a
-        saved sweep, an existing experiment without ``--resume`` (unless ``--dry-run``), or
-        ``--num-samples`` < 1.
+        saved sweep or with a ``--config`` or option that would change it, an existing experiment
+        without ``--resume`` (unless ``--dry-run``), or ``--num-samples`` < 1.
     """
     storage = _storage_root(args.storage)
     spec, name = _resumed_spec(args, storage) if args.resume else _new_spec(args, storage)
