@@ -217,7 +217,8 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
     from kpid_core.cli import YamlFileError, read_yaml
     from sweeps.space import load_sweep, parse_sweep
 
-    name = args.name or (load_sweep(args.config).name if args.config else None) or DEFAULT_NAME
+    given = load_sweep(args.config) if args.config else None
+    name = args.name or (given.name if given else None) or DEFAULT_NAME
     saved = Path(_exp_dir(storage, name)) / "sweep.yaml"
     if not saved.exists():
         raise _config_error(f"--resume: no sweep to resume at {_exp_dir(storage, name)} (sweep.yaml missing); "
@@ -228,7 +229,7 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
         raise _config_error(f"--resume: the sweep's saved {saved} {why}; it was written by the first run: "
                             "restore it, or start a new sweep under another --name") from None
     spec = parse_sweep(raw, where=str(saved))
-    _check_unchanged(args, spec, saved)
+    _check_unchanged(args, given, spec, saved)
     return spec, name
 
 
@@ -236,13 +237,10 @@ def _resumed_spec(args: argparse.Namespace, storage: str) -> tuple[Any, str]:
 _FIXED_ON_RESUME = ("base", "space", "mode", "early_stopping", "objectives", "baselines")
 
 
-def _check_unchanged(args: argparse.Namespace, saved_spec: Any, saved: Path) -> None:
-    """``--resume`` runs the sweep saved by the first run: a ``--config`` or an option that would
-    change it is refused (one line naming it) rather than silently ignored."""
-    from sweeps.space import load_sweep
-
-    if args.config:
-        new = load_sweep(args.config)
+def _check_unchanged(args: argparse.Namespace, new: Any, saved_spec: Any, saved: Path) -> None:
+    """``--resume`` runs the sweep saved by the first run: a ``--config`` (read as ``new``) or an
+    option that would change it is refused (one line naming it) rather than silently ignored."""
+    if new is not None:
         if new.gpu and saved_spec.base == {**new.base, **new.gpu}:  # the first run had GPUs (saved as run)
             new.use_gpu_settings()
         for key in _FIXED_ON_RESUME:
