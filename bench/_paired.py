@@ -56,7 +56,8 @@ class Setting:
 # existed: left out of the key while they hold it, so that adding an option does not orphan the cache.
 _NEUTRAL = {"prune": {"candidates": 1, "candidate_batches": 8},
             # latency landing acts only with prune.cost=latency, which no cached result used
-            "latency": {"land_rounds": 3, "land_tolerance": 0.02, "land_repeats": 9}}
+            "latency": {"land_rounds": 3, "land_tolerance": 0.02, "land_repeats": 9},
+            "train": {"warmup_epochs": 0.0}}
 
 
 def _defaults() -> str:
@@ -126,7 +127,7 @@ def _trial(overrides: dict) -> Callable[[Ctx], dict]:
         logger.setLevel(logging.INFO)
         logger.addHandler(catch)
         try:
-            m = run_trial(ctx.cfg.with_overrides({"budget": ctx.budget, **ctx.extra, **overrides}), shared=ctx.shared)
+            m = run_trial(ctx.cfg.with_overrides({"budget": ctx.budget, **overrides, **ctx.extra}), shared=ctx.shared)
         finally:
             logger.removeHandler(catch)
             logger.setLevel(level)
@@ -186,15 +187,17 @@ def _tp(kd: bool) -> Callable[[Ctx], dict]:
 
 def _scratch(arch: str) -> Callable[[Ctx], dict]:
     """``arch`` at the width matching the budget's MACs, trained from scratch with CE + logits KD
-    for teacher + fine-tune epochs at the teacher's learning rate."""
+    for teacher + fine-tune epochs at the teacher's learning rate (a variant's overrides, e.g.
+    ``lr`` or ``train.warmup_epochs``, take precedence over this recipe)."""
 
     def run(ctx: Ctx) -> dict:
         from kpid_core.baseline import run_baseline
 
-        cfg = ctx.cfg.with_overrides({"budget": ctx.budget, "lr": ctx.cfg.teacher.lr, "distill.kd_weight": 1.0})
+        cfg = ctx.cfg.with_overrides({"budget": ctx.budget, "lr": ctx.cfg.teacher.lr, "distill.kd_weight": 1.0,
+                                      **ctx.extra})
         m = run_baseline(cfg, arch, shared=ctx.shared, epochs=cfg.teacher.epochs + cfg.train.epochs)
         return {"accuracy": m["accuracy"], "val_accuracy": m["val_accuracy"], "macs_ratio": m["macs_ratio"],
-                "width": m["width"]}
+                "width": m["width"], "lr": cfg.train.lr, "warmup_epochs": cfg.train.warmup_epochs}
     return run
 
 
@@ -224,7 +227,7 @@ class Job:
     seed: int
     budget: float | None  # None = prepare the seed's teacher and importance only
     methods: tuple[str, ...]
-    variants: tuple[tuple[str, tuple[str, ...]], ...]  # (name, overrides) run like "ours"
+    variants: tuple[tuple[str, tuple[str, ...], str], ...]  # (name, overrides, method it runs like)
     cache: str
     threads: int
 
@@ -265,7 +268,7 @@ def prepare_seed(job: Job):
     if job.budget is not None and (root / "shared.json").is_file():
         return cfg, SharedArtifacts.load(root)
     metrics = {cfg.prune.metric, "l1", "taylor_abs"}
-    metrics |= {kv.split("=", 1)[1] for _, ov in job.variants for kv in ov if kv.startswith("prune.metric=")}
+    metrics |= {kv.split("=", 1)[1] for _, ov, _ in job.variants for kv in ov if kv.startswith("prune.metric=")}
     return cfg, prepare_shared(cfg, root, sorted(metrics))
 
 
@@ -295,8 +298,8 @@ def _run_methods(job: Job) -> list[str]:
     if job.budget is None:
         return [f"seed {job.seed}: teacher {shared.teacher_accuracy:.4f}"]
     todo = [(m, METHODS[m][0], {}) for m in job.methods]
-    for name, ov in job.variants:
-        todo.append((name, _trial({}), dict(kv.split("=", 1) for kv in ov)))
+    for name, ov, base in job.variants:
+        todo.append((name, METHODS[base][0], dict(kv.split("=", 1) for kv in ov)))
     for name, fn, extra in todo:
         path = result_path(job, name)
         if path.is_file():
@@ -304,7 +307,7 @@ def _run_methods(job: Job) -> list[str]:
         t0 = time.perf_counter()
         cfg_v = cfg.with_overrides(extra) if extra else cfg
         try:
-            row = fn(Ctx(cfg_v, shared, job.budget))
+            row = fn(Ctx(cfg_v, shared, job.budget, extra))  # the method re-applies them over its own recipe
         except KPIDError as exc:  # e.g. a width range that cannot reach the budget: recorded, not retried
             row = {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one failed training must not end the other jobs
@@ -324,20 +327,22 @@ def _run_methods(job: Job) -> list[str]:
 
 def run_jobs(setting: Setting, seeds: list[int], budgets: list[float], methods: list[str], *, cache: str,
              extra: list[str] = (), variants: dict[str, list[str]] | None = None, jobs: int = 1,
-             threads: int | None = None, log: Callable[[str], None] = print) -> None:
-    """Run every method (and variant of ``ours``) at every (seed, budget) not yet in the cache.
+             threads: int | None = None, log: Callable[[str], None] = print,
+             bases: dict[str, str] | None = None) -> None:
+    """Run every method (and variant) at every (seed, budget) not yet in the cache. A variant runs
+    the method ``bases[name]`` (default ``ours``) with its overrides taking precedence.
     Teachers first (one job per seed); then with ``jobs`` = 1 one job per (seed, budget), else one
     per (seed, budget, method), the long from-scratch trainings first, ``jobs`` at a time, each at
     ``threads`` torch threads (default: the CPU cores shared out among the jobs)."""
     threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    var = tuple((k, tuple(v)) for k, v in (variants or {}).items())
+    var = tuple((k, tuple(v), (bases or {}).get(k, "ours")) for k, v in (variants or {}).items())
     mk = [Job(setting, tuple(extra), s, None, (), var, cache, threads) for s in seeds]
     if jobs <= 1:
         work = [Job(setting, tuple(extra), s, b, tuple(methods), var, cache, threads) for s in seeds for b in budgets]
     else:
-        order = [m for m in methods if m in SCRATCH] + [m for m in methods if m not in SCRATCH]
-        work = [Job(setting, tuple(extra), s, b, (m,), (), cache, threads) for m in order for s in seeds for b in budgets]
+        work = [Job(setting, tuple(extra), s, b, (m,), (), cache, threads) for m in methods for s in seeds for b in budgets]
         work += [Job(setting, tuple(extra), s, b, (), (v,), cache, threads) for v in var for s in seeds for b in budgets]
+        work.sort(key=lambda j: (j.methods or (j.variants[0][2],))[0] not in SCRATCH)  # long trainings first
         work = [j for j in work if not all(result_path(j, n).is_file() for n in (*j.methods, *(v[0] for v in j.variants)))]
     for phase in (mk, work):
         if jobs <= 1:

@@ -145,9 +145,11 @@ def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParse
                     help="result and teacher cache (default $KPID_BENCH_CACHE or %(default)s)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra trial-config override for every method (changes the cache key)")
-    ap.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-                    help="also run 'ours' with these trial-config overrides, under NAME (same cache key; repeatable), "
-                    "e.g. prog2:prune.steps=2")
+    ap.add_argument("--variant", dest="variants", action="append", default=[],
+                    metavar="NAME[@METHOD]:KEY=VALUE[,KEY=VALUE]",
+                    help="also run METHOD (default 'ours') with these trial-config overrides, under NAME (same cache "
+                    "key; repeatable; the overrides take precedence over the method's own recipe), e.g. "
+                    "prog2:prune.steps=2 or mnv3_wu@mnv3_large:train.warmup_epochs=2,lr=0.05")
     ap.add_argument("--md", default=None, help="also write the markdown report to this file")
     ap.add_argument("--no-run", action="store_true", help="only summarise what the cache holds")
     ap.add_argument("--winner", default=None, metavar="JSON",
@@ -167,16 +169,21 @@ def winner_variants(path: str | None, methods: list[str]) -> tuple[list[str], di
     return [m for m in methods if m not in kd], {m: ov + kd[m] for m in methods if m in kd}
 
 
-def parse_variants(specs: list[str], ap) -> dict[str, list[str]]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` → ``{NAME: [KEY=VALUE, ...]}`` (argparse error on a bad one)."""
-    out = {}
+def parse_variants(specs: list[str], ap) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``NAME[@METHOD]:KEY=VALUE,KEY=VALUE`` → ``({NAME: [KEY=VALUE, ...]}, {NAME: METHOD})`` (argparse
+    error on a bad one; METHOD defaults to ``ours``)."""
+    out, bases = {}, {}
     for spec in specs:
-        name, _, ov = spec.partition(":")
+        head, _, ov = spec.partition(":")
+        name, _, base = head.partition("@")
         pairs = [kv for kv in ov.split(",") if kv]
         if not name or name in METHODS or not pairs or not all("=" in kv for kv in pairs):
-            ap.error(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE] with a NAME that is not a method")
-        out[name] = pairs
-    return out
+            ap.error(f"--variant {spec!r}: expected NAME[@METHOD]:KEY=VALUE[,KEY=VALUE] with a NAME that is not a "
+                     "method")
+        if base and base not in METHODS:
+            ap.error(f"--variant {spec!r}: unknown method {base!r}; allowed: {', '.join(METHODS)}")
+        out[name], bases[name] = pairs, base or "ours"
+    return out, bases
 
 
 def resolve(args, ap) -> tuple:
@@ -196,7 +203,7 @@ def resolve(args, ap) -> tuple:
         ap.error("--jobs must be >= 1")
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be >= 1")
-    args.variant_overrides = parse_variants(args.variants, ap)
+    args.variant_overrides, args.variant_bases = parse_variants(args.variants, ap)
     extra = list(args.overrides) + ([f"train.device={args.device}"] if args.device != "auto" else [])
     return setting, seeds, budgets, methods, extra
 
@@ -207,6 +214,7 @@ def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:
     variants.update(args.variant_overrides)
     if not args.no_run:
         run_jobs(setting, seeds, budgets, plain, cache=args.cache, extra=extra, jobs=args.jobs, variants=variants,
+                 bases=args.variant_bases,
                  threads=args.threads, log=lambda s: print(s, file=sys.stderr, flush=True))
     names = set(methods) | set(variants)
     return [r for r in load_results(setting, args.cache, extra) if r["seed"] in seeds and r["method"] in names]

@@ -140,6 +140,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5.0e-4
     label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up from ~0 to lr over this many epochs, then cosine to 0
     amp: str = "auto"
     channels_last: str = "auto"
     device: str = "auto"
@@ -306,6 +307,7 @@ def _check_ranges(cfg: TrialConfig) -> None:
     _range("train.momentum", tr.momentum, 0.0, 1.0, high_open=True)
     _range("train.weight_decay", tr.weight_decay, 0.0, None)
     _range("train.label_smoothing", tr.label_smoothing, 0.0, 1.0, high_open=True)
+    _range("train.warmup_epochs", tr.warmup_epochs, 0.0, None)
     for name, v, lo in (("train.epochs", tr.epochs, 0), ("teacher.epochs", t.epochs, 0),
                         ("data.batch_size", d.batch_size, 1),
                         ("data.num_workers", d.num_workers, 0),

@@ -71,6 +71,8 @@ def teacher_key(cfg: Any) -> str:
     recipe and seed (not the cache location, not prune/distill settings)."""
     teacher = {k: v for k, v in _plain(cfg.teacher).items() if k != "cache_dir"}
     recipe = {k: v for k, v in _plain(cfg.train).items() if k not in ("epochs", "lr", "device")}
+    if not recipe.get("warmup_epochs"):  # added later: at 0 (no warm-up) keys of existing caches hold
+        recipe.pop("warmup_epochs", None)
     data = {k: v for k, v in _plain(cfg.data).items() if k != "num_workers"}
     blob = json.dumps({"data": data, "model": _plain(cfg.model), "teacher": teacher, "recipe": recipe,
                        "seed": cfg.seed, "v": 1}, sort_keys=True, default=str)

@@ -41,7 +41,7 @@ from kpid_core.training.distributed import (
     world,
 )
 
-__all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "resolve_device", "seed_everything", "train_flag"]
+__all__ = ["CHECKPOINT_FILE", "FitResult", "evaluate", "fit", "lr_factor", "resolve_device", "seed_everything", "train_flag"]
 
 log = logging.getLogger("kpid_core.training.train")
 CHECKPOINT_FILE = "train_state.pt"
@@ -270,12 +270,35 @@ def _train_loader(loader: Any, run: _Run) -> tuple[Any, Any]:
 
 def _optimisation(params: list[torch.Tensor], cfg: TrainConfig, run: _Run, n_batches: int
                   ) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
-    """Optimizer, per-batch cosine schedule over the whole run, and the AMP gradient scaler."""
+    """Optimizer, per-batch schedule (``cfg.warmup_epochs`` of linear warm-up, then cosine to 0 over
+    the rest of the run), and the AMP gradient scaler."""
     opt = _optimizer(params, cfg, run.lr)
-    steps = max(1, run.epochs * n_batches)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_factor(run.epochs * n_batches, round(float(cfg.warmup_epochs) * n_batches)))
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp and run.device.type == "cuda")
     return opt, sched, scaler
+
+
+def lr_factor(steps: int, warmup: int = 0) -> Callable[[int], float]:
+    """The learning-rate multiplier at optimizer step ``s`` (the ``LambdaLR`` lambda of :func:`fit`).
+
+    Args:
+        steps: optimizer steps in the whole run (epochs x batches per epoch).
+        warmup: the first ``warmup`` steps rise linearly from ``1 / warmup`` to 1 (timm's and
+            Goyal et al.'s warm-up); 0 = none. Capped at ``steps``.
+
+    Returns:
+        ``s -> factor``: the warm-up ramp, then a cosine from 1 to 0 over the remaining steps.
+    """
+    steps = max(1, int(steps))
+    warmup = min(max(0, int(warmup)), steps)
+    rest = max(1, steps - warmup)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(s - warmup, rest) / rest))
+    return factor
 
 
 def _checkpoint_path(checkpoint_dir: str | os.PathLike | None) -> Path | None:

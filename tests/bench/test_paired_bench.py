@@ -43,19 +43,23 @@ def test_quality_and_ablation_run_cache_and_summarise(tmp_path, capsys):
     cache = tmp_path / "cache"
     # one torch thread per job: two on the 2 shared cores of CI made this test ~7x slower
     argv = ["--setting", "smoke", "--seeds", "1", "--cache", str(cache), "--set", f"data.root={tmp_path / 'fm'}",
-            "--threads", "1", "--methods", "ours,no_kd,tp_plain,mnv3_small"]
+            "--threads", "1", "--methods", "ours,no_kd,tp_plain"]
     torch.set_num_threads(2)  # the caller's count differs from the jobs' (the autouse fixture restores 1)
-    assert quality.main([*argv, "--variant", "spread2:prune.spread=2"]) == 0
+    # a variant of a from-scratch baseline: its overrides win over the baseline's recipe (lr = teacher.lr)
+    assert quality.main([*argv, "--variant", "spread2:prune.spread=2",
+                         "--variant", "mnw@mnv3_small:lr=0.02,train.warmup_epochs=1"]) == 0
     assert torch.get_num_threads() == 2  # the jobs' own thread count does not leak to the caller
     out = capsys.readouterr().out
     files = sorted(cache.glob("smoke-*/seed0/b0.25/*.json"))
-    assert [f.stem for f in files] == ["mnv3_small", "no_kd", "ours", "spread2", "tp_plain"]
+    assert [f.stem for f in files] == ["mnw", "no_kd", "ours", "spread2", "tp_plain"]
     assert "prune.spread=2" in json.loads(files[3].read_text())["overrides"] and "| spread2 | " in out
+    mnw = json.loads(files[0].read_text())
+    assert (mnw["lr"], mnw["warmup_epochs"], 0 < mnw["width"]) == (0.02, 1.0, True) and "| mnw | " in out
     files.pop(3)
     row = json.loads((files[2]).read_text())
     assert 0 <= row["accuracy"] <= 1 and row["macs_ratio"] <= 0.25 and row["seed"] == 0
     assert "| ours | " in out and "| tp_plain | " in out and "ours − tp_plain" not in out
-    assert "| mnv3_small | " in out and "budget 0.25: drop from teacher" in out
+    assert "budget 0.25: drop from teacher" in out
     # a second run computes nothing: every result is cached (files untouched)
     stamps = [f.stat().st_mtime_ns for f in files]
     assert ablation.main(argv[:-2] + ["--methods", "ours,no_kd", "--budgets", "0.25"]) == 0
@@ -76,6 +80,9 @@ def test_bad_arguments_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         quality.main(["--variant", "ours:prune.steps=2"])  # a method's name cannot be a variant's
     assert e.value.code == 2 and "--variant" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--variant", "v@magic:lr=0.1"])  # nor can it run a method that does not exist
+    assert e.value.code == 2 and "unknown method 'magic'" in capsys.readouterr().err
 
 
 def test_a_selecting_trials_choice_is_caught_from_its_log_line():

@@ -46,6 +46,24 @@ def test_fit_learns_with_sgd_and_adamw():
         assert res.history[-1]["lr"] < cfg.lr * 0.2  # cosine schedule decayed
 
 
+def test_warm_up_rises_linearly_then_the_cosine_decays_over_the_remaining_steps():
+    from kpid_core.training.train import lr_factor
+
+    cosine = [0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(13)]
+    assert [lr_factor(12)(s) for s in range(13)] == pytest.approx(cosine)  # no warm-up: the old schedule
+    f = lr_factor(12, 4)
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert [f(s) for s in range(4, 13)] == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(9)])
+    assert lr_factor(3, 10)(2) == pytest.approx(1.0)  # a warm-up longer than the run is capped at it
+    # through fit: history's lr is the rate after each epoch's last step (4 batches per epoch)
+    x, y = torch.eye(4).repeat(4, 1), torch.arange(4).repeat(4)
+    loaders = SimpleNamespace(train=DataLoader(TensorDataset(x, y), batch_size=4), val=[(x, y)])
+    res = fit(_Lin(), None, loaders, DistillLoss(kd_weight=0, inner_weight=0),
+              TrainConfig(epochs=4, lr=0.1, warmup_epochs=1.5))  # 6 warm-up steps of 16
+    assert [h["lr"] for h in res.history] == pytest.approx(
+        [0.1 * 5 / 6, 0.1 * 0.5 * (1 + math.cos(math.pi * 2 / 10)), 0.1 * 0.5 * (1 + math.cos(math.pi * 6 / 10)), 0.0])
+
+
 def test_non_finite_loss_raises():
     data = build_data(SYN, seed=0)
     model = build_model("digits_resnet", num_classes=10, in_channels=3, width=0.25)

@@ -120,6 +120,11 @@ def test_teacher_is_cached_by_config(tmp_path):
     other = load_config(overrides=["teacher.epochs=2", f"teacher.cache_dir={tmp_path}"])
     with pytest.raises(AssertionError, match="trained again"):  # a different teacher config misses the cache
         get_teacher(other, data, train_fn=no_training)
+    warm = cfg.with_overrides({"train.warmup_epochs": 1})  # the teacher trains with the warm-up too
+    with pytest.raises(AssertionError, match="trained again"):
+        get_teacher(warm, data, train_fn=no_training)
+    # an explicit 0 is the default recipe (no warm-up): the same teacher
+    assert get_teacher(cfg.with_overrides({"train.warmup_epochs": 0.0}), data, train_fn=no_training).source == "cache"
 
 
 def test_teacher_checkpoint_missing_corrupt_and_good(tmp_path):
