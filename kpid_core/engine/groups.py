@@ -24,7 +24,6 @@ This module re-exports ``ChannelGroup``, ``GroupMember`` and ``is_depthwise`` fr
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from kpid_core.engine.channel_group import ChannelGroup, GroupMember, Traced, ch
 from kpid_core.engine.channel_mix import ChannelMixTracer, refuse_channel_slices
 from kpid_core.engine.macs import LayerMACs, trace_layers
 from kpid_core.engine.splits import SplitRecord, fix_split_mappings, split_attributes
+from kpid_core.engine.tp_guards import IndexBlowUp, bounded_index_maps, recording_ties
 from kpid_core.errors import ConfigError, UnsupportedModelError
 
 __all__ = ["ChannelGroup", "ChannelGroups", "GroupMember", "execution_order", "find_groups", "is_depthwise"]
@@ -265,9 +265,15 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
                 splits = fix_split_mappings(dg, tracer.splits)
                 refuse_channel_slices(model, dg)
                 mixing = {op for op, node in dg.module2node.items() if node.grad_fn in tracer.regroups}
-                with _recording_ties():
+                with recording_ties(), bounded_index_maps():
                     raw = list(_all_groups(dg, ignored) if splits else dg.get_all_groups(ignored_layers=ignored))
                 return dg, raw, Traced(mixing, splits)
+            except IndexBlowUp as exc:
+                raise UnsupportedModelError(
+                    f"model {type(model).__name__} cannot be pruned: torch-pruning cannot trace its channel "
+                    f"dependencies: its reshapes map channels onto more than {exc.args[0]:,} indices, a "
+                    "cycle through views that mix channels with positions (e.g. global-context or lambda "
+                    "attention)") from None
             except (ArithmeticError, IndexError, KeyError, AttributeError, TypeError) as exc:
                 raise _untraceable(model, exc) from None
             finally:
@@ -275,33 +281,6 @@ def _trace_dependencies(model: nn.Module, x: torch.Tensor, ignored: list[nn.Modu
                     p.requires_grad_(False)
     finally:
         model.train(was_training)
-
-
-@contextlib.contextmanager
-def _recording_ties():
-    """While torch-pruning builds groups: record on each group (``_kpid_ties``) the pairs of root
-    channels that reach one channel of a layer by different paths. Its group merge keeps the first
-    root of such a channel and drops the other, and with it the fact that removing either root
-    channel removes that channel (GhostNet's cheap depthwise conv ties the two halves of its
-    concatenation); :func:`~kpid_core.engine.channel_group.channel_groups` puts them back together."""
-    from torch_pruning.dependency.group import Group
-
-    merge = Group.add_and_merge
-
-    def add_and_merge(self, dep, idxs):
-        for have, old in self._group:
-            if have.target == dep.target and have.handler == dep.handler:
-                first = {i.idx: i.root_idx for i in old}
-                ties = self.__dict__.setdefault("_kpid_ties", [])
-                ties.extend((first[i.idx], i.root_idx) for i in idxs if first.get(i.idx, i.root_idx) != i.root_idx)
-                break
-        return merge(self, dep, idxs)
-
-    Group.add_and_merge = add_and_merge
-    try:
-        yield
-    finally:
-        Group.add_and_merge = merge
 
 
 def _all_groups(dg: Any, ignored: list[nn.Module]) -> Iterable[Any]:

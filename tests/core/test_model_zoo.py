@@ -176,6 +176,34 @@ def test_a_layer_with_channel_sized_state_fails_in_one_line():
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
+def test_attention_whose_channel_tracing_cycles_is_refused_in_one_line_instead_of_running_forever():
+    """timm's global-context ResNet: torch-pruning follows its views round a cycle that multiplies the
+    mapped indices by the spatial size at each pass (it ran for hours); the bound on the indices
+    (``tp_guards.MAX_MAPPED_INDICES``) turns that into one line."""
+    net = build_model("timm:gcresnet33ts", num_classes=10)
+    with pytest.raises(UnsupportedModelError, match="more than 2,097,152 indices") as e:
+        prune_to_budget(net, (3, 32, 32), 0.5)
+    assert "\n" not in str(e.value)
+
+
+def test_the_index_bound_leaves_a_flatten_into_a_classifier_alone(monkeypatch):
+    """A VGG-like flatten maps C channels onto C·H·W features: far under the bound; a bound below
+    what it maps refuses it (the bound is what refuses, not the model's shape)."""
+    from kpid_core.engine import tp_guards
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(16 * 8 * 8, 4))
+    res = prune_to_budget(net, (3, 8, 8), 0.5)
+    assert res.model[0].out_channels < 16 and res.model[3].in_features == res.model[0].out_channels * 64
+    monkeypatch.setattr(tp_guards, "MAX_MAPPED_TOTAL", 16 * 64 * 2)  # over all mappings: it maps more
+    with pytest.raises(UnsupportedModelError, match="more than 2,048 indices"):
+        prune_to_budget(net, (3, 8, 8), 0.5)
+    monkeypatch.setattr(tp_guards, "MAX_MAPPED_INDICES", 16 * 64 - 1)  # at once: 16 channels -> 1,024
+    with pytest.raises(UnsupportedModelError, match="more than 1,023 indices"):
+        prune_to_budget(net, (3, 8, 8), 0.5)
+
+
 def test_a_conv_subclass_gain_is_cut_with_its_outputs(tmp_path):
     """timm's NF-ResNet: ScaledStdConv2d's gain (out, 1, 1, 1) is cut like the conv's outputs, so it
     prunes to the budget, runs forward and backward, and reloads with identical outputs."""
