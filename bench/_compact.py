@@ -2,18 +2,16 @@
 baselines build it (``kpid_core.baseline.build_compact``: stem adapted to the data's channels, stride 1
 below 64 px), at full width, so that it can be trained as a teacher and pruned to a baseline's MACs.
 
-Use as a model factory: ``--set model=bench._compact:mobilenet_v3_large`` (with ``distill.taps`` set,
-since a factory has no default taps; :data:`TAPS` lists torchvision's).
+Use as a model factory: ``--set model=bench._compact:mobilenet_v3_large``, with ``distill.taps`` set to
+the torchvision model's, ``kpid_core.models.default_taps("mobilenet_v3_large")`` (a factory has none; the
+compact build keeps torchvision's module names).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["TAPS", "mobilenet_v3_large"]
-
-#: Inner-KD taps of the compact builds (the same module names as torchvision's).
-TAPS = {"mobilenet_v3_large": ["features.3", "features.6", "features.12", "features.15"]}
+__all__ = ["mobilenet_v3_large"]
 
 
 def mobilenet_v3_large(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
