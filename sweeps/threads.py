@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 __all__ = ["allotted_cpus", "cap_loader_workers", "use_allotted_threads"]
@@ -30,17 +31,21 @@ def use_allotted_threads() -> int | None:
     """Set torch's intra-op threads (and ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` for processes this
     task starts) to :func:`allotted_cpus`.
 
+    torch is not imported for this: a process that has not imported it yet gets the two variables,
+    which OpenMP and MKL read when torch loads them (a trial function that never needs torch does
+    not pay its ~2 s import); one that has gets ``torch.set_num_threads`` as well.
+
     Returns:
         The thread count set, or None when the task holds no CPU (nothing is changed).
     """
     n = allotted_cpus()
     if n is None:
         return None
-    import torch
-
-    torch.set_num_threads(n)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
     return n
 
 

@@ -77,14 +77,24 @@ def fake_run_trial(cfg: dict, on_epoch: Callable | None = None, *, out_dir: Any 
                       "total_s": 0.0}, "config": cfg}
 
 
-def thread_probe(cfg: dict) -> tuple[int, int | None, int, str, dict]:
-    """(torch threads before, what use_allotted_threads set, torch threads after, OMP_NUM_THREADS, cfg)."""
-    import torch
+def thread_probe(cfg: dict, torch_first: bool = True) -> tuple[int | None, int | None, int, str, dict]:
+    """(torch threads before, what use_allotted_threads set, torch threads after, OMP_NUM_THREADS, cfg).
+
+    ``torch_first``: torch is imported before use_allotted_threads (else after it; "before" is then None).
+    """
+    import sys
 
     from sweeps.threads import cap_loader_workers, use_allotted_threads
 
-    before = torch.get_num_threads()
+    assert "torch" not in sys.modules, "a fresh worker: nothing imported torch yet"
+    before = None
+    if torch_first:
+        import torch
+
+        before = torch.get_num_threads()
     n = use_allotted_threads()
+    import torch
+
     return before, n, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", ""), cap_loader_workers(cfg, n)
 
 

@@ -11,13 +11,16 @@ from sweeps.threads import cap_loader_workers
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("cpus", [1, 2])
-def test_task_threads_follow_its_cpus_not_the_inherited_environment(ray_2_cpus, cpus):
+@pytest.mark.parametrize("cpus, torch_first", [(1, True), (2, True), (1, False)])
+def test_task_threads_follow_its_cpus_not_the_inherited_environment(ray_2_cpus, cpus, torch_first):
+    """torch imported before the task sets its threads (they are set in torch), or only after (torch
+    reads the variables when it loads): either way the trial trains on its allotment."""
     import ray
 
-    probe = ray.remote(num_cpus=cpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "KPID_PROBE": str(cpus)}})(thread_probe)
-    before, n, after, omp, cfg = ray.get(probe.remote({"data": {"num_workers": 4}}), timeout=120)
-    assert before == 2  # a fresh worker (its own runtime env) really inherited the oversubscribing setting
+    env = {"OMP_NUM_THREADS": "2", "KPID_PROBE": f"{cpus}-{torch_first}"}  # its own runtime env: a fresh worker
+    probe = ray.remote(num_cpus=cpus, runtime_env={"env_vars": env})(thread_probe)
+    before, n, after, omp, cfg = ray.get(probe.remote({"data": {"num_workers": 4}}, torch_first), timeout=120)
+    assert before == (2 if torch_first else None)  # the worker really inherited the oversubscribing setting
     assert (n, after, omp) == (cpus, cpus, str(cpus))
     assert cfg["data"]["num_workers"] == cpus - 1
 
