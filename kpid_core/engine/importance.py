@@ -149,12 +149,27 @@ def reduce_channels(ctx: ImportanceContext, group: ChannelGroup,
             v = value_of(module, pname, p)
             if v is None:
                 continue
-            v = v.detach().to(torch.float64).cpu().movedim(dim, 0)
+            v = v.detach().cpu().movedim(dim, 0).contiguous()  # rows gathered below: contiguous is far faster
             if mem.dim == "in" and pname == "weight" and _grouped_input(module):
                 v = _per_input_channel(v, module.groups)
-            vals = reduce(v.reshape(v.shape[0], -1)).index_select(0, idx)
-            total.index_add_(0, roots, vals)
+            total.index_add_(0, roots, _reduce_rows(v, idx, reduce))
     return total
+
+
+#: Float64 elements converted at once by :func:`_reduce_rows`: 8 MB, so a classifier's weight (VGG's
+#: 25,088 × 4,096) is reduced a block of rows at a time instead of as one 800 MB float64 copy (which
+#: took seconds, several times over, for every VGG group the classifier belongs to).
+_REDUCE_BLOCK = 1 << 20
+
+
+def _reduce_rows(v: torch.Tensor, idx: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``reduce`` (row by row, in float64) over the rows ``idx`` of ``v`` (rows along dim 0), a block
+    of rows at a time: each row's value is the one over the whole tensor at once (up to float64
+    rounding in the order of a row's sum)."""
+    per_row = max(1, v[0].numel()) if v.shape[0] else 1
+    step = max(1, _REDUCE_BLOCK // per_row)
+    return torch.cat([reduce(v.index_select(0, part).to(torch.float64).reshape(len(part), -1))
+                      for part in idx.split(step)]) if len(idx) else torch.zeros(0, dtype=torch.float64)
 
 
 def _grouped_input(module: nn.Module) -> bool:

@@ -26,6 +26,22 @@ def _per_channel(tensors, f):
     return sum(f(t.detach().double().movedim(d, 0).reshape(t.shape[d], -1)).sum(1) for t, d in tensors)
 
 
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])
+def test_scores_do_not_depend_on_the_rows_reduced_at_once(tiny, monkeypatch, block):
+    """Parameters are reduced a block of rows at a time (a large classifier never becomes one float64
+    copy): a block of one element, of a few rows, or of all of them gives the same scores."""
+    from kpid_core.engine import importance
+
+    whole = {m: compute_importance(tiny, X, m).scores for m in ("l1", "l2", "bn_gamma")}
+    monkeypatch.setattr(importance, "_REDUCE_BLOCK", block)
+    for metric, scores in whole.items():
+        got = compute_importance(tiny, X, metric).scores
+        for key, v in scores.items():
+            torch.testing.assert_close(got[key], v, rtol=1e-13, atol=0)
+    params = _expand_params(tiny)  # and they are still the hand-computed sums
+    torch.testing.assert_close(whole["l1"]["expand"], _per_channel(params, torch.abs))
+
+
 def test_metric_names():
     assert set(METRICS) >= {"taylor", "taylor_abs", "taylor_sq", "l1", "l2", "bn_gamma", "random"}
     with pytest.raises(UnknownNameError, match="valid metrics: .*taylor"):
