@@ -82,7 +82,21 @@ def build_compact(arch: str, width: float, input_shape: tuple[int, int, int], nu
 def match_width(arch: str, target_macs: int, input_shape: tuple[int, int, int], num_classes: int,
                 iters: int = 20) -> tuple[float, int]:
     """The widest ``width`` of ``arch`` whose MACs at ``input_shape`` are ≤ ``target_macs``, found by
-    bisection on (0.02, 4]. Returns ``(width, macs)``; ConfigError if even the narrowest is over."""
+    bisection on (0.02, 4] to ``(4 - 0.02) / 2**iters``.
+
+    Args:
+        arch: a model with a width multiplier (:func:`has_width`).
+        target_macs: the MAC budget (one image).
+        input_shape: (C, H, W) of the data.
+        num_classes: classes of the classifier.
+        iters: sets the resolution, (4 - 0.02) / 2**iters.
+
+    Returns:
+        ``(width, macs)``.
+
+    Raises:
+        ConfigError: the architecture has no width multiplier, or even width 0.02 is over the budget.
+    """
     from kpid_core.engine.macs import count_macs
 
     if not has_width(arch):
@@ -92,13 +106,24 @@ def match_width(arch: str, target_macs: int, input_shape: tuple[int, int, int], 
         return count_macs(build_compact(arch, w, input_shape, num_classes), input_shape)
 
     lo, hi = 0.02, 4.0
-    lo_macs, hi_macs = macs(lo), macs(hi)
+    tol = (hi - lo) / 2**iters  # the bisection's resolution on (0.02, 4]
+    lo_macs = macs(lo)
     if lo_macs > target_macs:
         raise ConfigError(f"baselines: {arch} needs at least {lo_macs:,} MACs at {input_shape[1]} px, more than "
                           f"the budget's {target_macs:,}")
-    if hi_macs <= target_macs:
-        return hi, hi_macs
-    for _ in range(iters):
+    # Bracket from width 1 upwards: the widest networks are the slowest to build, and a baseline is
+    # usually matched to a budget under the full width's MACs.
+    top = 1.0
+    while True:
+        top_macs = macs(top)
+        if top_macs > target_macs:
+            hi = top
+            break
+        lo, lo_macs = top, top_macs
+        if top >= 4.0:
+            return lo, lo_macs
+        top = min(2 * top, 4.0)
+    while hi - lo > tol:
         mid = (lo + hi) / 2
         mid_macs = macs(mid)
         if mid_macs <= target_macs:
