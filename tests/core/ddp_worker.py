@@ -1,4 +1,4 @@
-"""Rank bodies for tests/core/test_distributed.py (a module of its own so spawned ranks import it)."""
+"""Rank bodies for tests/core/test_distributed.py (a module of its own so the ranks' forkserver imports it)."""
 
 from __future__ import annotations
 

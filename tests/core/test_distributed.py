@@ -14,7 +14,14 @@ pytestmark = pytest.mark.slow
 
 
 def _spawn(target, tmp_path, world: int = 2, timeout: float = 120.0) -> None:
-    ctx = mp.get_context("spawn")
+    """Run ``target(rank, world, root)`` in ``world`` fresh processes and wait for all of them.
+
+    They are forked from a forkserver, a clean process (no threads, no CUDA) that imported torch and
+    the rank bodies once for the session: the safe start method that spawn is, without paying the
+    ~2 s torch import in each of the six ranks the tests start.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["ddp_worker", "kpid_core.training.train", "kpid_core.training.distributed"])
     procs = [ctx.Process(target=target, args=(r, world, str(tmp_path))) for r in range(world)]
     for p in procs:
         p.start()
