@@ -42,12 +42,12 @@ EOF
 fi
 
 if [ "$DRY" = 1 ]; then
-  # tiny: step 2's table at 3a's dry settings (64 px, batch 2, 1 round per layer), so 3a finds it in
-  # the check's cache; one landing re-prune at most (3a's too); the trial with two candidates and
-  # three timing rounds; step 3b on the small MobileNetV3 at one budget
+  # tiny: step 2's table at 3a's dry settings (64 px, batch 2, 1 round per layer, 2 ms samples), so 3a
+  # finds it in the check's cache; one landing re-prune at most (3a's too); the trial with two
+  # candidates, three timing rounds and 2 ms samples; step 3b on the small MobileNetV3 at one budget
   EPOCHS=1; TEACHER_EPOCHS=1; LAT_BATCH=2; SIZE=64; PRUNE_MODEL=mobilenet_v3_small; BUDGET=0.8
-  AMP=""; PRUNE_ARGS="--table-repeats 1 --land-rounds 1"; TRIAL_AMP=off; BENCH_ARGS="--dry --land-rounds 1"
-  TRIAL_ARGS="--set prune.candidates=2 --set prune.candidate_batches=1 --set latency.repeats=3"
+  AMP=""; PRUNE_ARGS="--table-repeats 1 --land-rounds 1 --min-sample-s 0.002"; TRIAL_AMP=off; BENCH_ARGS="--dry --land-rounds 1"
+  TRIAL_ARGS="--set prune.candidates=2 --set prune.candidate_batches=1 --set latency.repeats=3 --set latency.min_sample_s=0.002"
   LAT_ARGS="--dry --models mobilenet_v3_small --budgets 0.5"
 else
   EPOCHS=3; TEACHER_EPOCHS=10; LAT_BATCH=64; SIZE=224; PRUNE_MODEL=mobilenet_v3_large; BUDGET=0.5

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                          "default %(default)s)")
     ap.add_argument("--cache-dir", default=None, help="latency table cache (default: the product's)")
     ap.add_argument("--md", default=None, help="also write the markdown to this file")
-    ap.add_argument("--dry", action="store_true", help="smoke run: mobilenet_v3_small, 64 px, batch 2, 3 rounds")
+    ap.add_argument("--dry", action="store_true", help="smoke run: mobilenet_v3_small, 64 px, batch 2, 3 rounds, 2 ms timing samples")
     args = ap.parse_args(argv)
 
     def fail(msg: str) -> int:
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--models {bad[0]!r}: allowed values: {', '.join(MODELS)} (or another registry model)")
     settings = LatencySettings(device=args.device, batch=batch, threads=args.threads, amp=args.amp,
                                channels_last=args.amp, repeats=1 if args.dry else args.table_repeats,
-                               cache_dir=args.cache_dir, land_rounds=args.land_rounds)
+                               cache_dir=args.cache_dir, land_rounds=args.land_rounds,
+                               min_sample_s=0.002 if args.dry else 0.02)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

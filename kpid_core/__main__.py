@@ -139,7 +139,7 @@ def _latency_args(args):
         raise ConfigError("--amp: only with --device cuda (CPU tables are fp32)")
     return LatencySettings(device=args.device, batch=args.batch, threads=args.threads, amp=args.amp,
                            channels_last=args.amp, repeats=args.table_repeats, cache_dir=args.cache_dir,
-                           land_rounds=args.land_rounds).check()
+                           land_rounds=args.land_rounds, min_sample_s=args.min_sample_s).check()
 
 
 def _whole(text: str, what: str = "a whole number") -> int:
@@ -304,6 +304,9 @@ def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--land-rounds", type=_whole_or_zero, default=3,
                     metavar="N", help="--cost latency: re-prune at most N times at corrected table budgets until the "
                     "measured pruned/dense latency is within 2%% of --budget (default 3; 0 = the table's allocation)")
+    pr.add_argument("--min-sample-s", type=float, default=0.02, metavar="SECONDS",
+                    help="--cost latency: each timing sample repeats the forward until it lasts this long, in "
+                         "(0, 10] (default 0.02; shorter is faster and noisier)")
     pr.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="--cost latency: table cache (default $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency)")
 

@@ -118,6 +118,7 @@ class LatencyConfig:
     land_rounds: int = 3  # prune.cost=latency: re-prunes at corrected table budgets until the measured ratio lands (0 = table only)
     land_tolerance: float = 0.02  # landing ends within this fraction of the budget
     land_repeats: int = 9  # interleaved dense/pruned rounds per landing measurement
+    min_sample_s: float = 0.02  # each timing sample repeats the forward until it lasts this long (seconds)
     cache_dir: str | None = None  # latency tables; None = $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency
 
 
@@ -270,6 +271,7 @@ def _check_latency(lat: LatencyConfig) -> None:
         _range(f"latency.{name}", getattr(lat, name), 1, None)
     _range("latency.land_rounds", lat.land_rounds, 0, None)
     _range("latency.land_tolerance", lat.land_tolerance, 0.0, 1.0, low_open=True, high_open=True)
+    _range("latency.min_sample_s", lat.min_sample_s, 0.0, 10.0, low_open=True)
 
 
 def _check_training_choices(k: DistillConfig, tr: TrainConfig) -> None:

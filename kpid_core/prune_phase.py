@@ -230,7 +230,7 @@ def latency_settings(cfg: TrialConfig, device: torch.device, *, table: bool = Fa
                            channels_last=train_flag(cfg.train.channels_last, dev),
                            repeats=lat.table_repeats if table else lat.repeats, cache_dir=lat.cache_dir,
                            land_rounds=lat.land_rounds, land_tolerance=lat.land_tolerance,
-                           land_repeats=lat.land_repeats)
+                           land_repeats=lat.land_repeats, min_sample_s=lat.min_sample_s)
 
 
 def _jsonable(kept: Mapping[str, Any]) -> dict[str, list[int]]:

@@ -99,6 +99,14 @@ def test_settings_and_config_reject_bad_values():
         TrialConfig.from_dict({"round_to": 12})
     with pytest.raises(ConfigError, match="latency.batch"):
         TrialConfig.from_dict({"latency": {"batch": 0}})
+    with pytest.raises(ConfigError, match=r"latency.min_sample_s=0.0 is out of range; allowed: \(0.0, 10.0\]"):
+        TrialConfig.from_dict({"latency.min_sample_s": 0.0})
+    # the trial's table and dense/pruned timing take the configured sample length
+    from kpid_core.prune_phase import latency_settings
+
+    short = TrialConfig.from_dict({"latency.min_sample_s": 0.005})
+    for table in (True, False):
+        assert latency_settings(short, torch.device("cpu"), table=table).min_sample_s == 0.005
     cfg = TrialConfig.from_dict({"cost": "latency", "round_to": 8, "latency.measure": False})
     assert (cfg.prune.cost, cfg.prune.round_to, cfg.latency.measure) == ("latency", 8, "off")
     with pytest.raises(ConfigError, match="latency.measure='sometimes' is not allowed; allowed values: auto, on, off"):
@@ -112,13 +120,14 @@ def test_cli_prune_cost_latency(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KPID_CACHE_DIR", str(tmp_path / "cache"))
     rc = main(["prune", "--model", "mobilenet_v3_small", "--input", "32", "--budget", "0.9", "--metric", "l1",
                "--cost", "latency", "--batch", "2", "--table-repeats", "1", "--round-to", "8",
-               "--out", str(tmp_path / "out"), "--json"])
+               "--min-sample-s", "0.002", "--out", str(tmp_path / "out"), "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     out = json.loads(captured.out)
     assert out["cost"] == "latency" and out["round_to"] == 8
     spec = json.loads((tmp_path / "out" / "spec.json").read_text())
     assert spec["cost"] == "latency" and spec["latency_settings"]["batch"] == 2
+    assert spec["latency_settings"]["min_sample_s"] == 0.002  # the option reaches the timing
     # landed on measured latency: each try's table budget and measured ratio, the kept one reported
     tries = spec["latency_landing"]
     assert 1 <= len(tries) <= 4 and [t["kept"] for t in tries].count(True) == 1
@@ -131,6 +140,7 @@ def test_cli_prune_cost_latency(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("bad, field", [(["--cost", "flops"], "--cost"), (["--round-to", "12"], "--round-to"),
                                         (["--batch", "0"], "--batch"), (["--land-rounds", "-1"], "--land-rounds"),
                                         (["--device", "cuda", "--cost", "latency"], "latency device"),
+                                        (["--cost", "latency", "--min-sample-s", "0"], "min_sample_s"),
                                         (["--batch", "4"], "--device/--batch")])
 def test_cli_prune_bad_latency_values_are_one_line_errors(tmp_path, capsys, bad, field):
     from kpid_core.__main__ import main
