@@ -56,7 +56,7 @@ class Setting:
 # existed: left out of the key while they hold it, so that adding an option does not orphan the cache.
 _NEUTRAL = {"prune": {"candidates": 1, "candidate_batches": 8},
             # latency landing acts only with prune.cost=latency, which no cached result used
-            "latency": {"land_rounds": 3, "land_tolerance": 0.02, "land_repeats": 9},
+            "latency": {"land_rounds": 3, "land_tolerance": 0.02, "land_repeats": 9, "min_sample_s": 0.02},
             "train": {"warmup_epochs": 0.0}}
 
 
