@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = LatencySettings(device=args.device, batch=batch, threads=args.threads, amp=args.amp,
                                channels_last=args.amp, repeats=1 if args.dry else args.table_repeats,
                                cache_dir=args.cache_dir, land_rounds=args.land_rounds,
-                               min_sample_s=0.002 if args.dry else 0.02)
+                               min_sample_s=0.002 if args.dry else LatencySettings.min_sample_s)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
