@@ -1,37 +1,10 @@
-"""Fixtures for the engine tests.
-
-Until ``kpid_core.engine.knapsack`` lands (another helper writes it), a tiny greedy stand-in with the
-same signature is installed so the engine can be exercised; the real module wins when present.
-"""
+"""Fixtures for the engine tests."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
-
-
-def _greedy_solve(values, weights, capacity, method="dp", required=None):
-    values, weights = np.asarray(values, float), np.asarray(weights, float)
-    mask = np.zeros(len(values), bool) if required is None else np.asarray(required, bool).copy()
-    room = capacity - weights[mask].sum()
-    ratio = np.where(weights > 0, values / np.maximum(weights, 1e-300), np.inf)
-    for i in np.argsort(-ratio, kind="stable"):
-        if not mask[i] and weights[i] <= room:
-            mask[i] = True
-            room -= weights[i]
-    return mask
-
-
-if importlib.util.find_spec("kpid_core.engine.knapsack") is None:  # pragma: no cover - temporary stand-in
-    _mod = types.ModuleType("kpid_core.engine.knapsack")
-    _mod.solve = _greedy_solve
-    sys.modules["kpid_core.engine.knapsack"] = _mod
 
 
 class TinyNet(nn.Module):
