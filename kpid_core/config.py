@@ -237,15 +237,15 @@ class TrialConfig:
 
 def _check_names(cfg: TrialConfig) -> None:
     """Names of the data, model, teacher source and pruning choices."""
-    from kpid_core.engine.allocation import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS, SOLVERS
-    from kpid_core.engine.cost import COSTS, ROUND_TO
+    # none of these imports torch (kpid_core.choices says why)
+    from kpid_core import choices as c
+    from kpid_core.engine.knapsack import METHODS as SOLVERS
     from kpid_core.models import check_model_name
-    from kpid_core.training.data import AUGMENTS, DATASETS
 
     d, p = cfg.data, cfg.prune
-    _choice("data.name", d.name, DATASETS, unknown=True)
+    _choice("data.name", d.name, c.DATASETS, unknown=True)
     if d.augment is not None:
-        _choice("data.augment", d.augment, AUGMENTS)
+        _choice("data.augment", d.augment, c.AUGMENTS)
     if d.channels is not None:
         _choice("data.channels", d.channels, (1, 3))
     try:
@@ -253,15 +253,15 @@ def _check_names(cfg: TrialConfig) -> None:
     except ConfigError as exc:
         raise type(exc)(f"model.name: {exc}") from None
     _choice("teacher.source", cfg.teacher.source, ("train", "checkpoint", "pretrained"))
-    _choice("prune.metric", p.metric, _metrics(), unknown=True)
-    _choice("prune.allocation", p.allocation, ALLOCATIONS)
+    _choice("prune.metric", p.metric, c.METRICS, unknown=True)
+    _choice("prune.allocation", p.allocation, c.ALLOCATIONS)
     _choice("prune.solver", p.solver, SOLVERS)
-    _choice("prune.normalize", p.normalize, NORMALIZERS)
-    _choice("prune.linearize", p.linearize, LINEARIZE_AT)
+    _choice("prune.normalize", p.normalize, c.NORMALIZERS)
+    _choice("prune.linearize", p.linearize, c.LINEARIZE_AT)
     if p.spread != 0:
         _range("prune.spread", p.spread, 1.0, None, low_open=True)
-    _choice("prune.cost", p.cost, COSTS)
-    _choice("prune.round_to", p.round_to, ROUND_TO)
+    _choice("prune.cost", p.cost, c.COSTS)
+    _choice("prune.round_to", p.round_to, c.ROUND_TO)
 
 
 def _check_latency(lat: LatencyConfig) -> None:
@@ -354,12 +354,6 @@ def as_section(kind: type[_S], cfg: _S | Mapping[str, Any] | None) -> _S:
         return cfg
     names = {f.name for f in fields(kind)}
     return kind(**{k: v for k, v in (cfg or {}).items() if k in names})
-
-
-def _metrics() -> tuple[str, ...]:
-    from kpid_core.engine.importance import METRICS  # here: importance imports torch, the config must not
-
-    return tuple(METRICS)
 
 
 def _valid_keys() -> list[str]:

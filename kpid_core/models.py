@@ -17,12 +17,16 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torch import nn
-
-from kpid_core.cifar_resnet import BasicBlock, CifarResNet, digits_resnet  # re-exported
 from kpid_core.errors import ConfigError, UnknownNameError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Importing this module imports no torch: the questions asked of a name (is it a model, its input
+# size, does it take a width) are answered without it, so a config is checked in a process that never
+# builds a model (the sweep driver). Building imports torch (and torchvision for its names).
 
 __all__ = [
     "MODEL_NAMES",
@@ -30,8 +34,8 @@ __all__ = [
     "TORCHVISION_MODELS",
     "TORCHVISION_REFUSED",
     "TORCHVISION_TRANSFORMERS",
-    "BasicBlock",
-    "CifarResNet",
+    "BasicBlock",  # noqa: F822 - kpid_core.cifar_resnet's, through the module __getattr__
+    "CifarResNet",  # noqa: F822
     "build_model",
     "check_model_name",
     "default_taps",
@@ -210,15 +214,23 @@ _CIFAR_TAPS = ["layer1", "layer2", "layer3"]
 
 def _cifar(blocks: tuple[int, int, int]):
     def build(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
+        from kpid_core.cifar_resnet import CifarResNet
+
         return CifarResNet(blocks, num_classes=num_classes, in_channels=in_channels, width=width)
 
     return build
 
 
+def _digits_resnet(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:
+    from kpid_core.cifar_resnet import digits_resnet
+
+    return digits_resnet(num_classes=num_classes, in_channels=in_channels, width=width)
+
+
 register("resnet20", 32, _CIFAR_TAPS)(_cifar((3, 3, 3)))
 register("resnet56", 32, _CIFAR_TAPS)(_cifar((9, 9, 9)))
 register("resnet110", 32, _CIFAR_TAPS)(_cifar((18, 18, 18)))
-register("digits_resnet", 16, _CIFAR_TAPS)(digits_resnet)
+register("digits_resnet", 16, _CIFAR_TAPS)(_digits_resnet)
 
 
 # Models built here accept any ``in_channels``; torchvision classifiers take RGB only.
@@ -426,6 +438,8 @@ def build_model(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     if name.startswith(TIMM_PREFIX):
         return _timm_build(name, num_classes, **kwargs)
     if _is_factory(name):
+        from torch import nn
+
         factory = _factory(name)
         _check_factory_call(name, factory, num_classes, kwargs)
         model = factory(num_classes=num_classes, **kwargs)
@@ -492,8 +506,15 @@ _TV_LISTS = {"TORCHVISION_MODELS": "offered", "TORCHVISION_REFUSED": "refused",
              "TORCHVISION_TRANSFORMERS": "transformers"}
 
 
+_CIFAR_EXPORTS = ("BasicBlock", "CifarResNet", "digits_resnet")  # kpid_core.cifar_resnet's, re-exported
+
+
 def __getattr__(attr: str):
     # computed on access: late registrations show up, and torchvision is read only when asked for
+    if attr in _CIFAR_EXPORTS:
+        from kpid_core import cifar_resnet
+
+        return getattr(cifar_resnet, attr)
     if attr == "MODEL_NAMES":
         _torchvision_names()
         return sorted(_REGISTRY)

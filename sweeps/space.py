@@ -391,8 +391,8 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
         return []
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: baselines: expected a list of {{model: NAME, width: NUMBER|match}}")
-    from kpid_core.baseline import has_width
-    from kpid_core.models import check_model_name, models_with_width
+    # no torch (only a torchvision model's name imports it)
+    from kpid_core.models import check_model_name, model_has_width, models_with_width
 
     out = []
     for i, e in enumerate(entries):
@@ -407,10 +407,10 @@ def _baselines(entries: Any, where: str) -> list[dict[str, Any]]:
             check_model_name(model)
         except ConfigError as exc:
             raise type(exc)(f"{at}.model: {exc}") from None
-        width = e.get("width", "match" if has_width(model) else 1.0)
+        width = e.get("width", "match" if model_has_width(model) else 1.0)
         if width != "match" and (isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0):
             raise ConfigError(f"{at}.width: {width!r}; allowed: a number > 0 or 'match'")
-        if (width == "match" or width != 1.0) and not has_width(model):
+        if (width == "match" or width != 1.0) and not model_has_width(model):
             raise ConfigError(f"{at}.width: {model!r} has no width multiplier (these do: "
                               f"{', '.join(models_with_width())}); use width: 1.0")
         entry: dict[str, Any] = {"model": model, "width": width if width == "match" else float(width)}

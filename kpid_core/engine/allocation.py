@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kpid_core.choices import ALLOCATIONS, LINEARIZE_AT, NORMALIZERS
 from kpid_core.engine.cost import CostModel, blocked, mac_cost
 from kpid_core.engine.groups import ChannelGroups
 from kpid_core.engine.knapsack import METHODS as KNAPSACK_METHODS
@@ -29,10 +30,7 @@ from kpid_core.errors import ConfigError, InfeasibleBudgetError, SpecError
 
 __all__ = ["ALLOCATIONS", "LINEARIZE_AT", "NORMALIZERS", "SOLVERS", "allocate", "check_fraction", "min_keep_floors", "normalize_scores", "score_vectors"]
 
-ALLOCATIONS = ("knapsack", "uniform")
-SOLVERS = KNAPSACK_METHODS  # the knapsack's own list
-NORMALIZERS = ("none", "mean", "max", "cost")
-LINEARIZE_AT = ("current", "uniform")
+SOLVERS = KNAPSACK_METHODS  # the knapsack's own list (ALLOCATIONS, NORMALIZERS, LINEARIZE_AT: kpid_core.choices)
 _KNAPSACK_ROUNDS = 6
 
 

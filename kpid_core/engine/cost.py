@@ -26,15 +26,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from kpid_core.choices import COSTS, ROUND_TO
 from kpid_core.engine.groups import ChannelGroups
 from kpid_core.errors import ConfigError, UnknownNameError
 
 __all__ = ["COSTS", "ROUND_TO", "CostModel", "blocked", "check_cost", "check_round_to", "mac_cost", "params_cost"]
 
-#: Cost model names: the budget is a fraction of the dense model's cost under the chosen model.
-COSTS = ("macs", "params", "latency")
-#: Allowed ``round_to`` values (1 = any channel count).
-ROUND_TO = (1, 8, 16, 32)
 
 
 def check_cost(cost: Any) -> str:

@@ -24,13 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from kpid_core.choices import AUGMENTS, DATASETS
 from kpid_core.config import DataConfig, as_section
 from kpid_core.errors import DataError, UnknownNameError
 
 __all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "digits_arrays", "load_split"]
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
-AUGMENTS = ("imagenet", "small", "none")
 SMALL_MODEL_INPUT = 64  # side that grey 28-px images are resized to for RGB (torchvision) models
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -3,6 +3,7 @@ registry reads torchvision and the digits loader scikit-learn only when they are
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_package_root_and_errors_do_not_import_torch_but_reexports_work():
@@ -36,3 +37,43 @@ def test_torchvision_and_scikit_learn_are_imported_only_when_needed():
     )
     out = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_checking_a_trial_config_or_a_sweep_file_imports_no_torch(tmp_path):
+    """The sweep driver checks every trial a sweep file can make before it starts, in a process that never
+    builds a model: every name a config holds (models built here, metrics, allocations, solvers, costs,
+    data sets) is checked without torch; a torchvision model's name is what imports it."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: t\nbase: {model: resnet20, dataset: fashion_mnist, epochs: 2}\n"
+        "space: {metric: [taylor_sq, l1, sensitivity], budget: [0.3, 0.5], allocation: [knapsack, uniform],\n"
+        "        prune.solver: [dp, greedy], prune.normalize: [none, cost], prune.cost: [macs, latency],\n"
+        "        prune.round_to: [1, 8], data.augment: [small, none]}\n"
+        "baselines: [{model: digits_resnet, width: match, budgets: [0.5]}, {model: resnet56, width: 0.5}]\n")
+    code = (
+        "import sys\n"
+        "from kpid_core.config import load_config\n"
+        "from kpid_core.errors import UnknownNameError\n"
+        "from sweeps.space import load_sweep\n"
+        f"spec = load_sweep({str(sweep)!r})\n"
+        "cfg = load_config(overrides=['model=digits_resnet', 'metric=random', 'prune.cost=params'])\n"
+        "try:\n"
+        "    load_config(overrides=['metric=tayler'])\n"
+        "except UnknownNameError as e:\n"
+        "    assert 'taylor' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('a misspelt metric was accepted')\n"
+        "assert 'torch' not in sys.modules, 'torch imported to check a config'\n"
+        "load_config(overrides=['model=mobilenet_v3_small'])\n"
+        "assert 'torchvision' in sys.modules\n"
+    )
+    out = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_config_lists_the_metrics_the_importance_registry_has():
+    from kpid_core import choices
+    from kpid_core.engine.importance import METRICS
+
+    assert list(choices.METRICS) == METRICS
