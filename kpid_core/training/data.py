@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from kpid_core.choices import AUGMENTS, DATASETS
 from kpid_core.config import DataConfig, as_section
 from kpid_core.errors import DataError, UnknownNameError
+from kpid_core.training.holdout import holdout_split
 
 __all__ = ["AUGMENTS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_MODEL_INPUT", "DataBundle", "build_data", "digits_arrays", "load_split"]
 
@@ -81,13 +82,11 @@ def load_split(path: str | os.PathLike) -> dict[str, Any]:
 def _tts(idx: np.ndarray, frac: float, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` (fraction ``frac`` to the second part), stratified by label when every class
     has two members and the second part can hold one of each; a plain seeded split otherwise."""
-    from sklearn.model_selection import train_test_split
-
     lab = labels[idx]
     _, counts = np.unique(lab, return_counts=True)
     n_second = int(np.ceil(frac * len(idx)))
     ok = counts.min() >= 2 and len(counts) <= n_second <= len(idx) - len(counts)
-    return train_test_split(idx, test_size=frac, stratify=lab if ok else None, random_state=seed)
+    return holdout_split(idx, frac, lab if ok else None, seed)
 
 
 def _split_indices(labels: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:

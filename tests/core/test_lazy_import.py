@@ -1,5 +1,6 @@
 """Light entry points stay light: the package root and its errors must not import torch; the model
-registry reads torchvision and the digits loader scikit-learn only when they are needed."""
+registry reads torchvision only when it is needed, and the digits data are read and split without
+scikit-learn."""
 
 import subprocess
 import sys
@@ -21,8 +22,10 @@ def test_torchvision_and_scikit_learn_are_imported_only_when_needed():
     code = (
         "import sys, torch\n"
         "import kpid_core.models as m, kpid_core.trial\n"
-        "from kpid_core.training.data import digits_arrays\n"
+        "from kpid_core.config import load_config\n"
+        "from kpid_core.training.data import build_data, digits_arrays\n"
         "m.build_model('digits_resnet', num_classes=10); m.check_model_name('resnet20'); digits_arrays()\n"
+        "build_data(load_config().data, 0)  # split with kpid_core.training.holdout, not scikit-learn\n"
         "assert 'torchvision' not in sys.modules and 'sklearn' not in sys.modules, 'imported eagerly'\n"
         # a model registered under a torchvision name before torchvision was read keeps that name
         "m.register('resnet18', 32)(lambda num_classes=10, **kw: torch.nn.Linear(1, num_classes))\n"
