@@ -33,7 +33,6 @@ from kpid_core.errors import ConfigError, UnknownNameError
 __all__ = ["COSTS", "ROUND_TO", "CostModel", "blocked", "check_cost", "check_round_to", "mac_cost", "params_cost"]
 
 
-
 def check_cost(cost: Any) -> str:
     """Validate a cost model name.
 
