@@ -155,11 +155,10 @@ def channel_groups(grp: Any, dg: Any, names: dict[nn.Module, str], traced: Trace
     if isinstance(found, str):
         return [], [found]
     members, periods, sections = found
-    ties = list(getattr(grp, "_kpid_ties", ()))
+    ties = [(a, b) for a, b in getattr(grp, "_kpid_ties", ()) if a != b]
     for item in grp:  # one channel of a layer listed once per root channel it comes from
-        first: dict[int, int] = {}
-        ties.extend((first.setdefault(int(i), int(r)), int(r)) for i, r in zip(item.idxs, item.root_idxs))
-    atoms = _tied_channels([(a, b) for a, b in ties if a != b], chan)
+        ties.extend(_second_roots(item.idxs, item.root_idxs))
+    atoms = _tied_channels(ties, chan)
     classes = _channel_classes(members, sections, atoms)
     if len(classes) > 1 and not sections and len(atoms) == size:
         # members that see the channels unevenly without a split or a tie that explains it
@@ -178,6 +177,19 @@ def channel_groups(grp: Any, dg: Any, names: dict[nn.Module, str], traced: Trace
         elif group is not None:
             reasons.append(group)
     return out, sorted(set(reasons))
+
+
+def _second_roots(idxs: Any, root_idxs: Any) -> list[tuple[int, int]]:
+    """``(first root, other root)`` for each listing of one of a layer's channels under a root channel
+    other than the one it was first listed under."""
+    idx = np.asarray([int(i) for i in idxs], dtype=np.int64)
+    roots = np.asarray([int(r) for r in root_idxs], dtype=np.int64)
+    if idx.size == 0:
+        return []
+    uniq, first = np.unique(idx, return_index=True)
+    first_root = roots[first][np.searchsorted(uniq, idx)]
+    other = first_root != roots
+    return list(zip(first_root[other].tolist(), roots[other].tolist()))
 
 
 def _tied_channels(ties: Iterable[tuple[int, int]], chan: list[int]) -> list[list[int]]:
@@ -216,7 +228,8 @@ def _channel_classes(members: list[GroupMember], sections: list[tuple[SplitRecor
         for i, r in zip(idxs, roots):
             if rec.pins(i):
                 seen[-1, r] = 1
-    per_atom = np.stack([seen[:, a].sum(axis=1) for a in atoms], axis=1)
+    starts = np.cumsum([0] + [len(a) for a in atoms[:-1]])
+    per_atom = np.add.reduceat(seen[:, np.concatenate(atoms)], starts, axis=1)  # each atom's columns summed
     per_atom[-1] = per_atom[-1] > 0
     _, label = np.unique(per_atom.T, axis=0, return_inverse=True)
     classes: dict[int, list[list[int]]] = {}
@@ -237,11 +250,13 @@ def _class_group(atoms: list[list[int]], chan: list[int], members: list[GroupMem
         local[a] = j
     cmembers, blocks = [], {}
     for mem, per in zip(members, periods):
-        pairs = [(i, int(local[r])) for i, r in zip(mem.idxs, mem.root_idxs) if local[r] >= 0]
-        if pairs:
+        at = local[np.asarray(mem.root_idxs, dtype=np.int64)]
+        mine_here = at >= 0
+        if mine_here.any():
             if per is not None:
                 blocks[len(cmembers)] = per
-            cmembers.append(GroupMember(mem.module, mem.dim, mem.type, [i for i, _ in pairs], [r for _, r in pairs]))
+            cmembers.append(GroupMember(mem.module, mem.dim, mem.type, np.asarray(mem.idxs)[mine_here].tolist(),
+                                        at[mine_here].tolist()))
     mine = {c for a in atoms for c in a}
     csections = [(rec, [i for i, r in zip(idxs, roots) if r in mine], [chan[r] for r in roots if r in mine])
                  for rec, idxs, roots in sections if rec.owner is not None]
