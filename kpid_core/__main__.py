@@ -265,8 +265,7 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
-    from kpid_core.engine.allocation import ALLOCATIONS
-    from kpid_core.engine.importance import METRICS
+    from kpid_core.choices import ALLOCATIONS, METRICS  # no torch to build the parser (--help, bad arguments)
 
     pr = sub.add_parser("prune", help="prune a model to a MAC (or params, latency) budget and save spec.json + weights.pt")
     _add_model_args(pr)
@@ -288,7 +287,7 @@ def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     """``prune``'s cost model options (``--cost``, ``--round-to``) and the latency table's settings."""
-    from kpid_core.engine.cost import COSTS, ROUND_TO
+    from kpid_core.choices import COSTS, ROUND_TO
 
     pr.add_argument("--cost", choices=COSTS, default="macs",
                     help="what --budget is a fraction of: macs (default), params, or latency (a per-layer "

@@ -237,7 +237,7 @@ class TrialConfig:
 
 def _check_names(cfg: TrialConfig) -> None:
     """Names of the data, model, teacher source and pruning choices."""
-    # none of these imports torch (kpid_core.choices says why)
+    # none of these imports torch (kpid_core.choices says why); only a torchvision model's name does
     from kpid_core import choices as c
     from kpid_core.engine.knapsack import METHODS as SOLVERS
     from kpid_core.models import check_model_name

@@ -45,7 +45,8 @@ def test_torchvision_and_scikit_learn_are_imported_only_when_needed():
 def test_checking_a_trial_config_or_a_sweep_file_imports_no_torch(tmp_path):
     """The sweep driver checks every trial a sweep file can make before it starts, in a process that never
     builds a model: every name a config holds (models built here, metrics, allocations, solvers, costs,
-    data sets) is checked without torch; a torchvision model's name is what imports it."""
+    data sets) is checked without torch, and the CLI's parser is built without it; a torchvision model's
+    name is what imports it."""
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
         "name: t\nbase: {model: resnet20, dataset: fashion_mnist, epochs: 2}\n"
@@ -66,6 +67,8 @@ def test_checking_a_trial_config_or_a_sweep_file_imports_no_torch(tmp_path):
         "    assert 'taylor' in str(e), e\n"
         "else:\n"
         "    raise AssertionError('a misspelt metric was accepted')\n"
+        "from kpid_core.__main__ import build_parser\n"
+        "build_parser()  # the CLI's --help and its argument errors need no torch either\n"
         "assert 'torch' not in sys.modules, 'torch imported to check a config'\n"
         "load_config(overrides=['model=mobilenet_v3_small'])\n"
         "assert 'torchvision' in sys.modules\n"
