@@ -1,11 +1,8 @@
 """The KPID paper's ablation order on Fashion-MNIST at MAC budgets 0.25 and 0.1, paired by seed.
 
-Variants (same teacher, split, importance scores, epochs and MAC budget within each seed; results
-shared with bench/quality.py through the cache):
-  ours        knapsack allocation + CE + logits KD + inner KD   (the product's defaults)
-  logits_kd   knapsack allocation + CE + logits KD
-  no_kd       knapsack allocation + CE only
-  uniform_kd  uniform per-group pruning at the same MACs + CE + logits KD + inner KD
+Variants ``ours``, ``logits_kd``, ``no_kd`` and ``uniform_kd`` (described under "methods" below; same
+teacher, split, importance scores, epochs and MAC budget within each seed; results shared with
+bench/quality.py through the cache).
 
 Expected order (paper, Tables 4-5): knapsack > uniform, and inner KD > logits KD > no KD. Each
 step is a paired difference over seeds with a two-sided paired t-test. Usage:

@@ -1,18 +1,11 @@
 """Pruning quality on Fashion-MNIST, paired by seed: test accuracy at MAC budgets 0.5 / 0.25 / 0.1.
 
 Teacher: the CIFAR ResNet-20 with one input channel at 28 px, trained once per seed (cached). Every
-method of a seed uses that teacher, the seed's split, the same epochs and augmentation
-(``bench/_paired.py`` lists the methods):
-
-  ours        knapsack allocation with the product's defaults + CE + logits KD + inner KD
-  no_kd       knapsack, CE only
-  uniform_kd  the same kept fraction in every channel group (L1 ranking) + our KD
-  tp_plain    Torch-Pruning global magnitude pruning, one shot, bisected to the same MACs by our
-              counter, fine-tuned with CE (its own recipe)
-  tp_kd       the same pruned network fine-tuned with our KD (inner KD through 1x1 projections)
-  effnet_b0, mnv3_small, mnv3_large
-              the architecture at the width whose MACs match the budget, from scratch, CE + logits
-              KD for teacher + fine-tune epochs (omitted at a budget its width range cannot reach)
+method of a seed uses that teacher, the seed's split, the same epochs and augmentation; the methods
+(``bench/_paired.METHODS``) are listed below with what each one does. Torch-Pruning (``tp_*``) is
+bisected to the same MACs by our counter; the from-scratch architectures take the width whose MACs
+match the budget and train for teacher + fine-tune epochs (omitted at a budget their width range
+cannot reach).
 
 Prints mean ± std test accuracy, the paired difference of ours against each method with a paired
 t-test, and the issue's goals. Results are cached per (seed, budget, method) under --cache, so an
@@ -128,7 +121,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    methods = "\n".join(f"  {name:<14}{what}" for name, (_, what) in METHODS.items())
+    ap = argparse.ArgumentParser(description=f"{doc}\nmethods:\n{methods}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setting", choices=sorted(SETTINGS), default=None,
                     help="training subset and epochs: " + "; ".join(f"{k}: {v.note}" for k, v in SETTINGS.items())
                     + " (default full; --quick = quick)")
