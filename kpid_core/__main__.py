@@ -288,6 +288,7 @@ def _add_prune_parser(sub: argparse._SubParsersAction) -> None:
 def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     """``prune``'s cost model options (``--cost``, ``--round-to``) and the latency table's settings."""
     from kpid_core.choices import COSTS, ROUND_TO
+    from kpid_core.engine.latency_settings import LatencySettings as T  # the defaults (imports no torch)
 
     pr.add_argument("--cost", choices=COSTS, default="macs",
                     help="what --budget is a fraction of: macs (default), params, or latency (a per-layer "
@@ -295,17 +296,20 @@ def _add_cost_args(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--round-to", type=int, choices=ROUND_TO, default=1, metavar="N",
                     help="keep channel counts multiples of N (1, 8, 16, 32) where a group's size allows; default 1")
     pr.add_argument("--device", default="cpu", help="--cost latency: cpu, cuda or cuda:N (default cpu)")
-    pr.add_argument("--batch", type=_whole, default=8, metavar="N", help="--cost latency: batch size timed (default 8)")
-    pr.add_argument("--threads", type=_whole, default=1, metavar="N", help="--cost latency: torch threads (default 1)")
+    pr.add_argument("--batch", type=_whole, default=T.batch, metavar="N",
+                    help=f"--cost latency: batch size timed (default {T.batch})")
+    pr.add_argument("--threads", type=_whole, default=T.threads, metavar="N",
+                    help=f"--cost latency: torch threads (default {T.threads})")
     pr.add_argument("--amp", action="store_true", help="--cost latency on CUDA: fp16 autocast + channels_last")
-    pr.add_argument("--table-repeats", type=_whole, default=5, metavar="N",
-                    help="--cost latency: timing rounds per layer (median; default 5)")
-    pr.add_argument("--land-rounds", type=_whole_or_zero, default=3,
+    pr.add_argument("--table-repeats", type=_whole, default=T.repeats, metavar="N",
+                    help=f"--cost latency: timing rounds per layer (median; default {T.repeats})")
+    pr.add_argument("--land-rounds", type=_whole_or_zero, default=T.land_rounds,
                     metavar="N", help="--cost latency: re-prune at most N times at corrected table budgets until the "
-                    "measured pruned/dense latency is within 2%% of --budget (default 3; 0 = the table's allocation)")
-    pr.add_argument("--min-sample-s", type=float, default=0.02, metavar="SECONDS",
+                    f"measured pruned/dense latency is within {T.land_tolerance * 100:g}%% of --budget (default "
+                    f"{T.land_rounds}; 0 = the table's allocation)")
+    pr.add_argument("--min-sample-s", type=float, default=T.min_sample_s, metavar="SECONDS",
                     help="--cost latency: each timing sample repeats the forward until it lasts this long, in "
-                         "(0, 10] (default 0.02; shorter is faster and noisier)")
+                         f"(0, 10] (default {T.min_sample_s:g}; shorter is faster and noisier)")
     pr.add_argument("--cache-dir", default=None, metavar="DIR",
                     help="--cost latency: table cache (default $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency)")
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from kpid_core.engine.latency_settings import LatencySettings as _Timing
 from kpid_core.errors import ConfigError, UnknownNameError
 from kpid_core.results_schema import flatten
 
@@ -111,14 +112,15 @@ class LatencyConfig:
 
     measure: str = "auto"  # time the dense and pruned model after the trial: auto (= when prune.cost is latency) | on | off
     device: str = "auto"  # auto = the trial's device
-    batch: int = 8
-    threads: int = 1
-    repeats: int = 11  # interleaved dense/pruned rounds (median)
-    table_repeats: int = 5  # rounds per layer when a latency table is measured
-    land_rounds: int = 3  # prune.cost=latency: re-prunes at corrected table budgets until the measured ratio lands (0 = table only)
-    land_tolerance: float = 0.02  # landing ends within this fraction of the budget
-    land_repeats: int = 9  # interleaved dense/pruned rounds per landing measurement
-    min_sample_s: float = 0.02  # each timing sample repeats the forward until it lasts this long (seconds)
+    # the table's and the landing's settings default to kpid_core.engine.latency_settings's (one place)
+    batch: int = _Timing.batch
+    threads: int = _Timing.threads
+    repeats: int = 11  # interleaved dense/pruned rounds (median) of the trial's own before/after timing
+    table_repeats: int = _Timing.repeats  # rounds per layer when a latency table is measured
+    land_rounds: int = _Timing.land_rounds  # prune.cost=latency: re-prunes at corrected table budgets until the measured ratio lands (0 = table only)
+    land_tolerance: float = _Timing.land_tolerance  # landing ends within this fraction of the budget
+    land_repeats: int = _Timing.land_repeats  # interleaved dense/pruned rounds per landing measurement
+    min_sample_s: float = _Timing.min_sample_s  # each timing sample repeats the forward until it lasts this long (seconds)
     cache_dir: str | None = None  # latency tables; None = $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency
 
 
