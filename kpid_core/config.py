@@ -205,8 +205,10 @@ class TrialConfig:
         return cfg
 
     def with_overrides(self, overrides: Mapping[str, Any] | Iterable[str]) -> TrialConfig:
-        """A validated copy with ``key=value`` strings or a ``{key: value}`` mapping applied."""
-        return TrialConfig.from_dict({**self.flat(), **dict(parse_overrides(overrides))})
+        """A validated copy with ``key=value`` strings or a ``{key: value}`` mapping applied, in their
+        order: an alias and its dotted key (``kd_weight``, ``distill.kd_weight``) name one field, and
+        the later of the two wins."""
+        return TrialConfig.from_dict({**self.flat(), **{ALIASES.get(k, k): v for k, v in parse_overrides(overrides)}})
 
     # -- setting one key -------------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:

@@ -52,6 +52,17 @@ def test_overrides_dotted_and_alias_with_yaml_scalars():
     assert parse_overrides({"lr": 0.5}) == [("lr", 0.5)]
 
 
+def test_with_overrides_applies_an_alias_and_its_dotted_key_in_order():
+    # a bench variant's "distill.kd_weight=0.25" over a method's {"kd_weight": 1.0} was ignored: the
+    # alias was applied after every dotted key whatever the order
+    base = load_config()
+    assert base.with_overrides({"kd_weight": 1.0, "distill.kd_weight": 0.25}).distill.kd_weight == 0.25
+    assert base.with_overrides({"distill.kd_weight": 0.25, "kd_weight": 1.0}).distill.kd_weight == 1.0
+    assert base.with_overrides(["lr=0.5", "train.lr=0.02"]).train.lr == 0.02
+    assert base.with_overrides(["train.lr=0.02", "lr=0.5"]).train.lr == 0.5
+    assert base.with_overrides({"budget": 0.3}).with_overrides({"prune.budget": 0.2}).prune.budget == 0.2
+
+
 def test_yaml_file_and_overrides_win(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("seed: 3\nprune: {budget: 0.4, metric: l1}\ntrain: {epochs: 2}\n")
