@@ -229,6 +229,17 @@ def teacher_label(setting, extra) -> str:
     return {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110"}.get(name, name)
 
 
+def _as_run(setting, extra) -> str:
+    """What ran where ``--set`` changed the setting's sizes (later overrides win): `` (as run: ...)``."""
+    if not extra:
+        return ""
+    from kpid_core.config import load_config
+
+    c = load_config(overrides=[*setting.overrides, *extra])
+    return (f" (as run: {c.data.train_size} training images, teacher {c.teacher.epochs} epochs, fine-tune "
+            f"{c.train.epochs} epochs, batch {c.data.batch_size})")
+
+
 def header(title: str, setting, seeds, extra, argv) -> list[str]:
     import torch
 
@@ -239,7 +250,7 @@ def header(title: str, setting, seeds, extra, argv) -> list[str]:
             f"- Date: {datetime.date.today()}; machine: {platform.machine()}, {dev}; torch {torch.__version__}",
             f"- Command: `{cmd}`",
             (f"- Setting `{setting.name}`: {setting.note}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}); "
-             f"overrides {' '.join(setting.overrides + tuple(extra))}"),
+             f"overrides {' '.join(setting.overrides + tuple(extra))}" + _as_run(setting, extra)),
             ("- Cells: mean ± std over seeds of test top-1 on the fixed 10,000-image test set; comparisons are "
              "paired by seed (same teacher, split, epochs, augmentation), two-sided paired t-test."), ""]
 
