@@ -188,7 +188,9 @@ def resolve(args, ap) -> tuple:
         budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else list(setting.budgets)
     except ValueError:
         ap.error(f"--seeds {args.seeds!r} / --budgets {args.budgets!r}: expected numbers")
-    if not seeds or not budgets or not all(0 < b < 1 for b in budgets):
+    if not seeds:
+        ap.error(f"--seeds {args.seeds!r}: no seed (N >= 1, A-B with A <= B, or a comma list)")
+    if not budgets or not all(0 < b < 1 for b in budgets):
         ap.error(f"--budgets {args.budgets!r}: expected comma-separated numbers in (0, 1)")
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
@@ -200,7 +202,22 @@ def resolve(args, ap) -> tuple:
         ap.error("--threads must be >= 1")
     args.variant_overrides, args.variant_bases = parse_variants(args.variants, ap)
     extra = list(args.overrides) + ([f"train.device={args.device}"] if args.device != "auto" else [])
+    _check_overrides(setting, extra, args.variant_overrides, ap)
     return setting, seeds, budgets, methods, extra
+
+
+def _check_overrides(setting, extra: list[str], variants: dict[str, list[str]], ap) -> None:
+    """A bad ``--set`` or ``--variant`` value ends the run here, in one line naming the option and the
+    config field, rather than as a traceback from a worker once the teachers are trained."""
+    from kpid_core.config import load_config
+    from kpid_core.errors import ConfigError
+
+    base = [*setting.overrides, *extra]
+    for where, ov in [("--set", []), *((f"--variant {name}", list(v)) for name, v in variants.items())]:
+        try:
+            load_config(overrides=base + ov)
+        except ConfigError as exc:
+            ap.error(f"{where}: {exc}")
 
 
 def run_and_load(args, setting, seeds, budgets, methods, extra) -> list[dict]:

@@ -83,6 +83,24 @@ def test_bad_arguments_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         quality.main(["--variant", "v@magic:lr=0.1"])  # nor can it run a method that does not exist
     assert e.value.code == 2 and "unknown method 'magic'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--seeds", "0"])
+    assert e.value.code == 2 and "--seeds '0': no seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--variant", "s1:prune.spread=1"], "--variant s1: prune.spread=1.0 is out of range"),
+    (["--variant", "v@logits_kd:distill.kd_wieght=0.5"], "--variant v: unknown config key 'distill.kd_wieght'"),
+    (["--set", "train.lr=-1"], "--set: train.lr=-1.0 is out of range"),
+])
+def test_a_bad_override_value_is_one_line_before_any_training(argv, says, tmp_path, capsys):
+    # it used to surface as a worker's traceback once the seed's teacher had been trained
+    with pytest.raises(SystemExit) as e:
+        quality.main(["--setting", "smoke", "--seeds", "1", "--budgets", "0.25", "--methods", "ours", "--cache",
+                      str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing was trained or written
 
 
 def test_a_selecting_trials_choice_is_caught_from_its_log_line():
