@@ -127,7 +127,7 @@ class LatencyConfig:
 @dataclass
 class DistillConfig:
     ce_weight: float = 1.0
-    kd_weight: float = 0.0  # logits KD off: it cost 2.5 points at budget 0.25 on Fashion-MNIST (bench/BENCHMARKS.quality.md)
+    kd_weight: float = 0.0  # logits KD off: it cost 2.5-3 points at budget 0.25 on Fashion-MNIST, converged teacher too (bench/BENCHMARKS.quality.md)
     kd_form: str = "kl"
     temperature: float = 4.0
     inner_weight: float = 1.0
