@@ -97,7 +97,7 @@ class PruneConfig:
     solver: str = "dp"
     normalize: str = "none"  # none | mean | max: group scores on one scale (kpid_core.engine.allocation)
     linearize: str = "current"  # current | uniform: where the knapsack linearises the MAC model
-    spread: float = 1.5  # s > 1: each group within [1/s, s] x its uniform count; 0 = unbounded (the paper)
+    spread: float = 1.5  # s >= 1: each group within [1/s, s] x its uniform count (1 = the uniform counts); 0 = unbounded (the paper)
     cost: str = "macs"  # macs | params | latency: what the budget is a fraction of (kpid_core.engine.cost)
     round_to: int = 1  # 1 | 8 | 16 | 32: kept channel counts are multiples of it where the group size allows
     steps: int = 1  # knapsack cuts to reach the budget; > 1 = progressive prune-and-distill (kpid_core.progressive)
@@ -263,7 +263,7 @@ def _check_names(cfg: TrialConfig) -> None:
     _choice("prune.normalize", p.normalize, c.NORMALIZERS)
     _choice("prune.linearize", p.linearize, c.LINEARIZE_AT)
     if p.spread != 0:
-        _range("prune.spread", p.spread, 1.0, None, low_open=True)
+        _range("prune.spread", p.spread, 1.0, None)
     _choice("prune.cost", p.cost, c.COSTS)
     _choice("prune.round_to", p.round_to, c.ROUND_TO)
 

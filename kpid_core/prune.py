@@ -131,8 +131,9 @@ def prune_to_budget(model: nn.Module, example_input: Any, budget: float, scores:
             :data:`~kpid_core.engine.allocation.NORMALIZERS`).
         linearize: where the knapsack linearises the coupled MAC model (see
             :data:`~kpid_core.engine.allocation.LINEARIZE_AT`).
-        spread: s > 1 keeps each group within 1/s and s times its uniform count (the default,
-            1.5, was chosen on Fashion-MNIST); 0 = unbounded, the paper's allocation (see
+        spread: s >= 1 keeps each group within 1/s and s times its uniform count (the default,
+            1.5, was chosen on Fashion-MNIST; 1 = the uniform counts, ranked by ``scores``); 0 =
+            unbounded, the paper's allocation (see
             :func:`~kpid_core.engine.allocation.allocate`).
         model_name: the registry name that rebuilds the dense model, stored in the spec for
             :func:`load_pruned`.
@@ -182,8 +183,8 @@ def _check_args(budget: Any, min_keep: Any, allocation: str, solver: str, normal
         raise UnknownNameError(f"unknown normalize {normalize!r}; valid values: {', '.join(NORMALIZERS)}")
     if linearize not in LINEARIZE_AT:
         raise UnknownNameError(f"unknown linearize {linearize!r}; valid values: {', '.join(LINEARIZE_AT)}")
-    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not (spread == 0 or spread > 1):
-        raise ConfigError(f"spread must be 0 (unbounded) or a number > 1, got {spread!r}")
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not (spread == 0 or spread >= 1):
+        raise ConfigError(f"spread must be 0 (unbounded) or a number >= 1, got {spread!r}")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise ConfigError("model_kwargs must be a dict")
     check_cost(cost)

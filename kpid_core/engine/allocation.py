@@ -282,7 +282,8 @@ def allocate(groups: ChannelGroups, score_vectors: list[np.ndarray], budget: flo
         linearize: where the knapsack linearises the coupled cost model: ``current`` re-linearises at
             its own last counts for a few rounds (starting from the dense model); ``uniform`` once, at
             the uniform allocation of the same budget.
-        spread: ``s > 1`` keeps every group between 1/s and s times its uniform-allocation count,
+        spread: ``s >= 1`` keeps every group between 1/s and s times its uniform-allocation count (1: the
+            uniform counts themselves, each group's channels ranked by its scores),
             so the knapsack moves channels between groups by value per MAC without emptying any
             (its linear values otherwise drive the coupled MAC model to corner solutions; chosen
             on Fashion-MNIST, see docs/knapsack.md); 0 = any count between the ``min_keep`` floor

@@ -89,7 +89,7 @@ def test_bad_arguments_are_one_line(capsys):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--variant", "s1:prune.spread=1"], "--variant s1: prune.spread=1.0 is out of range"),
+    (["--variant", "s1:prune.spread=0.5"], "--variant s1: prune.spread=0.5 is out of range"),
     (["--variant", "v@logits_kd:distill.kd_wieght=0.5"], "--variant v: unknown config key 'distill.kd_wieght'"),
     (["--set", "train.lr=-1"], "--set: train.lr=-1.0 is out of range"),
 ])

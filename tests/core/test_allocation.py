@@ -65,7 +65,7 @@ def test_prune_to_budget_and_config_check_the_new_options(resnet20):
     model = resnet20[0]
     res = prune_to_budget(model, X, 0.3, spread=2.0, normalize="mean", linearize="uniform")
     assert res.macs_ratio <= 0.3
-    with pytest.raises(ConfigError, match="spread must be 0 .* or a number > 1"):
+    with pytest.raises(ConfigError, match="spread must be 0 .* or a number >= 1"):
         prune_to_budget(model, X, 0.3, spread=0.5)
     with pytest.raises(UnknownNameError, match="unknown normalize 'sum'; valid values: none, mean, max"):
         prune_to_budget(model, X, 0.3, normalize="sum")
@@ -73,10 +73,21 @@ def test_prune_to_budget_and_config_check_the_new_options(resnet20):
         prune_to_budget(model, X, 0.3, linearize="start")
     cfg = load_config(overrides=["prune.spread=2", "prune.normalize=mean", "prune.linearize=uniform"])
     assert (cfg.prune.spread, cfg.prune.normalize, cfg.prune.linearize) == (2.0, "mean", "uniform")
-    with pytest.raises(ConfigError, match=r"prune.spread=1.0 is out of range; allowed: \(1.0, inf\)"):
-        load_config(overrides=["prune.spread=1"])
+    with pytest.raises(ConfigError, match=r"prune.spread=0.5 is out of range; allowed: \[1.0, inf\)"):
+        load_config(overrides=["prune.spread=0.5"])
+    assert load_config(overrides=["prune.spread=1"]).prune.spread == 1.0
     with pytest.raises(ConfigError, match="prune.normalize='l2' is not allowed; allowed values: none, mean, max"):
         load_config(overrides=["prune.normalize=l2"])
+
+
+def test_spread_one_is_the_uniform_allocation_ranked_by_the_scores(resnet20):
+    # the candidate pool of a selecting trial can then hold the uniform allocation (prune.spread=1)
+    _, groups, vec = resnet20
+    for budget in (0.5, 0.25, 0.1):
+        assert allocate(groups, vec, budget, spread=1.0) == allocate(groups, vec, budget, allocation="uniform")
+        assert allocate(groups, vec, budget, spread=1.0) != allocate(groups, vec, budget, spread=1.25)
+    model = resnet20[0]
+    assert prune_to_budget(model, X, 0.25, spread=1.0).kept == prune_to_budget(model, X, 0.25, allocation="uniform").kept
 
 
 def test_cost_normalizer_values_a_groups_average_channel_at_its_cost():
