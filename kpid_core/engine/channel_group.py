@@ -186,8 +186,8 @@ def _second_roots(idxs: Any, root_idxs: Any) -> list[tuple[int, int]]:
     roots = np.asarray([int(r) for r in root_idxs], dtype=np.int64)
     if idx.size == 0:
         return []
-    uniq, first = np.unique(idx, return_index=True)
-    first_root = roots[first][np.searchsorted(uniq, idx)]
+    _, first, which = np.unique(idx, return_index=True, return_inverse=True)
+    first_root = roots[first][which]
     other = first_root != roots
     return list(zip(first_root[other].tolist(), roots[other].tolist()))
 
