@@ -144,7 +144,8 @@ def build_parser(doc: str, default_methods: list[str]) -> argparse.ArgumentParse
                     metavar="NAME[@METHOD]:KEY=VALUE[,KEY=VALUE]",
                     help="also run METHOD (default 'ours') with these trial-config overrides, under NAME (same cache "
                     "key; repeatable; the overrides take precedence over the method's own recipe), e.g. "
-                    "prog2:prune.steps=2 or mnv3_wu@mnv3_large:train.warmup_epochs=2,lr=0.05")
+                    "prog2:prune.steps=2 or mnv3_wu@mnv3_large:train.warmup_epochs=2,lr=0.05; a list value stays whole: "
+                    "taps9:distill.taps=[layer1.0,layer1.1]")
     ap.add_argument("--md", default=None, help="also write the markdown report to this file")
     ap.add_argument("--no-run", action="store_true", help="only summarise what the cache holds")
     ap.add_argument("--winner", default=None, metavar="JSON",
@@ -164,6 +165,18 @@ def winner_variants(path: str | None, methods: list[str]) -> tuple[list[str], di
     return [m for m in methods if m not in kd], {m: ov + kd[m] for m in methods if m in kd}
 
 
+def _split_outside_brackets(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside ``[...]`` or ``{...}``, so that a list value
+    (``distill.taps=[layer1,layer2]``) stays one override."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def parse_variants(specs: list[str], ap) -> tuple[dict[str, list[str]], dict[str, str]]:
     """``NAME[@METHOD]:KEY=VALUE,KEY=VALUE`` → ``({NAME: [KEY=VALUE, ...]}, {NAME: METHOD})`` (argparse
     error on a bad one; METHOD defaults to ``ours``)."""
@@ -171,7 +184,7 @@ def parse_variants(specs: list[str], ap) -> tuple[dict[str, list[str]], dict[str
     for spec in specs:
         head, _, ov = spec.partition(":")
         name, _, base = head.partition("@")
-        pairs = [kv for kv in ov.split(",") if kv]
+        pairs = [kv for kv in _split_outside_brackets(ov) if kv]
         if not name or name in METHODS or not pairs or not all("=" in kv for kv in pairs):
             ap.error(f"--variant {spec!r}: expected NAME[@METHOD]:KEY=VALUE[,KEY=VALUE] with a NAME that is not a "
                      "method")

@@ -129,3 +129,16 @@ def test_the_report_names_the_teacher_that_was_trained():
     assert quality.teacher_label(setting, []) == "ResNet-20"
     assert quality.teacher_label(setting, ["model=resnet56"]) == "ResNet-56"  # --set model=... wins
     assert quality.teacher_label(setting, ["model=timm:resnet10t"]) == "timm:resnet10t"
+
+
+def test_a_variants_list_value_stays_one_override():
+    # a list value has commas of its own: `distill.taps=[a,b]` was cut into `distill.taps=[a` and `b]`
+    import argparse
+
+    from kpid_core.config import load_config
+
+    ov, bases = quality.parse_variants(
+        ["taps@uniform_kd:distill.taps=[layer1.0,layer2.0],distill.inner_weight=3"], argparse.ArgumentParser())
+    assert ov == {"taps": ["distill.taps=[layer1.0,layer2.0]", "distill.inner_weight=3"]}
+    assert bases == {"taps": "uniform_kd"}
+    assert load_config(None, ov["taps"]).distill.taps == ["layer1.0", "layer2.0"]
