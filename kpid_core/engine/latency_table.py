@@ -50,6 +50,7 @@ from torch import nn
 from kpid_core.engine.cost import CostModel
 from kpid_core.engine.groups import ChannelGroups, is_depthwise
 from kpid_core.engine.timing import (  # re-exported: the table's public API includes its timing names
+    TIMING_VERSION,
     LatencySettings,
     Threads,
     Timer,
@@ -180,7 +181,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], settings: LatencyS
     return {"arch": arch_hash(model, input_shape), "input": list(input_shape), "device": device_name(settings.device),
             "batch": settings.batch, "dtype": settings.dtype, "threads": settings.threads, "amp": settings.amp,
             "channels_last": settings.channels_last, "torch": torch.__version__, "repeats": settings.repeats,
-            "min_sample_s": settings.min_sample_s}
+            "min_sample_s": settings.min_sample_s, "timing": TIMING_VERSION}
 
 
 def _block(call: _Call, cin: int, cout: int) -> nn.Module:

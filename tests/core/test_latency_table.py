@@ -57,7 +57,7 @@ def test_cache_key_hits_and_invalidation(tiny, tmp_path, monkeypatch):
     files = list((tmp_path / "cache").glob("*.json"))
     assert len(calls) == 1 and len(files) == 1
     key = json.loads(files[0].read_text())["key"]
-    assert {"arch", "input", "device", "batch", "dtype", "threads", "amp", "channels_last", "torch"} <= set(key)
+    assert {"arch", "input", "device", "batch", "dtype", "threads", "amp", "channels_last", "torch", "timing"} <= set(key)
     assert lt.latency_table(G.model, G, s) == t1 and len(calls) == 1  # cached: not measured again
 
     lt.latency_table(G.model, G, _settings(tmp_path, batch=2))  # another batch: another table
@@ -69,9 +69,31 @@ def test_cache_key_hits_and_invalidation(tiny, tmp_path, monkeypatch):
     lt.latency_table(G.model, G, s)
     assert len(calls) == 3 and json.loads(files[0].read_text())["key"]["torch"] == torch.__version__
 
+    data = json.loads(files[0].read_text())  # a table timed before the settle call (no "timing") is stale
+    del data["key"]["timing"]
+    files[0].write_text(json.dumps(data))
+    lt.latency_table(G.model, G, s)
+    assert len(calls) == 4 and json.loads(files[0].read_text())["key"]["timing"] == lt.TIMING_VERSION
+
     files[0].write_text("{not json")  # corrupt: measured again and replaced
     lt.latency_table(G.model, G, s)
-    assert len(calls) == 4 and json.loads(files[0].read_text())["key"] == key
+    assert len(calls) == 5 and json.loads(files[0].read_text())["key"] == key
+
+
+def test_each_sample_follows_a_settle_call_of_the_same_model():
+    # the first call after another model's pays for that model's memory state (docs/latency.md)
+    seq: list[int] = []
+    fns = [lambda i=i: seq.append(i) for i in range(3)]
+    timer = lt.Timer(lt.LatencySettings(repeats=1))
+    out = lt.time_interleaved(fns, 4, timer, warmup=1, min_sample_s=0.0)
+    assert [len(o) for o in out] == [4, 4, 4]
+    rounds = seq[2 * len(fns):]  # after the warm-up and the one-call calibration of each
+    assert len(rounds) == 4 * 3 * 2
+    assert all(rounds[k] == rounds[k + 1] for k in range(0, len(rounds), 2))  # settle, then the timed call
+    assert [rounds[k] for k in range(0, 6, 2)] == [0, 1, 2] and [rounds[k] for k in range(6, 12, 2)] == [1, 2, 0]
+    seq.clear()
+    lt.time_interleaved(fns, 2, timer, warmup=0, min_sample_s=0.0, settle=0)
+    assert seq[3:] == [0, 1, 2, 1, 2, 0]
 
 
 def test_arch_hash_changes_with_architecture_and_input(tiny):
