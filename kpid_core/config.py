@@ -425,7 +425,12 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
                 raise ValueError
             return str(value)
         if base.startswith("list"):
-            if isinstance(value, str):
+            if isinstance(value, str) and value.strip().startswith("["):  # a YAML list written as text
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ValueError from None
+            elif isinstance(value, str):
                 value = [s.strip() for s in value.split(",") if s.strip()]
             if not isinstance(value, (list, tuple)):
                 raise ValueError

@@ -52,6 +52,15 @@ def test_overrides_dotted_and_alias_with_yaml_scalars():
     assert parse_overrides({"lr": 0.5}) == [("lr", 0.5)]
 
 
+def test_a_list_written_as_text_is_read_as_a_list():
+    # the bench passes a variant's values as text: "[layer1,layer1.0.bn1]" became "[layer1" and "layer1.0.bn1]"
+    base = load_config()
+    assert base.with_overrides({"distill.taps": "[layer1,layer1.0.bn1]"}).distill.taps == ["layer1", "layer1.0.bn1"]
+    assert base.with_overrides({"distill.taps": "layer1, layer2"}).distill.taps == ["layer1", "layer2"]
+    with pytest.raises(ConfigError, match="distill.taps"):
+        base.with_overrides({"distill.taps": "[layer1, [x"})
+
+
 def test_with_overrides_applies_an_alias_and_its_dotted_key_in_order():
     # a bench variant's "distill.kd_weight=0.25" over a method's {"kd_weight": 1.0} was ignored: the
     # alias was applied after every dotted key whatever the order
