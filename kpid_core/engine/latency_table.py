@@ -26,7 +26,8 @@ model's calibrated (= measured) latency. ``unmodelled_s`` records what the block
 Timing: CPU with ``time.perf_counter`` at a fixed thread count; CUDA with CUDA events, optionally
 under fp16 autocast (AMP) and channels_last, ``cudnn.benchmark`` on. Tables are cached as JSON,
 keyed by an architecture hash (layers, their followers, input size), device name, batch, dtype,
-thread count, AMP/channels_last and the torch version: any change measures a new table.
+thread count, AMP/channels_last, the torch version, the repeats and shortest sample, and the timing
+method's version (``TIMING_VERSION``): any change measures a new table.
 """
 
 from __future__ import annotations
@@ -329,7 +330,8 @@ def latency_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
     """The cached table for ``model`` under ``settings``, measured (and cached) when there is none.
 
     A cached file is used only if its stored key equals the current key (architecture hash, input
-    size, device name, batch, dtype, threads, AMP, channels_last, torch version, repeats); a
+    size, device name, batch, dtype, threads, AMP, channels_last, torch version, repeats, shortest
+    sample, timing version); a
     corrupt or stale file is measured again and replaced.
 
     Args:
