@@ -142,3 +142,31 @@ def test_a_variants_list_value_stays_one_override():
     assert ov == {"taps": ["distill.taps=[layer1.0,layer2.0]", "distill.inner_weight=3"]}
     assert bases == {"taps": "uniform_kd"}
     assert load_config(None, ov["taps"]).distill.taps == ["layer1.0", "layer2.0"]
+
+
+def test_a_seeds_cells_start_once_its_own_teacher_is_ready():
+    # they used to wait for every teacher: with three seeds on two workers a core idled through the third
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench._paired import SETTINGS, Job, run_pipelined
+
+    def job(seed, budget):
+        return Job(SETTINGS["smoke"], (), seed, budget, ("ours",), (), "unused", 1)
+
+    cell_of_seed_0_ran = threading.Event()
+    ran_while_teacher_1_trained = []
+
+    def fake(j):
+        if j.budget is None and j.seed == 1:  # a slow teacher: waits for seed 0's cell, at most 20 s
+            ran_while_teacher_1_trained.append(cell_of_seed_0_ran.wait(timeout=20))
+        if j.budget is not None and j.seed == 0:
+            cell_of_seed_0_ran.set()
+        return [f"seed {j.seed} budget {j.budget}"]
+
+    lines = []
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        run_pipelined(ex, fake, [job(s, None) for s in range(3)], [job(s, b) for s in range(3) for b in (0.25, 0.1)],
+                      lines.append)
+    assert ran_while_teacher_1_trained == [True]
+    assert sorted(lines) == sorted(f"seed {s} budget {b}" for s in range(3) for b in (None, 0.25, 0.1))
