@@ -290,6 +290,7 @@ def _run_job(job: Job) -> list[str]:
 
 
 def _run_methods(job: Job) -> list[str]:
+    from kpid_core.config import parse_overrides
     from kpid_core.errors import KPIDError
     from kpid_core.files import atomic_write_text
 
@@ -297,10 +298,10 @@ def _run_methods(job: Job) -> list[str]:
     lines = []
     if job.budget is None:
         return [f"seed {job.seed}: teacher {shared.teacher_accuracy:.4f}"]
-    todo = [(m, METHODS[m][0], {}) for m in job.methods]
-    for name, ov, base in job.variants:
-        todo.append((name, METHODS[base][0], dict(kv.split("=", 1) for kv in ov)))
-    for name, fn, extra in todo:
+    todo = [(m, METHODS[m][0], (), {}) for m in job.methods]
+    for name, ov, base in job.variants:  # values read as --set reads them (YAML scalars and lists)
+        todo.append((name, METHODS[base][0], ov, dict(parse_overrides(ov))))
+    for name, fn, ov, extra in todo:
         path = result_path(job, name)
         if path.is_file():
             continue
@@ -315,7 +316,7 @@ def _run_methods(job: Job) -> list[str]:
             continue
         row.update(seed=job.seed, budget=job.budget, method=name, teacher=shared.teacher_accuracy,
                    seconds=round(time.perf_counter() - t0, 1), overrides=list(job.setting.overrides + job.extra)
-                   + [f"{k}={v}" for k, v in extra.items()])
+                   + list(ov))
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(row, indent=1))
         lines.append(f"seed {job.seed} budget {job.budget:g} {name:<14} " + (

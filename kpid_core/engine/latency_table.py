@@ -331,8 +331,7 @@ def latency_table(model: nn.Module, groups: ChannelGroups, settings: LatencySett
 
     A cached file is used only if its stored key equals the current key (architecture hash, input
     size, device name, batch, dtype, threads, AMP, channels_last, torch version, repeats, shortest
-    sample, timing version); a
-    corrupt or stale file is measured again and replaced.
+    sample, timing version); a corrupt or stale file is measured again and replaced.
 
     Args:
         model: the dense model.
