@@ -220,15 +220,17 @@ def resolve(args, ap) -> tuple:
 
 
 def _check_overrides(setting, extra: list[str], variants: dict[str, list[str]], ap) -> None:
-    """A bad ``--set`` or ``--variant`` value ends the run here, in one line naming the option and the
-    config field, rather than as a traceback from a worker once the teachers are trained."""
+    """A bad ``--set`` or ``--variant`` value (a distill.taps entry naming no module of the model too)
+    ends the run here, in one line naming the option and the config field, rather than as a traceback
+    from a worker or a failed cell once the teachers are trained."""
     from kpid_core.config import load_config
     from kpid_core.errors import ConfigError
+    from kpid_core.trial import check_taps
 
     base = [*setting.overrides, *extra]
     for where, ov in [("--set", []), *((f"--variant {name}", list(v)) for name, v in variants.items())]:
         try:
-            load_config(overrides=base + ov)
+            check_taps(load_config(overrides=base + ov))  # the trial checks taps only after the bench's teacher
         except ConfigError as exc:
             ap.error(f"{where}: {exc}")
 

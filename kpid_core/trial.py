@@ -34,6 +34,7 @@ from kpid_core.training.train import evaluate, fit, resolve_device, seed_everyth
 __all__ = [
     "TRIAL_STATE_FILE",
     "SharedArtifacts",
+    "check_taps",
     "final_epochs",
     "latency_settings",
     "load_teacher",
@@ -197,13 +198,27 @@ def final_epochs(cfg: TrialConfig) -> int:
 def _check_taps(cfg: TrialConfig, data: DataBundle) -> None:
     """``distill.taps`` must name modules of the model: checked on an untrained copy before the
     teacher is trained, so a typo costs a second, not a teacher and a prune."""
+    check_taps(cfg, data.input_shape[0], data.num_classes)
+
+
+def check_taps(cfg: TrialConfig, in_channels: int | None = None, num_classes: int = 10) -> None:
+    """Raise ``ConfigError`` in one line when ``cfg.distill.taps`` names a module the model lacks.
+
+    Builds an untrained copy of ``cfg.model`` (module names do not depend on the class count or,
+    for the models that adapt to it, the input channels), so a caller that trains the teacher itself,
+    as the benchmarks do, can check a config before spending anything on it.
+
+    Args:
+        cfg: the trial config (its ``model`` and ``distill.taps``; nothing to check when taps is null).
+        in_channels: the data's channel count, for models that adapt to it (None: the model's own).
+        num_classes: classes of the copy built.
+    """
     if cfg.distill.taps is None:
         return
-    kw = model_kwargs(cfg, data.input_shape[0])
-    names = {n for n, _ in build_model(cfg.model.name, num_classes=data.num_classes, **kw).named_modules() if n}
+    kw = model_kwargs(cfg, in_channels)
+    names = {n for n, _ in build_model(cfg.model.name, num_classes=num_classes, **kw).named_modules() if n}
     bad = [t for t in cfg.distill.taps if t not in names]
     if bad:
         tops = sorted({n.split(".")[0] for n in names})
         raise ConfigError(f"distill.taps: no module {bad[0]!r} in {cfg.model.name}; taps are module names "
                           f"(model.named_modules()), e.g. {', '.join(tops[:8])}")
-

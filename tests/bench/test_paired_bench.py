@@ -92,6 +92,7 @@ def test_bad_arguments_are_one_line(capsys):
     (["--variant", "s1:prune.spread=0.5"], "--variant s1: prune.spread=0.5 is out of range"),
     (["--variant", "v@logits_kd:distill.kd_wieght=0.5"], "--variant v: unknown config key 'distill.kd_wieght'"),
     (["--set", "train.lr=-1"], "--set: train.lr=-1.0 is out of range"),
+    (["--variant", "t:distill.taps=[layer1,layer9]"], "--variant t: distill.taps: no module 'layer9' in resnet20"),
 ])
 def test_a_bad_override_value_is_one_line_before_any_training(argv, says, tmp_path, capsys):
     # it used to surface as a worker's traceback once the seed's teacher had been trained
