@@ -130,7 +130,7 @@ class DistillConfig:
     kd_weight: float = 0.0  # logits KD off: it cost 2.5-3 points at budget 0.25 on Fashion-MNIST, converged teacher too (bench/BENCHMARKS.quality.md)
     kd_form: str = "kl"
     temperature: float = 4.0
-    inner_weight: float = 10.0  # was 1.0 until 2026-12-02: x10 gained +0.3 / +1.2 points at a quarter / a tenth of the MACs on held-out Fashion-MNIST seeds (bench/BENCHMARKS.quality.md)
+    inner_weight: float = 10.0  # was 1.0 until 2026-12-02: x10 gained +0.35 / +0.80 points at a quarter / a tenth of the MACs on five held-out Fashion-MNIST seeds (bench/BENCHMARKS.quality.md)
     match: str = "kept"
     taps: list[str] | None = None
 
