@@ -27,7 +27,6 @@ from kpid_core.models import build_model
 from kpid_core.prune import save_pruned
 from kpid_core.prune_phase import TRIAL_STATE_FILE, distill_loss, latency_settings, prune_phase
 from kpid_core.shared import SharedArtifacts, load_teacher, prepare_shared, teacher_importance, trial_data
-from kpid_core.training.data import DataBundle
 from kpid_core.training.teacher import model_kwargs
 from kpid_core.training.train import evaluate, fit, resolve_device, seed_everything
 
@@ -132,7 +131,7 @@ def _run(cfg: TrialConfig, on_epoch, out: Path | None, shared: SharedArtifacts |
     log.info("trial: %s on %s, budget %.3f, metric %s, device %s", cfg.model.name, cfg.data.name,
              cfg.prune.budget, cfg.prune.metric, device)
 
-    _check_taps(cfg, data)
+    check_taps(cfg, data.input_shape[0], data.num_classes)  # before the teacher: a typo costs a second, not a teacher
     t = time.perf_counter()
     teacher = load_teacher(cfg, data, shared, device)
     times["teacher_s"] = time.perf_counter() - t
@@ -193,12 +192,6 @@ def final_epochs(cfg: TrialConfig) -> int:
         ``train.epochs - (prune.steps - 1) * prune.step_epochs``.
     """
     return cfg.train.epochs - (cfg.prune.steps - 1) * cfg.prune.step_epochs
-
-
-def _check_taps(cfg: TrialConfig, data: DataBundle) -> None:
-    """``distill.taps`` must name modules of the model: checked on an untrained copy before the
-    teacher is trained, so a typo costs a second, not a teacher and a prune."""
-    check_taps(cfg, data.input_shape[0], data.num_classes)
 
 
 def check_taps(cfg: TrialConfig, in_channels: int | None = None, num_classes: int = 10) -> None:
