@@ -8,6 +8,7 @@ which imports no torch, and are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import platform
@@ -21,13 +22,15 @@ import torch
 from torch import nn
 
 from kpid_core.engine.latency_settings import LatencySettings
+from kpid_core.engine.steady_memory import steady_allocator
 
 __all__ = ["TIMING_VERSION", "LatencySettings", "Threads", "Timer", "device_name", "paired_latency", "time_calls",
            "time_interleaved"]
 
 #: The timing method's version, part of a latency table's cache key: 2 = each sample follows one untimed
-#: call of the same model (``time_interleaved``'s ``settle``); tables timed by another version are stale.
-TIMING_VERSION = 2
+#: call of the same model (``time_interleaved``'s ``settle``); 3 = CPU timing under
+#: :func:`~kpid_core.engine.steady_memory.steady_allocator`. Tables timed by another version are stale.
+TIMING_VERSION = 3
 
 
 def device_name(device: str) -> str:
@@ -149,6 +152,8 @@ def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, 
     about 45,000 fresh pages every call, a pruned one none when it runs twice in a row but about
     2,500 right after the dense one; timed one call per sample (a large model's sample is one
     call), the switch moved the pruned/dense ratio by 1–3 % from one ordering to another.
+    On CPU the rounds run under :func:`~kpid_core.engine.steady_memory.steady_allocator`, which
+    removes those page faults altogether (the settle call keeps caches warm on every device).
 
     Args:
         fns: calls from :meth:`Timer.prepare`.
@@ -161,19 +166,21 @@ def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, 
     Returns:
         ``samples[i]`` for ``fns[i]``.
     """
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    if timer.device.type == "cuda":
-        torch.cuda.synchronize()
-    reps = [max(1, math.ceil(min_sample_s / max(timer.time(fn, 1), 1e-6))) for fn in fns]
-    out: list[list[float]] = [[] for _ in fns]
-    for r in range(repeats):
-        for j in range(len(fns)):
-            i = (j + r) % len(fns)
-            for _ in range(settle):
-                fns[i]()
-            out[i].append(timer.time(fns[i], reps[i]))
+    cpu = timer.device.type == "cpu"
+    with steady_allocator() if cpu else contextlib.nullcontext():
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+        if timer.device.type == "cuda":
+            torch.cuda.synchronize()
+        reps = [max(1, math.ceil(min_sample_s / max(timer.time(fn, 1), 1e-6))) for fn in fns]
+        out: list[list[float]] = [[] for _ in fns]
+        for r in range(repeats):
+            for j in range(len(fns)):
+                i = (j + r) % len(fns)
+                for _ in range(settle):
+                    fns[i]()
+                out[i].append(timer.time(fns[i], reps[i]))
     return out
 
 
