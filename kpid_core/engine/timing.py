@@ -8,7 +8,6 @@ which imports no torch, and are re-exported here.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import platform
@@ -22,14 +21,14 @@ import torch
 from torch import nn
 
 from kpid_core.engine.latency_settings import LatencySettings
-from kpid_core.engine.steady_memory import steady_allocator
+from kpid_core.engine.steady_memory import steady_memory
 
 __all__ = ["TIMING_VERSION", "LatencySettings", "Threads", "Timer", "device_name", "paired_latency", "time_calls",
            "time_interleaved"]
 
 #: The timing method's version, part of a latency table's cache key: 2 = each sample follows one untimed
-#: call of the same model (``time_interleaved``'s ``settle``); 3 = CPU timing under
-#: :func:`~kpid_core.engine.steady_memory.steady_allocator`. Tables timed by another version are stale.
+#: call of the same model (``time_interleaved``'s ``settle``); 3 = timing under
+#: :func:`~kpid_core.engine.steady_memory.steady_memory`. Tables timed by another version are stale.
 TIMING_VERSION = 3
 
 
@@ -152,8 +151,9 @@ def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, 
     about 45,000 fresh pages every call, a pruned one none when it runs twice in a row but about
     2,500 right after the dense one; timed one call per sample (a large model's sample is one
     call), the switch moved the pruned/dense ratio by 1–3 % from one ordering to another.
-    On CPU the rounds run under :func:`~kpid_core.engine.steady_memory.steady_allocator`, which
-    removes those page faults altogether (the settle call keeps caches warm on every device).
+    The rounds run under :func:`~kpid_core.engine.steady_memory.steady_memory`: garbage collected
+    first, the collector paused, and on CPU glibc's malloc held steady, which removes those page
+    faults altogether (the settle call keeps caches warm on every device).
 
     Args:
         fns: calls from :meth:`Timer.prepare`.
@@ -166,8 +166,7 @@ def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, 
     Returns:
         ``samples[i]`` for ``fns[i]``.
     """
-    cpu = timer.device.type == "cpu"
-    with steady_allocator() if cpu else contextlib.nullcontext():
+    with steady_memory(cpu_allocator=timer.device.type == "cpu"):
         for fn in fns:
             for _ in range(warmup):
                 fn()

@@ -1,12 +1,14 @@
 """The steady CPU memory state under which models are timed: with glibc, a forward pass with large
 activations page-faults them afresh on every call outside ``steady_allocator`` and (nearly) not inside
-it; the settings are put back on exit; ``time_interleaved`` times under it. Counts page faults, never
-times."""
+it; the settings are put back on exit; ``time_interleaved`` times under it, after the garbage is
+collected and with the collector paused. Counts page faults, never times."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -91,7 +93,7 @@ def test_time_interleaved_times_cpu_calls_under_the_steady_allocator(monkeypatch
         def __exit__(self, *exc):
             entered.append(False)
 
-    monkeypatch.setattr("kpid_core.engine.timing.steady_allocator", Spy)
+    monkeypatch.setattr(steady_memory, "steady_allocator", Spy)
     seen = []
 
     def call():
@@ -100,3 +102,26 @@ def test_time_interleaved_times_cpu_calls_under_the_steady_allocator(monkeypatch
     time_interleaved([call], repeats=2, timer=Timer(LatencySettings(device="cpu")), warmup=1, min_sample_s=0.0)
     assert seen and all(s == [True] for s in seen)  # every call ran inside the block
     assert entered == [True, False]  # and it was left afterwards
+
+
+def test_timing_starts_with_the_garbage_collected_and_the_collector_paused():
+    collected = []
+
+    class Cycle:  # garbage only the cyclic collector frees
+        def __init__(self):
+            self.me = self
+            weakref.finalize(self, collected.append, "freed")
+
+    gc.enable()
+    gc.disable()  # so that nothing collects the cycle before the timing does
+    try:
+        Cycle()
+        state = []
+        time_interleaved([lambda: state.append((list(collected), gc.isenabled()))], repeats=1,
+                         timer=Timer(LatencySettings(device="cpu")), warmup=0, min_sample_s=0.0)
+    finally:
+        gc.enable()
+    assert state and all(s == (["freed"], False) for s in state)
+    with steady_memory.steady_memory(cpu_allocator=False):
+        assert not gc.isenabled()
+    assert gc.isenabled()  # the collector's state is put back
