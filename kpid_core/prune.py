@@ -228,7 +228,7 @@ def _prune(model: nn.Module, example_input: Any, budget: float, scores: Any, min
         result = prune_at(budget)
     else:  # the table steers, measured latency lands it (kpid_core.engine.landing)
         def measure(r: PruneResult) -> float:
-            return measured_ratio(model, r.model, tuple(r.spec["input_shape"]), settings)
+            return measured_ratio(model, r.model, tuple(r.spec["input_shape"]), settings, budget)
 
         result, history = land(prune_at, measure, budget, rounds=settings.land_rounds,
                                tolerance=settings.land_tolerance, log=log)

@@ -36,7 +36,9 @@ class LatencySettings:
             re-prunes at corrected table budgets (:mod:`kpid_core.engine.landing`); 0 = the table's
             allocation as it is.
         land_tolerance: landing stops once the measured ratio is within this fraction of the budget.
-        land_repeats: interleaved dense/pruned rounds per landing measurement (median).
+        land_repeats: interleaved dense/pruned rounds per landing measurement (median); while the
+            measurement is too noisy to tell whether it is within ``land_tolerance``, blocks of as
+            many rounds are added, at most five (:func:`kpid_core.engine.landing.measured_ratio`).
     """
 
     device: str = "cpu"

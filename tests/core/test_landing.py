@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from kpid_core.engine.groups import find_groups
-from kpid_core.engine.landing import land, next_budget
+from kpid_core.engine import landing
+from kpid_core.engine.landing import MAX_ROUND_BLOCKS, land, measured_ratio, next_budget, precise_enough
+from kpid_core.engine.timing import LatencySettings
 from kpid_core.engine.macs import count_macs
 from kpid_core.errors import ConfigError, InfeasibleBudgetError
 from kpid_core.models import build_model
@@ -75,6 +77,50 @@ def test_next_budget_scales_until_bracketed_then_follows_the_secant_inside_the_b
     assert next_budget([(0.45, 0.56), (0.5, 0.46)], 0.5) == pytest.approx(0.5 * 0.5 / 0.46)
 
 
+def test_a_measurement_is_precise_enough_once_it_decides_the_landing():
+    tight = [0.300, 0.301, 0.299, 0.300, 0.302, 0.298, 0.300, 0.301, 0.299]
+    assert precise_enough(tight, 0.3, 0.02)  # standard error far below a quarter of the tolerance
+    spread = [0.270, 0.330, 0.285, 0.315, 0.300, 0.278, 0.322, 0.290, 0.310]  # IQR 0.282-0.318
+    assert not precise_enough(spread, 0.305, 0.02)  # within 2 % in the median, but 2 % is one error away
+    assert precise_enough(spread, 0.4, 0.02)  # 25 % off: a correction follows whatever more rounds say
+    assert not precise_enough(spread, 0.33, 0.02)  # 9 % off in the median, but within two errors of 2 %
+    assert not precise_enough(tight[:3], 0.3, 0.02)  # too few rounds to estimate a spread
+    # one wild round does not inflate a robust standard error
+    assert precise_enough([*tight, 3.0], 0.3, 0.02)
+
+
+def _stand_in_timing(monkeypatch, ratio_of_round):
+    """time_interleaved returns (dense, pruned) samples whose ratio is ratio_of_round(i); blocks counted."""
+    blocks: list[int] = []
+
+    def fake(fns, repeats, timer, warmup=2, min_sample_s=0.02, settle=1):
+        start = sum(blocks)
+        blocks.append(repeats)
+        return [1.0] * repeats, [ratio_of_round(start + i) for i in range(repeats)]
+
+    monkeypatch.setattr(landing, "time_interleaved", fake)
+    return blocks
+
+
+def test_a_noisy_measurement_near_the_budget_adds_rounds_up_to_the_cap(monkeypatch):
+    tiny = torch.nn.Conv2d(3, 4, 1)
+    noisy = lambda i: 0.3 * (1.1 if i % 2 else 0.9)  # noqa: E731 - +-10 % every other round
+    blocks = _stand_in_timing(monkeypatch, noisy)
+    s = LatencySettings(land_repeats=6)
+    assert measured_ratio(tiny, tiny, (3, 8, 8), s, budget=0.3) == pytest.approx(0.3)
+    assert blocks == [6] * MAX_ROUND_BLOCKS  # never precise enough: the cap ends it
+    blocks.clear()
+    measured_ratio(tiny, tiny, (3, 8, 8), s)  # no budget: one block, as before
+    assert blocks == [6]
+    blocks.clear()
+    calm = _stand_in_timing(monkeypatch, lambda i: 0.3 * (1 + 0.001 * (i % 3)))
+    measured_ratio(tiny, tiny, (3, 8, 8), s, budget=0.3)
+    assert calm == [6]  # precise at once
+    far = _stand_in_timing(monkeypatch, lambda i: noisy(i) * 1.5)
+    measured_ratio(tiny, tiny, (3, 8, 8), s, budget=0.3)
+    assert far == [6]  # 50 % off: more rounds would not change the correction
+
+
 @pytest.fixture(scope="module")
 def mnv3():
     torch.manual_seed(0)
@@ -86,18 +132,25 @@ def test_prune_to_budget_lands_the_measured_ratio(mnv3, monkeypatch):
     monkeypatch.setattr("kpid_core.prune.latency_table", lambda *a, **k: table)
     dense_macs = count_macs(mnv3, (3, 64, 64))
 
-    def fake_measure(dense, pruned, input_shape, settings):  # MACs stand in for time, with an affine error
-        return _affine(count_macs(pruned, tuple(input_shape)) / dense_macs)
+    budgets = []
+
+    def ratio(pruned):  # MACs stand in for time, with an affine error
+        return _affine(count_macs(pruned, (3, 64, 64)) / dense_macs)
+
+    def fake_measure(dense, pruned, input_shape, settings, budget=None):
+        budgets.append(budget)
+        return ratio(pruned)
 
     monkeypatch.setattr("kpid_core.prune.measured_ratio", fake_measure)
     plain = prune_to_budget(mnv3, (3, 64, 64), 0.5, cost="latency", latency={"land_rounds": 0})
     assert "latency_landing" not in plain.spec
-    assert abs(fake_measure(None, plain.model, (3, 64, 64), None) / 0.5 - 1) > 0.05  # the table alone misses
+    assert abs(ratio(plain.model) / 0.5 - 1) > 0.05  # the table alone misses
     r = prune_to_budget(mnv3, (3, 64, 64), 0.5, cost="latency")
     assert abs(r.spec["latency_measured"] / 0.5 - 1) <= 0.02
-    assert r.spec["latency_measured"] == pytest.approx(fake_measure(None, r.model, (3, 64, 64), None), abs=1e-5)
+    assert r.spec["latency_measured"] == pytest.approx(ratio(r.model), abs=1e-5)
     assert r.budget == 0.5 and r.spec["budget"] == 0.5 and len(r.spec["latency_landing"]) >= 2
     assert r.spec["latency_settings"]["land_rounds"] == 3
+    assert set(budgets) == {0.5}  # each try is measured as precisely as landing the user's budget needs
 
 
 def test_bad_landing_settings_name_the_field():
