@@ -9,11 +9,11 @@ import copy
 import pytest
 import torch
 
-from kpid_core.engine.groups import find_groups
 from kpid_core.engine import landing
+from kpid_core.engine.groups import find_groups
 from kpid_core.engine.landing import MAX_ROUND_BLOCKS, land, measured_ratio, next_budget, precise_enough
-from kpid_core.engine.timing import LatencySettings
 from kpid_core.engine.macs import count_macs
+from kpid_core.engine.timing import LatencySettings
 from kpid_core.errors import ConfigError, InfeasibleBudgetError
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
@@ -104,7 +104,7 @@ def _stand_in_timing(monkeypatch, ratio_of_round):
 
 def test_a_noisy_measurement_near_the_budget_adds_rounds_up_to_the_cap(monkeypatch):
     tiny = torch.nn.Conv2d(3, 4, 1)
-    noisy = lambda i: 0.3 * (1.1 if i % 2 else 0.9)  # noqa: E731 - +-10 % every other round
+    noisy = lambda i: 0.3 * (1.1 if i % 2 else 0.9)
     blocks = _stand_in_timing(monkeypatch, noisy)
     s = LatencySettings(land_repeats=6)
     assert measured_ratio(tiny, tiny, (3, 8, 8), s, budget=0.3) == pytest.approx(0.3)
