@@ -119,7 +119,7 @@ class LatencyConfig:
     table_repeats: int = _Timing.repeats  # rounds per layer when a latency table is measured
     land_rounds: int = _Timing.land_rounds  # prune.cost=latency: re-prunes at corrected table budgets until the measured ratio lands (0 = table only)
     land_tolerance: float = _Timing.land_tolerance  # landing ends within this fraction of the budget
-    land_repeats: int = _Timing.land_repeats  # interleaved dense/pruned rounds per landing measurement (up to 5x while too noisy to decide)
+    land_repeats: int = _Timing.land_repeats  # interleaved dense/pruned rounds per landing measurement (up to 3x while too noisy to decide)
     min_sample_s: float = _Timing.min_sample_s  # each timing sample repeats the forward until it lasts this long (seconds)
     cache_dir: str | None = None  # latency tables; None = $KPID_CACHE_DIR/latency or ~/.cache/kpid/latency
 

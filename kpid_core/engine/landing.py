@@ -41,13 +41,13 @@ R = TypeVar("R")
 
 
 #: a landing measurement near the budget adds rounds up to this many times ``land_repeats``
-MAX_ROUND_BLOCKS = 5
+MAX_ROUND_BLOCKS = 3
 
 
 def precise_enough(ratios: list[float], budget: float, tolerance: float) -> bool:
-    """Whether the paired ratios measured so far decide the landing: their median is within
-    ``tolerance`` of ``budget``, or outside it, by more than two standard errors, or its relative
-    standard error is at most a quarter of ``tolerance``.
+    """Whether the paired ratios measured so far decide the landing: the relative standard error of
+    their median is at most half of ``tolerance``, or the median is outside the tolerance by more
+    than two standard errors (a correction follows whatever more rounds would say).
 
     The standard error of the median is estimated robustly, ``1.2533 · (IQR / 1.349) / √n``, so one
     slow round (a neighbour's burst on a shared host) does not inflate it.
@@ -66,7 +66,7 @@ def precise_enough(ratios: list[float], budget: float, tolerance: float) -> bool
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     se = 1.2533 * (q3 - q1) / 1.349 / math.sqrt(len(ratios)) / m
     dev = abs(m / budget - 1)
-    return se <= tolerance / 4 or dev + 2 * se <= tolerance or dev - 2 * se > tolerance
+    return se <= tolerance / 2 or dev - 2 * se > tolerance
 
 
 def measured_ratio(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],

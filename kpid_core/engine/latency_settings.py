@@ -38,7 +38,7 @@ class LatencySettings:
         land_tolerance: landing stops once the measured ratio is within this fraction of the budget.
         land_repeats: interleaved dense/pruned rounds per landing measurement (median); while the
             measurement is too noisy to tell whether it is within ``land_tolerance``, blocks of as
-            many rounds are added, at most five (:func:`kpid_core.engine.landing.measured_ratio`).
+            many rounds are added, three blocks at most (:func:`kpid_core.engine.landing.measured_ratio`).
     """
 
     device: str = "cpu"

@@ -79,9 +79,9 @@ def test_next_budget_scales_until_bracketed_then_follows_the_secant_inside_the_b
 
 def test_a_measurement_is_precise_enough_once_it_decides_the_landing():
     tight = [0.300, 0.301, 0.299, 0.300, 0.302, 0.298, 0.300, 0.301, 0.299]
-    assert precise_enough(tight, 0.3, 0.02)  # standard error far below a quarter of the tolerance
+    assert precise_enough(tight, 0.3, 0.02)  # standard error far below half the tolerance
     spread = [0.270, 0.330, 0.285, 0.315, 0.300, 0.278, 0.322, 0.290, 0.310]  # IQR 0.282-0.318
-    assert not precise_enough(spread, 0.305, 0.02)  # within 2 % in the median, but 2 % is one error away
+    assert not precise_enough(spread, 0.305, 0.02)  # within 2 % in the median, but the error is 3.8 %
     assert precise_enough(spread, 0.4, 0.02)  # 25 % off: a correction follows whatever more rounds say
     assert not precise_enough(spread, 0.33, 0.02)  # 9 % off in the median, but within two errors of 2 %
     assert not precise_enough(tight[:3], 0.3, 0.02)  # too few rounds to estimate a spread
