@@ -13,8 +13,11 @@ measured per-layer latency table as its cost instead of MACs (HALP style), at th
 fraction of the modelled latency; compare its realised speed-up with 1/budget.
 
 Timing: ``torch.inference_mode``, fixed threads, warm-up, then rounds in which every variant is
-timed once in a rotating order (ABAB… interleaved, so load drifts hit all variants alike); the
-speed-up is the median over rounds of the paired ratio t_dense / t_variant.
+timed once in a rotating order (ABAB… interleaved, so load drifts hit all variants alike), each
+sample after an untimed settle call and in a steady memory state (the product's
+``kpid_core.engine.timing.time_interleaved``, timing version 3 since 2026-12-03; the tables below
+that date were timed by this script's own loop, without either); the speed-up is the median over
+rounds of the paired ratio t_dense / t_variant.
 
 Usage: ``python bench/latency.py [--quick] [--cost latency] [--device cpu|cuda] [--md FILE]``
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import math
 import os
 import statistics
 import sys
@@ -44,13 +46,12 @@ from bench._header import command_line, header_lines
 from kpid_core.engine.allocation import allocate
 from kpid_core.engine.groups import ChannelGroups, find_groups, is_depthwise
 from kpid_core.engine.importance import compute_importance
-from kpid_core.engine.latency_table import time_calls
+from kpid_core.engine.latency_table import time_calls, time_interleaved
 from kpid_core.engine.macs import count_macs
 from kpid_core.models import build_model
 from kpid_core.prune import prune_to_budget
 
-__all__ = ["LayerCostTable", "blocked_groups", "latency_groups", "main", "measure_layer_costs", "prune_kept",
-           "time_interleaved"]
+__all__ = ["LayerCostTable", "blocked_groups", "latency_groups", "main", "measure_layer_costs", "prune_kept"]
 
 MODELS = ["resnet50", "mobilenet_v3_large"]
 BUDGETS = [0.5, 0.3]
@@ -204,24 +205,6 @@ class Runner:
     def time(self, fn: Callable[[], None], n: int) -> float:
         """Seconds per call, averaged over ``n`` back-to-back calls."""
         return time_calls(fn, n, self.device)
-
-
-def time_interleaved(fns: list[Callable[[], None]], repeats: int, run: Runner, warmup: int = 2,
-                     min_sample_s: float = 0.02) -> list[list[float]]:
-    """Per function, ``repeats`` samples (seconds per call). Each round times every function once,
-    starting at a rotating offset; a sample repeats a call until it lasts ≥ ``min_sample_s``."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    if run.device.type == "cuda":
-        torch.cuda.synchronize()
-    n = max(1, math.ceil(min_sample_s / max(run.time(fns[0], 1), 1e-6)))
-    out: list[list[float]] = [[] for _ in fns]
-    for r in range(repeats):
-        for j in range(len(fns)):
-            i = (j + r) % len(fns)
-            out[i].append(run.time(fns[i], n))
-    return out
 
 
 # ---- the benchmark -----------------------------------------------------------------------------------
