@@ -53,7 +53,7 @@ def precise_enough(ratios: list[float], budget: float, tolerance: float) -> bool
     slow round (a neighbour's burst on a shared host) does not inflate it.
 
     Args:
-        ratios: pruned ÷ dense per interleaved round, at least two.
+        ratios: pruned ÷ dense per interleaved round (fewer than four never suffice).
         budget: the ratio aimed at.
         tolerance: the landing's relative tolerance.
 
