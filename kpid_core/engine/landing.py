@@ -24,7 +24,6 @@ without timing anything.
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from kpid_core.engine.timing import LatencySettings, Threads, Timer, time_interleaved
+from kpid_core.engine.timing import LatencySettings, paired_samples
 from kpid_core.errors import InfeasibleBudgetError
 
 __all__ = ["MAX_ROUND_BLOCKS", "land", "measured_ratio", "next_budget", "precise_enough"]
@@ -91,19 +90,16 @@ def measured_ratio(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
     Returns:
         The measured latency ratio.
     """
-    settings.check()
-    timer = Timer(settings)
-    shape = (settings.batch, *input_shape)
-    ratios: list[float] = []
-    with Threads(settings.threads):
-        fns = [timer.prepare(copy.deepcopy(m), shape) for m in (dense, pruned)]
-        for block in range(MAX_ROUND_BLOCKS):
-            d, p = time_interleaved(fns, settings.land_repeats, timer, warmup=2 if block == 0 else 0,
-                                    min_sample_s=settings.min_sample_s)
-            ratios += [b / a for a, b in zip(d, p)]
-            if budget is None or precise_enough(ratios, budget, settings.land_tolerance):
-                break
-    return float(statistics.median(ratios))
+    def ratios(d: list[float], p: list[float]) -> list[float]:
+        return [b / a for a, b in zip(d, p)]
+
+    if budget is None:
+        d, p = paired_samples(dense, pruned, input_shape, settings, settings.land_repeats)
+    else:
+        d, p = paired_samples(dense, pruned, input_shape, settings, settings.land_repeats,
+                              enough=lambda d, p: precise_enough(ratios(d, p), budget, settings.land_tolerance),
+                              max_blocks=MAX_ROUND_BLOCKS)
+    return float(statistics.median(ratios(d, p)))
 
 
 def next_budget(tries: list[tuple[float, float]], budget: float) -> float:

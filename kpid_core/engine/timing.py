@@ -23,7 +23,7 @@ from torch import nn
 from kpid_core.engine.latency_settings import LatencySettings
 from kpid_core.engine.steady_memory import steady_memory
 
-__all__ = ["TIMING_VERSION", "LatencySettings", "Threads", "Timer", "device_name", "paired_latency", "time_calls",
+__all__ = ["TIMING_VERSION", "LatencySettings", "Threads", "Timer", "device_name", "paired_latency", "paired_samples", "time_calls",
            "time_interleaved"]
 
 #: The timing method's version, part of a latency table's cache key: 2 = each sample follows one untimed
@@ -183,6 +183,42 @@ def time_interleaved(fns: list[Callable[[], None]], repeats: int, timer: Timer, 
     return out
 
 
+def paired_samples(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], settings: LatencySettings,
+                   repeats: int, enough: Callable[[list[float], list[float]], bool] | None = None,
+                   max_blocks: int = 1) -> tuple[list[float], list[float]]:
+    """Seconds per call of a dense and a pruned model (copies; the models stay where they are), timed
+    in blocks of ``repeats`` interleaved rounds: after each block ``enough(dense_samples,
+    pruned_samples)`` may end the measurement, at most ``max_blocks`` blocks.
+
+    Args:
+        dense: the dense model.
+        pruned: the pruned model.
+        input_shape: one image's shape (C, H, W).
+        settings: device, batch, threads, AMP, channels_last, min_sample_s.
+        repeats: rounds a block.
+        enough: whether the samples so far suffice; None: one block.
+        max_blocks: blocks at most.
+
+    Returns:
+        ``(dense samples, pruned samples)``, one of each per round.
+    """
+    settings.check()
+    timer = Timer(settings)
+    shape = (settings.batch, *input_shape)
+    d: list[float] = []
+    p: list[float] = []
+    with Threads(settings.threads):
+        fns = [timer.prepare(copy.deepcopy(m), shape) for m in (dense, pruned)]
+        for block in range(max_blocks):
+            bd, bp = time_interleaved(fns, repeats, timer, warmup=2 if block == 0 else 0,
+                                      min_sample_s=settings.min_sample_s)
+            d += bd
+            p += bp
+            if enough is None or enough(d, p):
+                break
+    return d, p
+
+
 def paired_latency(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...],
                    settings: LatencySettings) -> dict[str, Any]:
     """Latency of a dense and a pruned model timed in interleaved pairs (copies are timed; the
@@ -198,12 +234,7 @@ def paired_latency(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
         ``latency_dense_ms`` and ``latency_ms`` (medians per batch, milliseconds), ``latency_ratio``
         (median over rounds of t_pruned / t_dense), ``latency_batch``, ``latency_device`` (named).
     """
-    settings.check()
-    timer = Timer(settings)
-    shape = (settings.batch, *input_shape)
-    with Threads(settings.threads):
-        fns = [timer.prepare(copy.deepcopy(m), shape) for m in (dense, pruned)]
-        d, p = time_interleaved(fns, settings.repeats, timer, min_sample_s=settings.min_sample_s)
+    d, p = paired_samples(dense, pruned, input_shape, settings, settings.repeats)
     return {"latency_dense_ms": statistics.median(d) * 1e3, "latency_ms": statistics.median(p) * 1e3,
             "latency_ratio": statistics.median(b / a for a, b in zip(d, p)), "latency_batch": settings.batch,
             "latency_device": device_name(settings.device)}

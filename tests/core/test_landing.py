@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from kpid_core.engine import landing
+from kpid_core.engine import timing
 from kpid_core.engine.groups import find_groups
 from kpid_core.engine.landing import MAX_ROUND_BLOCKS, land, measured_ratio, next_budget, precise_enough
 from kpid_core.engine.macs import count_macs
@@ -98,7 +98,7 @@ def _stand_in_timing(monkeypatch, ratio_of_round):
         blocks.append(repeats)
         return [1.0] * repeats, [ratio_of_round(start + i) for i in range(repeats)]
 
-    monkeypatch.setattr(landing, "time_interleaved", fake)
+    monkeypatch.setattr(timing, "time_interleaved", fake)
     return blocks
 
 
