@@ -75,9 +75,20 @@ def _drop(rows: list[dict], m: str, b: float) -> tuple[float, dict]:
     return (statistics.fmean(drops.values()) if drops else float("nan")), drops
 
 
-def goals(rows: list[dict], budgets: list[float]) -> list[str]:
-    """The issue's goals, each with its verdict (met / MISSED / not measured)."""
+def goals(rows: list[dict], budgets: list[float], bases: dict[str, str] | None = None) -> list[str]:
+    """The issue's goals, each with its verdict (met / MISSED / not measured).
+
+    Args:
+        rows: the result rows (seed, budget, method, accuracy, teacher).
+        budgets: the budgets of the run.
+        bases: ``--variant`` name → the method it varies; a variant of a compared method (a from-scratch
+            architecture with another recipe, say) gets that method's goal line under its own name.
+
+    Returns:
+        One line per goal that the rows can judge.
+    """
     out = []
+    kin = {m: [m, *(v for v, base in (bases or {}).items() if base == m)] for m in METHODS}
 
     def sig(d):
         return d["n"] > 1 and d["p"] < 0.05
@@ -94,14 +105,14 @@ def goals(rows: list[dict], budgets: list[float]) -> list[str]:
         out.append(f"budget 0.25: ours − tp_kd {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points (p={d['p']:.3g}; "
                    f"goal: not below): {'met' if d['mean'] >= 0 else 'MISSED'}")
     if 0.1 in budgets:
-        for m in ("uniform_kd", "tp_kd", "tp_plain", "no_kd"):
+        for m in (v for base in ("uniform_kd", "tp_kd", "tp_plain", "no_kd") for v in kin[base]):
             d = paired(rows, "ours", m, 0.1)
             if d["n"]:
                 ok = d["mean"] > 0 and sig(d)
                 out.append(f"budget 0.1: ours − {m} {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} points "
                            f"(p={d['p']:.3g}; goal > 0, p < 0.05): {'met' if ok else 'MISSED'}")
     for b in budgets:
-        for m in SCRATCH:
+        for m in (v for base in SCRATCH for v in kin[base]):
             d = paired(rows, "ours", m, b)
             if d["n"]:
                 ok = d["mean"] >= 0.01 and sig(d)
@@ -298,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = header(f"Pruning quality on Fashion-MNIST ({teacher_label(setting, extra)} teacher, 1×28×28)", setting,
                    seeds, extra, ["bench/quality.py", *argv])
     lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]
-    lines += [f"- {g}" for g in goals(rows, budgets)]
+    lines += [f"- {g}" for g in goals(rows, budgets, args.variant_bases)]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
     print("\n".join(lines))
     if args.md:

@@ -171,3 +171,16 @@ def test_a_seeds_cells_start_once_its_own_teacher_is_ready():
                       lines.append)
     assert ran_while_teacher_1_trained == [True]
     assert sorted(lines) == sorted(f"seed {s} budget {b}" for s in range(3) for b in (None, 0.25, 0.1))
+
+
+def test_a_variant_of_a_compared_method_gets_that_methods_goal_line():
+    # a from-scratch baseline run as a --variant (another recipe) had no goal line: goals() knew only the names
+    rows = [{**r, "teacher": 0.92} for r in _rows("ours", [0.90, 0.91, 0.92])
+            + _rows("mnv3_fair", [0.88, 0.885, 0.9]) + _rows("uni_x", [0.88, 0.895, 0.90], budget=0.1)
+            + _rows("ours", [0.85, 0.86, 0.87], budget=0.1)]
+    lines = quality.goals(rows, [0.25, 0.1], {"mnv3_fair": "mnv3_large", "uni_x": "uniform_kd"})
+    front = [g for g in lines if "mnv3_fair" in g]
+    assert len(front) == 1 and front[0].startswith("budget 0.25: ours − mnv3_fair +2.17") and "met" in front[0]
+    low = [g for g in lines if "uni_x" in g]
+    assert len(low) == 1 and low[0].startswith("budget 0.1: ours − uni_x -3.17") and low[0].endswith("MISSED")
+    assert not [g for g in quality.goals(rows, [0.25, 0.1]) if "_fair" in g or "uni_x" in g]  # no bases: no lines
