@@ -15,7 +15,7 @@ hits all of them alike; the shift of a load is the paired difference against ``n
 cycle. Linux only (``os.sched_setaffinity``), with at least two CPUs this process may use.
 
 Usage: ``python bench/latency_neighbour.py [--models ...] [--budget 0.3] [--cycles 3] [--repeats 15]
-[--loads none,membw,cpu] [--batch 8] [--size 224] [--md FILE]``
+[--loads none,membw,cpu] [--batch 8] [--size 224] [--seed 0] [--md FILE]``
 """
 
 from __future__ import annotations
@@ -132,12 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma list of registry models (default {','.join(MODELS)})")
     ap.add_argument("--budget", type=float, default=0.3, help="MAC fraction the pruned model keeps (default 0.3)")
-    ap.add_argument("--loads", default=",".join(LOADS), help=f"comma list from {', '.join(LOADS)} (default all; "
-                                                             "'none' is needed for the shift)")
+    ap.add_argument("--loads", default=",".join(LOADS), help="what runs on the other CPU, a comma list: none (nothing), membw (a process "
+                         "copying a 64 MiB array in a loop), cpu (an arithmetic spinner); default all, and "
+                         "'none' must be among them (the shift is against it)")
     ap.add_argument("--cycles", type=int, default=3, help="times every load is taken in turn (default 3)")
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds a measurement (default 15)")
     ap.add_argument("--batch", type=int, default=8, help="images per forward (default 8)")
     ap.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random initialisation, hence of the pruned "
+                                                         "architectures (L1 scores; default 0)")
     ap.add_argument("--min-sample-s", type=float, default=None, help="shortest timed sample (default: the product's)")
     ap.add_argument("--md", default=None, help="also write the markdown to this file")
     args = ap.parse_args(argv)
@@ -178,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kw = {} if args.min_sample_s is None else {"min_sample_s": args.min_sample_s}
     settings = LatencySettings(device="cpu", batch=args.batch, threads=1, **kw)
+    import torch
+
+    torch.manual_seed(args.seed)
     pairs = {}
     for name in models:
         dense = build_model(name).eval()
