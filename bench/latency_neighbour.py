@@ -48,8 +48,16 @@ def _start_load(name: str, cpu: int) -> subprocess.Popen | None:
     code = LOADS[name]
     if code is None:
         return None
-    p = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n{code}"])
-    time.sleep(1.0)  # let it reach its loop
+    # pinned to ``cpu``, and killed by the kernel when the bench dies however it dies (PR_SET_PDEATHSIG)
+    prelude = (f"import ctypes, os, signal\nctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+               f"if os.getppid() != {os.getpid()}:\n    os._exit(0)\nos.sched_setaffinity(0, {{{cpu}}})\n")
+    p = subprocess.Popen([sys.executable, "-c", prelude + code])
+    try:
+        time.sleep(1.0)  # let it reach its loop
+    except BaseException:  # Ctrl-C here must not leave the spinner running
+        p.kill()
+        p.wait(timeout=30)
+        raise
     return p
 
 
@@ -179,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    kw = {} if args.min_sample_s is None else {"min_sample_s": args.min_sample_s}
-    settings = LatencySettings(device="cpu", batch=args.batch, threads=1, **kw)
     import torch
 
+    kw = {} if args.min_sample_s is None else {"min_sample_s": args.min_sample_s}
+    settings = LatencySettings(device="cpu", batch=args.batch, threads=1, **kw)
     torch.manual_seed(args.seed)
     pairs = {}
     for name in models:

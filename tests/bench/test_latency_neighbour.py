@@ -62,3 +62,62 @@ def test_bad_options_are_one_line_and_exit_2(argv, says, capsys):
     assert ln.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {says}")
+
+
+def _gone(pid, within=10.0):
+    import time
+
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # our own child: reap it, or it stays a zombie that kill(pid, 0) still finds
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and two usable CPUs")
+def test_a_neighbour_does_not_outlive_an_interrupt_or_a_killed_bench(monkeypatch, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    started = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(ln.subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+
+    real_sleep, calls = time.sleep, []
+
+    def interrupted(s):  # the first sleep is the bench's wait for its neighbour (Popen.wait sleeps too)
+        calls.append(s)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_sleep(s)
+
+    monkeypatch.setattr(ln.time, "sleep", interrupted)  # Ctrl-C while the neighbour starts
+    with pytest.raises(KeyboardInterrupt):
+        ln._start_load("cpu", sorted(os.sched_getaffinity(0))[1])
+    assert len(started) == 1 and started[0].poll() is not None
+    monkeypatch.undo()
+    # a bench killed outright (SIGKILL runs no `finally`): the kernel ends its neighbour
+    script = tmp_path / "a_bench_run.py"  # not bench.py: it would shadow the bench package
+    script.write_text(f"import sys\nsys.path.insert(0, {str(Path(ln.__file__).parents[1])!r})\n"
+                      "import os, time\nimport bench.latency_neighbour as ln\n"
+                      "p = ln._start_load('cpu', sorted(os.sched_getaffinity(0))[1])\nprint(p.pid, flush=True)\n"
+                      "time.sleep(60)\n")
+    bench = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(bench.stdout.readline())
+        assert not _gone(child, within=0.5)  # it runs while the bench does
+        bench.send_signal(signal.SIGKILL)
+        bench.wait(timeout=30)
+        assert _gone(child)
+    finally:
+        bench.kill()
