@@ -7,7 +7,7 @@ import datetime
 import os
 import platform
 
-__all__ = ["command_line", "header_lines", "machine"]
+__all__ = ["command_line", "emit", "header_lines", "machine"]
 
 
 def machine(device: str = "CPU only", shared: bool = True) -> str:
@@ -53,3 +53,16 @@ def header_lines(title: str, command: str, *, device: str = "CPU only", notes: l
     """
     return [f"# {title}", "", f"- Date: {datetime.date.today()}; machine: {machine(device)}",
             f"- Command: `{command}`", *(f"- {n}" for n in notes), ""]
+
+
+def emit(lines: list[str], md: str | None) -> None:
+    """Print a benchmark's markdown, and write it to ``md`` too when given.
+
+    Args:
+        lines: the markdown lines.
+        md: the ``--md`` file, or None.
+    """
+    print("\n".join(lines))
+    if md:
+        with open(md, "w") as f:
+            f.write("\n".join(lines) + "\n")

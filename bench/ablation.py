@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench._header import emit
 from bench._paired import paired
 from bench.quality import build_parser, header, resolve, run_and_load, table, teacher_label
 
@@ -57,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                    seeds, extra, ["bench/ablation.py", *argv])
     lines += table(rows, budgets, methods) + [""] + [f"- {c}" for c in order_checks(rows, budgets)]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
-    print("\n".join(lines))
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    emit(lines, args.md)
     return 0
 
 

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench._header import command_line, header_lines
+from bench._header import command_line, emit, header_lines
 
 __all__ = ["LOADS", "main", "measure", "summarise"]
 
@@ -205,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                 f"pinned to CPU {cpus[0]}, the load pinned to CPU {cpus[1]}; {args.cycles} cycles of "
                                 f"{args.repeats} interleaved rounds a measurement ({time.perf_counter() - t0:.0f} s)")])
     lines += summarise(rows)
-    print("\n".join(lines))
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    emit(lines, args.md)
     return 0
 
 

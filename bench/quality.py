@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench._header import emit
 from bench._paired import METHODS, SETTINGS, cell_stats, load_results, paired, run_jobs
 
 __all__ = ["PRUNING", "SCRATCH", "goals", "main", "parse_variants", "table", "teacher_label"]
@@ -311,10 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += table(rows, budgets, methods) + [""] + comparisons(rows, budgets, methods) + [""]
     lines += [f"- {g}" for g in goals(rows, budgets, args.variant_bases)]
     lines.append(f"\n({time.perf_counter() - t0:.0f} s)")
-    print("\n".join(lines))
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    emit(lines, args.md)
     return 0
 
 
