@@ -61,16 +61,15 @@ def _start_load(name: str, cpu: int) -> subprocess.Popen | None:
     return p
 
 
-def measure(pairs: dict, settings, loads: list[str], cycles: int, repeats: int, cpus: tuple[int, int],
-            log=None) -> list[dict]:
+def measure(pairs: dict, settings, loads: list[str], cycles: int, cpus: tuple[int, int], log=None) -> list[dict]:
     """Time every (dense, pruned) pair under every load, ``cycles`` times in turn.
 
     Args:
         pairs: ``{model name: (dense, pruned, one input's shape (C, H, W))}``.
-        settings: :class:`~kpid_core.engine.timing.LatencySettings` (device cpu, batch, threads).
+        settings: :class:`~kpid_core.engine.timing.LatencySettings` (device cpu, batch, threads; ``repeats``
+            interleaved rounds a measurement).
         loads: names from :data:`LOADS`.
         cycles: how many times the loads are taken in turn.
-        repeats: interleaved rounds a measurement.
         cpus: ``(timing CPU, load CPU)``.
         log: progress callback.
 
@@ -78,7 +77,7 @@ def measure(pairs: dict, settings, loads: list[str], cycles: int, repeats: int, 
         One row a measurement: ``model, load, cycle, ratio`` (median over rounds of pruned ÷ dense),
         ``dense_ms``, ``pruned_ms`` (medians).
     """
-    from kpid_core.engine.timing import paired_samples
+    from kpid_core.engine.timing import paired_latency
 
     old = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpus[0]})
@@ -89,10 +88,9 @@ def measure(pairs: dict, settings, loads: list[str], cycles: int, repeats: int, 
                 proc = _start_load(load, cpus[1])
                 try:
                     for name, (dense, pruned, shape) in pairs.items():
-                        d, p = paired_samples(dense, pruned, shape, settings, repeats)
-                        rows.append({"model": name, "load": load, "cycle": c,
-                                     "ratio": statistics.median(b / a for a, b in zip(d, p)),
-                                     "dense_ms": statistics.median(d) * 1e3, "pruned_ms": statistics.median(p) * 1e3})
+                        lat = paired_latency(dense, pruned, shape, settings)
+                        rows.append({"model": name, "load": load, "cycle": c, "ratio": lat["latency_ratio"],
+                                     "dense_ms": lat["latency_dense_ms"], "pruned_ms": lat["latency_ms"]})
                         if log:
                             r = rows[-1]
                             log(f"cycle {c} load {load}: {name} ratio {r['ratio']:.4f} (dense {r['dense_ms']:.1f} ms, "
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     kw = {} if args.min_sample_s is None else {"min_sample_s": args.min_sample_s}
-    settings = LatencySettings(device="cpu", batch=args.batch, threads=1, **kw)
+    settings = LatencySettings(device="cpu", batch=args.batch, threads=1, repeats=args.repeats, **kw)
     torch.manual_seed(args.seed)
     pairs = {}
     for name in models:
@@ -198,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = (model_in_channels(name) or 3, args.size, args.size)
         pairs[name] = (dense, prune_to_budget(dense, shape, args.budget).model.eval(), shape)
     t0 = time.perf_counter()
-    rows = measure(pairs, settings, loads, args.cycles, args.repeats, (cpus[0], cpus[1]), log)
+    rows = measure(pairs, settings, loads, args.cycles, (cpus[0], cpus[1]), log)
     lines = header_lines("Does a neighbour's load move the pruned/dense latency ratio?",
                          command_line("bench/latency_neighbour.py", argv),
                          notes=[(f"MAC budget {args.budget:g}, batch {args.batch}, {args.size} px, one torch thread "

@@ -93,12 +93,9 @@ def measured_ratio(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
     def ratios(d: list[float], p: list[float]) -> list[float]:
         return [b / a for a, b in zip(d, p)]
 
-    if budget is None:
-        d, p = paired_samples(dense, pruned, input_shape, settings, settings.land_repeats)
-    else:
-        d, p = paired_samples(dense, pruned, input_shape, settings, settings.land_repeats,
-                              enough=lambda d, p: precise_enough(ratios(d, p), budget, settings.land_tolerance),
-                              max_blocks=MAX_ROUND_BLOCKS)
+    enough = None if budget is None else lambda d, p: precise_enough(ratios(d, p), budget, settings.land_tolerance)
+    d, p = paired_samples(dense, pruned, input_shape, settings, settings.land_repeats, enough=enough,
+                          max_blocks=MAX_ROUND_BLOCKS)
     return float(statistics.median(ratios(d, p)))
 
 
